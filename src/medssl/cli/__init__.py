@@ -1,0 +1,1 @@
+"""The ``medssl`` command line (thin wrappers over the Python API)."""

@@ -1,0 +1,81 @@
+"""``medssl`` command line: one small module per sub-command, registered in `COMMANDS`.
+
+Each command module defines ``add_parser(subparsers)`` and ``run(args) -> int``. Errors the user can fix are
+`MedSSLError`s: printed as one line ``error: ...`` on stderr (and as an ``error`` event with
+``--progress json``), exit code 2, no traceback unless ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import traceback
+from typing import List, Optional
+
+COMMANDS = ["finetune", "predict", "info", "weights", "pretrain"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="medssl", description="Few-label 3D segmentation from self-supervised "
+                                     "pretrained backbones.")
+    parser.add_argument("--version", action="version", version=f"medssl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f".{name}_cmd", __package__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{name}_cmd":
+                raise
+            continue
+        p = module.add_parser(sub)
+        p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _terminate(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from ..errors import MedSSLError
+
+    signal.signal(signal.SIGTERM, _terminate)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    progress = getattr(args, "progress", "bar")
+    try:
+        return int(args._run(args) or 0)
+    except MedSSLError as err:
+        return _report(err, err.exit_code, progress, args.debug)
+    except KeyboardInterrupt:
+        return _report("cancelled by the user", 130, progress, args.debug)
+    except MemoryError:
+        return _report("out of memory; use a smaller patch size, --device cpu or a machine with more memory",
+                       2, progress, args.debug)
+
+
+def _report(err, code: int, progress: str, debug: bool) -> int:
+    if debug and isinstance(err, BaseException):
+        traceback.print_exc()
+    message = str(err)
+    if progress == "json":
+        from ..events import JsonLinesSink
+
+        JsonLinesSink().emit("error", message=message, exit_code=code)
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

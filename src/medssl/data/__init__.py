@@ -1,0 +1,1 @@
+"""Deterministic preprocessing, its inverse, normalisation, sampling and augmentation."""

@@ -1,0 +1,132 @@
+"""Where a fine-tune starts from: ``--backbone ID|FILE|PACKAGE|ARCH``.
+
+`resolve_backbone` turns the user's string into a `BackboneSource`: the architecture to build, the
+preprocessing the backbone was trained with (plan defaults the fine-tuned plan inherits unless the user
+overrides them) and a function that copies the pretrained weights into the built network and reports what
+loaded. Accepted forms:
+
+- an architecture from the registry, optionally with a preset: ``resenc``, ``resenc:tiny`` (random init);
+- a medssl model package folder (plan.json + weights.safetensors): continue training from it, decoder
+  included (the output layer is re-initialised when the label set differs);
+- a weight-catalog id (``openmind_resencl_mae``) or a checkpoint file: see `medssl.hub.pretrained`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from ..errors import InputError
+from ..plan import ArchSpec, Plan
+
+DEFAULT_DECODER = {"resenc": "unet"}
+
+
+@dataclass
+class LoadReport:
+    """What happened when pretrained tensors were copied into a network (key names of the network)."""
+
+    loaded: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    shape_mismatch: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{len(self.loaded)} tensors loaded, {len(self.missing)} left at initialisation, "
+                f"{len(self.unexpected)} unused, {len(self.shape_mismatch)} with other shapes")
+
+
+InitFn = Callable[[torch.nn.Module], LoadReport]
+
+
+@dataclass
+class BackboneSource:
+    """A resolved ``--backbone``: architecture, inherited preprocessing and weight initialiser."""
+
+    name: str
+    arch: ArchSpec
+    plan_defaults: Dict[str, Any] = field(default_factory=dict)
+    init_weights: Optional[InitFn] = None
+    licence: Optional[str] = None
+    provenance: Dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_backbone(spec: str, decoder: Optional[str] = None) -> BackboneSource:
+    """See the module docstring; raises `InputError` naming the accepted forms."""
+    from ..models import BACKBONES, resolve_arch
+
+    name, _, preset = spec.partition(":")
+    if name in BACKBONES:
+        kwargs = {"preset": preset} if preset else {}
+        arch = resolve_arch(name, decoder or DEFAULT_DECODER.get(name, "unet"), kwargs)
+        return BackboneSource(spec, arch, provenance={"backbone": spec, "init": "random"})
+    path = Path(spec)
+    if path.is_dir() and (path / "plan.json").exists():
+        return _from_package(path)
+    try:
+        from .pretrained import resolve_pretrained
+    except ImportError:  # pretrained checkpoints need the hub module
+        resolve_pretrained = None
+    if resolve_pretrained is not None:
+        return resolve_pretrained(spec, decoder=decoder)
+    raise InputError(
+        f"--backbone {spec!r} is neither an architecture ({', '.join(BACKBONES.names())}) nor a model package "
+        f"folder; give one of those"
+    )
+
+
+def _from_package(path: Path) -> BackboneSource:
+    from .package import load_package_state
+
+    plan = Plan.load(path / "plan.json")
+    defaults = {"spacing": plan.spacing, "orientation": plan.orientation, "patch_size": list(plan.patch_size),
+                "normalization": [n.__dict__ for n in plan.normalization], "labels": plan.labels,
+                "channels": plan.channels}
+
+    def init(net: torch.nn.Module) -> LoadReport:
+        return copy_matching(load_package_state(path), net)
+
+    prov = {"backbone": str(path), "init": "package", "parent_plan_hash": plan.hash()}
+    return BackboneSource(str(path), plan.architecture, defaults, init, provenance=prov)
+
+
+def copy_matching(state: Dict[str, torch.Tensor], net: torch.nn.Module) -> LoadReport:
+    """Copy tensors whose name and shape match (PyMIC/VoCo rule); report the rest."""
+    own = net.state_dict()
+    report = LoadReport()
+    filtered = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif tuple(own[key].shape) != tuple(value.shape):
+            report.shape_mismatch.append(key)
+        else:
+            filtered[key] = value
+            report.loaded.append(key)
+    report.missing = [k for k in own if k not in filtered]
+    net.load_state_dict(filtered, strict=False)
+    return report
+
+
+def create_backbone(id_or_arch: str, checkpoint: Optional[str] = None, in_channels: int = 1,
+                    num_classes: int = 2) -> torch.nn.Module:
+    """The encoder of a backbone, with pretrained weights when ``id_or_arch`` (or ``checkpoint``) has them.
+
+    ``create_backbone("resenc:tiny")`` gives a random encoder; ``create_backbone("openmind_resencl_mae")``
+    (a catalog id) or ``create_backbone("resenc", checkpoint="checkpoint_final.pth")`` load weights.
+    """
+    from ..models import build_network
+
+    source = resolve_backbone(id_or_arch) if checkpoint is None else _with_checkpoint(id_or_arch, checkpoint)
+    net = build_network(source.arch, in_channels, num_classes)
+    if source.init_weights is not None:
+        source.init_weights(net)
+    return net.encoder
+
+
+def _with_checkpoint(id_or_arch: str, checkpoint: str) -> BackboneSource:
+    from .pretrained import resolve_pretrained
+
+    return resolve_pretrained(checkpoint, catalog_id=id_or_arch)

@@ -1,0 +1,149 @@
+"""The model package: ``plan.json`` + ``weights.safetensors`` + ``metadata.json`` in one folder.
+
+Self-describing and self-verifying (MONAI bundle / nnssl adaptation-plan ideas): the metadata holds the
+labels, the versions of medssl, torch and MONAI, the sha256 of the weights and of the plan, licence and
+provenance. `save_package` writes the folder atomically and verifies it; `verify_package` checks the files,
+their hashes, rebuilds the network from the plan, loads the weights strictly and runs one forward pass.
+Weights are safetensors (no pickle, so a package cannot execute code).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from ..errors import PackageError
+from ..io.atomic import atomic_dir
+from ..plan import Plan
+
+PACKAGE_FORMAT = "medssl-model-package"
+PACKAGE_VERSION = 1
+FILES = ("plan.json", "weights.safetensors", "metadata.json")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> Dict[str, str]:
+    """Versions recorded in metadata and printed by ``medssl info``."""
+    import monai
+
+    from .. import __version__
+
+    return {"medssl": __version__, "torch": torch.__version__, "monai": monai.__version__,
+            "python": platform.python_version()}
+
+
+def save_package(folder: str | Path, plan: Plan, state: Dict[str, torch.Tensor],
+                 metadata: Optional[Dict[str, Any]] = None, keep: tuple = ("training",)) -> Path:
+    """Write a verified package atomically (an existing package is replaced only once the new one is whole).
+
+    ``keep`` names sub-folders of an existing ``folder`` carried over (the training run state).
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    with atomic_dir(folder, keep=keep) as tmp:
+        (tmp / "plan.json").write_text(plan.to_json())
+        save_file(tensors, str(tmp / "weights.safetensors"), metadata={"format": "pt"})
+        meta = _metadata(plan, tmp, metadata or {})
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        verify_package(tmp)
+    return folder
+
+
+def _metadata(plan: Plan, tmp: Path, extra: Dict[str, Any]) -> Dict[str, Any]:
+    meta = {
+        "format": PACKAGE_FORMAT, "format_version": PACKAGE_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "labels": [{"value": lab.value, "name": lab.name, "color": list(lab.color)} for lab in plan.labels],
+        "channels": [c.name for c in plan.channels],
+        "versions": versions(),
+        "weights_sha256": sha256_file(tmp / "weights.safetensors"),
+        "plan_sha256": sha256_file(tmp / "plan.json"),
+        "licence": extra.pop("licence", "see provenance"),
+    }
+    meta.update(extra)
+    return meta
+
+
+def read_metadata(folder: str | Path) -> Dict[str, Any]:
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "metadata.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PackageError(f"model package {folder}: metadata.json cannot be read ({exc}); re-create the package") from None
+    if meta.get("format") != PACKAGE_FORMAT:
+        raise PackageError(f"{folder} is not a medssl model package (metadata.json has no medssl format tag)")
+    if int(meta.get("format_version", 0)) > PACKAGE_VERSION:
+        raise PackageError(f"model package {folder} was written by a newer medssl; upgrade medssl")
+    return meta
+
+
+def check_files(folder: str | Path) -> Tuple[Plan, Dict[str, Any]]:
+    """Files present and hashes equal to the metadata; returns (plan, metadata)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PackageError(f"model package {folder} does not exist; give the folder that 'medssl finetune --out' wrote")
+    missing = [f for f in FILES if not (folder / f).is_file()]
+    if missing:
+        raise PackageError(f"model package {folder} is incomplete: {', '.join(missing)} missing; copy the whole folder again")
+    meta = read_metadata(folder)
+    for name, key in (("weights.safetensors", "weights_sha256"), ("plan.json", "plan_sha256")):
+        if sha256_file(folder / name) != meta.get(key):
+            raise PackageError(
+                f"model package {folder}: {name} does not match the sha256 in metadata.json (changed or corrupted); "
+                f"re-create or re-download the package"
+            )
+    return Plan.load(folder / "plan.json"), meta
+
+
+def load_package_state(folder: str | Path) -> Dict[str, torch.Tensor]:
+    """The package's tensors (hash-checked)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    check_files(folder)
+    try:
+        return load_file(str(Path(folder) / "weights.safetensors"))
+    except (SafetensorError, OSError) as exc:
+        raise PackageError(f"model package {folder}: weights.safetensors cannot be read ({exc})") from None
+
+
+def load_package(folder: str | Path, device: str | torch.device = "cpu") -> Tuple[Plan, torch.nn.Module, Dict[str, Any]]:
+    """(plan, network with weights in eval mode, metadata), hash-checked and strictly loaded."""
+    from ..models import build_from_plan
+
+    plan, meta = check_files(folder)
+    net = build_from_plan(plan)
+    state = load_package_state(folder)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise PackageError(f"model package {folder}: weights do not fit the plan's network ({first})") from None
+    return plan, net.to(device).eval(), meta
+
+
+def verify_package(folder: str | Path) -> Dict[str, Any]:
+    """Full check: files, hashes, strict load into the plan's network, one forward pass with finite output."""
+    plan, net, meta = load_package(folder)
+    side = max(net.size_divisor, 16)
+    x = torch.zeros(1, plan.num_channels, side, side, side)
+    with torch.inference_mode():
+        y = net(x)
+    if tuple(y.shape) != (1, plan.num_classes, side, side, side) or not torch.isfinite(y).all():
+        raise PackageError(f"model package {folder}: the network gives output {tuple(y.shape)}, expected "
+                           f"{plan.num_classes} finite class scores per voxel")
+    return meta
