@@ -81,6 +81,7 @@ class BarSink(EventSink):
     def __init__(self, stream: Optional[TextIO] = None) -> None:
         self.stream = stream or sys.stderr
         self.bar = None
+        self.stage: Optional[str] = None
 
     def _open(self, total: int, desc: str, initial: int = 0) -> None:
         from tqdm import tqdm
@@ -89,9 +90,12 @@ class BarSink(EventSink):
         self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True, initial=initial)
 
     def emit(self, event: str, **fields: Any) -> None:
-        if event == "start":
-            self._open(int(fields.get("total") or 0), str(fields.get("task", "")), int(fields.get("initial", 0)))
-        elif event in ("step", "progress") and self.bar is not None:
+        if event == "start" and int(fields.get("total") or 0) > 1:
+            self._open(int(fields["total"]), str(fields.get("task", "")), int(fields.get("initial", 0)))
+        elif event == "progress" and fields.get("stage") != self.stage and int(fields.get("total") or 0) > 1:
+            self.stage = fields.get("stage")
+            self._open(int(fields["total"]), str(self.stage).replace("_", " "))
+        if event in ("step", "progress") and self.bar is not None:
             done = int(fields.get("step", fields.get("done", 0)))
             self.bar.update(max(0, done - self.bar.n))
             if "loss" in fields and fields["loss"] is not None:

@@ -16,13 +16,21 @@ from typing import List, Optional
 COMMANDS = ["finetune", "predict", "info", "weights", "pretrain"]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line ``error: ...`` (exit 2), like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="medssl", description="Few-label 3D segmentation from self-supervised "
-                                     "pretrained backbones.")
+    parser = OneLineErrorParser(prog="medssl", description="Few-label 3D segmentation from self-supervised "
+                                "pretrained backbones.")
     parser.add_argument("--version", action="version", version=f"medssl {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f".{name}_cmd", __package__)

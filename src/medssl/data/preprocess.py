@@ -48,12 +48,12 @@ class Preprocessed:
     record: PreprocessRecord
 
 
-def target_grid(image: sitk.Image, plan: Plan) -> Grid:
-    """Grid of the network input: ``image`` reoriented, at ``plan.spacing``, covering the same extent."""
-    oriented = _reorient_info(image, plan.orientation)
-    if plan.spacing is None:
+def target_grid(image: sitk.Image, orientation: str, spacing: Optional[Sequence[float]]) -> Grid:
+    """Grid of the network input: ``image`` reoriented, at ``spacing`` (None: native), same physical extent."""
+    oriented = _reorient_info(image, orientation)
+    if spacing is None:
         return oriented
-    spacing = np.array(plan.spacing, dtype=np.float64)
+    spacing = np.array(spacing, dtype=np.float64)
     extent = np.array(oriented.size) * np.array(oriented.spacing)
     size = np.maximum(1, np.round(extent / spacing)).astype(int)
     d = np.array(oriented.direction).reshape(3, 3)
@@ -120,7 +120,7 @@ def preprocess(channels: Sequence[sitk.Image], plan: Plan, label: Optional[sitk.
         _check_same_grid(channels[0], img, f"image {names[i]}")
     if label is not None:
         _check_same_grid(channels[0], label, "the label map")
-    grid = target_grid(channels[0], plan)
+    grid = target_grid(channels[0], plan.orientation, plan.spacing)
     arrays = [_channel_array(img, grid, spec.scheme, spec.params, name)
               for img, spec, name in zip(channels, plan.normalization, names)]
     lab = None

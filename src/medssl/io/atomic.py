@@ -34,6 +34,12 @@ def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") 
     return folder
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _raise_os_error(exc: OSError, path: Path) -> None:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise ResourceError(f"the disk is full while writing {path}; free some space and run again") from None
@@ -67,6 +73,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}-", suffix=_suffix(path.name), dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield tmp
         fsync_file(tmp)
@@ -98,6 +105,7 @@ def atomic_dir(path: str | os.PathLike, keep: tuple = ()) -> Iterator[Path]:
     path = Path(path)
     ensure_writable_dir(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         for name in keep:

@@ -22,7 +22,7 @@ from .atomic import atomic_path
 from .volume_io import _check_geometry, _read_file
 
 SLICER_ANATOMY = "Segmentation category and type - 3D Slicer General Anatomy list"
-ANATOMIC_STRUCTURE = ["SCT", "123037004", "Anatomical Structure"]
+TISSUE = ["SCT", "85756007", "Tissue"]  # Slicer's default terminology for a new segment
 
 
 @dataclass
@@ -108,10 +108,10 @@ def _merge_layers(image: sitk.Image, layered: List[Tuple[LabelSpec, int]]):
 
 
 def terminology_tag(label: LabelSpec) -> str:
-    """Slicer ``TerminologyEntry`` tag for a label (its own codes, else 'Anatomical Structure' + name)."""
+    """Slicer ``TerminologyEntry`` tag for a label (its own codes, else Slicer's default 'Tissue')."""
     term = label.terminology or {}
-    cat = term.get("category") or ANATOMIC_STRUCTURE
-    typ = term.get("type") or ["", "", label.name]
+    cat = term.get("category") or TISSUE
+    typ = term.get("type") or TISSUE
     return f"TerminologyEntry:{SLICER_ANATOMY}~{'^'.join(cat)}~{'^'.join(typ)}~^^~Anatomic codes - DICOM master list~^^~^^|"
 
 

@@ -17,6 +17,9 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from .atomic import atomic_path
+from .nifti_check import nifti_problem
+
+sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warnings go to stderr and mean nothing to users
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd")
 TIMEPOINT = re.compile(r"^(?P<path>.+)::t=(?P<t>\d+)$")
@@ -47,10 +50,15 @@ def read_image(spec: str | os.PathLike, what: str = "image") -> sitk.Image:
 def _read_file(p: Path, what: str) -> sitk.Image:
     if not os.access(p, os.R_OK):
         raise InputError(f"{what} {p} cannot be read (permission denied); fix its permissions")
+    problem = nifti_problem(p)
+    if problem:
+        raise InputError(f"{what} {p} cannot be read: {problem}; copy or export it again")
     try:
         return sitk.ReadImage(str(p))
     except RuntimeError as exc:
         reason = _itk_reason(str(exc))
+        if "spacing" in reason.lower():
+            raise InputError(f"{what} {p} has zero or negative voxel spacing ({reason}); fix its header") from None
         raise InputError(
             f"{what} {p} cannot be read ({reason}); check that it is a complete NIfTI, NRRD, MetaImage "
             f"or DICOM file"

@@ -1,0 +1,51 @@
+# MedSSL: two commands do all the set-up on a fresh machine.
+#   make demo   - create .venv, install medssl + the sample scans, fine-tune and segment (no network afterwards)
+#   make test   - the same set-up plus test tools, then the whole test suite
+# Variables: PYTHON (interpreter for the venv, default python3), VENV (default .venv).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+PIPC := $(PIP) install -q -c constraints.txt
+SAMPLE_DATA := /usr/share/mricron/templates/aal.nii.gz /usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz
+
+.PHONY: demo test install install-dev data bench clean
+
+demo: install data
+	$(PY) -m medssl.demo --out demo_out
+
+test: install-dev data
+	HF_HUB_OFFLINE=1 $(PY) -m pytest Testing -q -p no:cacheprovider
+
+bench: install-dev data
+	$(PY) benchmarks/predict_vs_monai.py
+
+install: $(VENV)/.medssl-installed
+
+$(VENV)/.medssl-installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIPC) "torch==2.13.0"
+	$(PIPC) -e .
+	# dynamic-network-architectures: --no-deps, its timm pin would pull a CUDA torch and a broken torchvision
+	$(PIP) install -q --no-deps "dynamic-network-architectures==0.4.4"
+	touch $@
+
+install-dev: install $(VENV)/.medssl-dev-installed
+
+$(VENV)/.medssl-dev-installed: pyproject.toml constraints.txt
+	$(PIPC) -e ".[dev]"
+	# nilearn only for its bundled MNI152 template (no sklearn/pandas needed)
+	$(PIP) install -q --no-deps "nilearn==0.14.1"
+	touch $@
+
+# Real scans for the demo and the tests: Debian packages mricron-data (Colin27 + AAL) and
+# insighttoolkit5-examples (ITK KmeansTest T1). Nothing is committed to this repository.
+data:
+	@if ls $(SAMPLE_DATA) >/dev/null 2>&1; then echo "sample scans present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends mricron-data insighttoolkit5-examples; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends mricron-data insighttoolkit5-examples; \
+	else echo "install the Debian packages mricron-data and insighttoolkit5-examples (needs root)"; exit 1; fi
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

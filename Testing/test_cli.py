@@ -1,0 +1,146 @@
+"""The command line on real scans: fine-tune whose Dice rises, predict onto the input grid, kill + resume,
+and the error contract (exit 2, one line ``error: ...``, no traceback, nothing overwritten)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import run_cli
+
+from medssl.io.geometry import Grid, same_grid
+from medssl.io.labels import read_label_map
+
+FAST = ["--backbone", "resenc:test", "--patch-size", "32", "32", "32"]
+
+
+def events(stdout: str) -> list:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def write_config(path: Path, **settings) -> str:
+    path.write_text(json.dumps(settings))  # JSON is valid YAML
+    return str(path)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_finetune_dice_rises_and_predict_lands_on_input_grid(tmp_path, kmeans_t1, kmeans_labels):
+    cfg = write_config(tmp_path / "cfg.yaml", spacing=[3, 3, 3], loop={"validate_every": 10, "checkpoint_every": 20})
+    proc = run_cli("finetune", "--images", str(kmeans_t1), "--labels", str(kmeans_labels), "--out", str(tmp_path / "m"),
+                   *FAST, "--steps", "40", "--config", cfg, "--device", "cpu", "--progress", "json")
+    assert proc.returncode == 0, proc.stderr
+    ev = events(proc.stdout)
+    kinds = [e["event"] for e in ev]
+    assert kinds.count("validation") == 4 and kinds[-1] == "done" and "start" in kinds and "checkpoint" in kinds
+    dice = [e["mean_dice"] for e in ev if e["event"] == "validation"]
+    assert dice[-1] > dice[0] + 0.15 and dice[-1] > 0.25, dice
+    assert set(ev[-1]) >= {"package", "best_mean_dice", "best_step"}
+
+    out = tmp_path / "seg.seg.nrrd"
+    proc = run_cli("predict", "--model", str(tmp_path / "m"), "--input", str(kmeans_t1), "--output", str(out),
+                   "--uncertainty", str(tmp_path / "unc.nii.gz"), "--device", "cpu", "--progress", "json")
+    assert proc.returncode == 0, proc.stderr
+    image, seg = sitk.ReadImage(str(kmeans_t1)), read_label_map(out)
+    assert same_grid(Grid.of(seg.image), Grid.of(image), rtol=1e-9, atol_mm=1e-9)
+    assert [s.name for s in seg.segments] == [f"label_{v}" for v in range(1, 7)]
+    unc = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "unc.nii.gz")))
+    assert unc.shape == sitk.GetArrayViewFromImage(image).shape and 0 <= unc.min() and unc.max() <= 1
+    progress = [e for e in events(proc.stdout) if e["event"] == "progress" and e["stage"] == "sliding_window"]
+    assert progress[-1]["done"] == progress[-1]["total"] > 1
+
+
+def test_kill_and_resume_continues_the_run(tmp_path, kmeans_t1, kmeans_labels):
+    out = tmp_path / "m"
+    args = ["finetune", "--images", str(kmeans_t1), "--labels", str(kmeans_labels), "--out", str(out), *FAST,
+            "--steps", "40", "--device", "cpu", "--progress", "json",
+            "--config", write_config(tmp_path / "c.yaml", spacing=[4, 4, 4], loop={"checkpoint_every": 5})]
+    proc = subprocess.Popen([sys.executable, "-m", "medssl", *args], stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if '"checkpoint"' in line and json.loads(line)["step"] >= 10:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not (out / "weights.safetensors").exists()
+    again = run_cli(*args)
+    assert_user_error(again, "already holds a model or a run.*--resume")
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    ev = events(resumed.stdout)
+    start = next(e for e in ev if e["event"] == "start")
+    assert start["initial"] >= 10 and ev[-1]["event"] == "done" and ev[-1]["steps"] == 40
+    assert (out / "weights.safetensors").exists()
+
+
+def test_predict_errors_leave_existing_output_untouched(tmp_path, tiny_package, kmeans_t1):
+    out = tmp_path / "existing.nii.gz"
+    out.write_bytes(b"previous result")
+    proc = run_cli("predict", "--model", str(tiny_package), "--input", str(kmeans_t1), str(kmeans_t1),
+                   "--output", str(out), "--device", "cpu")
+    assert_user_error(proc, r"expects 1 channel\(s\) \(image\) but 2 input image\(s\)")
+    assert out.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.nii.gz"]  # no temporary file left
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["predict", "--model", "{pkg}", "--input", "/nonexistent/ct.nii.gz", "--output", "{tmp}/o.nii.gz"],
+     "input image .* does not exist"),
+    (["predict", "--model", "{tmp}/nope", "--input", "{t1}", "--output", "{tmp}/o.nii.gz"], "does not exist"),
+    (["predict", "--model", "{pkg}", "--input", "{t1}", "--output", "{tmp}/o.nii.gz", "--overlap", "1.2"],
+     "out of range"),
+    (["finetune", "--images", "{t1}", "--labels", "{lab}", "--out", "{tmp}/m", "--steps", "0"], "out of range"),
+    (["finetune", "--images", "{t1}", "{t1}", "--labels", "{lab}", "--out", "{tmp}/m"], "2 image case.* 1 label map"),
+    (["finetune", "--images", "{t1}", "--labels", "{lab}", "--out", "{tmp}/m", "--backbone", "resnet50"],
+     "unknown|neither"),
+    (["predict", "--model", "{pkg}", "--input", "{t1}", "--output", "{tmp}/o.nii.gz", "--device", "cuda"],
+     "no CUDA GPU"),
+])
+def test_cli_error_contract(tmp_path, tiny_package, kmeans_t1, kmeans_labels, argv, pattern):
+    fill = {"pkg": str(tiny_package), "tmp": str(tmp_path), "t1": str(kmeans_t1), "lab": str(kmeans_labels)}
+    proc = run_cli(*[a.format(**fill) for a in argv])
+    assert_user_error(proc, pattern)
+    assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "m" / "weights.safetensors").exists()
+
+
+def test_debug_flag_shows_the_traceback(tmp_path, kmeans_t1):
+    proc = run_cli("predict", "--model", str(tmp_path / "nope"), "--input", str(kmeans_t1), "--output",
+                   str(tmp_path / "o.nii.gz"), "--debug")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and "error: model package" in proc.stderr
+
+
+def test_json_progress_reports_errors_as_events(tmp_path, kmeans_t1):
+    proc = run_cli("predict", "--model", str(tmp_path / "nope"), "--input", str(kmeans_t1), "--output",
+                   str(tmp_path / "o.nii.gz"), "--progress", "json")
+    ev = events(proc.stdout)
+    assert ev[-1]["event"] == "error" and "does not exist" in ev[-1]["message"] and ev[-1]["exit_code"] == 2
+
+
+def test_info_reports_versions_and_home(tmp_path):
+    proc = run_cli("info", "--json", env={"MEDSSL_HOME": str(tmp_path / "home")})
+    info = json.loads(proc.stdout)
+    assert proc.returncode == 0 and info["medssl_home"] == str(tmp_path / "home")
+    assert {"torch", "monai", "medssl", "cuda_available", "gpus"} <= set(info)
+
+
+def test_python_m_and_console_script_agree():
+    script = Path(sys.executable).with_name("medssl")
+    if not script.exists():
+        pytest.skip("console script not installed in this environment")
+    a = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    b = run_cli("--version")
+    assert a.stdout == b.stdout and a.stdout.startswith("medssl ")

@@ -1,0 +1,100 @@
+"""The training loop: exact resume, accumulation, NaN guard, checkpoints that always load."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from medssl.errors import MedSSLError
+from medssl.events import ListSink
+from medssl.train.checkpoint import load_checkpoint
+from medssl.train.loop import LoopConfig, TrainLoop
+
+
+class Regression(torch.nn.Module):
+    """``batch -> {"loss"}``: a small MLP fitting a fixed random function (with dropout: uses the torch RNG)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Dropout(0.1), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+
+    def forward(self, batch):
+        err = self.net(batch["x"]) - batch["y"]
+        return {"loss": (err ** 2).mean(), "mae": err.abs().mean().detach()}
+
+
+class Batches(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10**6
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(int(i))
+        x = torch.randn(16, 8, generator=g)
+        return {"x": x, "y": x @ torch.linspace(-1, 1, 8)[:, None]}
+
+
+class KillAt:
+    """Hook that interrupts the run at a given step (as a kill between two checkpoints would)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, step: int, total: int) -> None:
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def run(tmp_path, steps, resume=False, kill_at=None, **cfg):
+    model = Regression()
+    config = LoopConfig(steps=steps, lr=1e-2, checkpoint_every=cfg.pop("checkpoint_every", 5), log_every_s=0, **cfg)
+    hooks = [KillAt(kill_at)] if kill_at else []
+    loop = TrainLoop(model, Batches(), config, tmp_path, torch.device("cpu"), sink=ListSink(), hooks=hooks)
+    if resume:
+        assert loop.resume()
+    return loop, loop.run()
+
+
+def test_loss_falls(tmp_path):
+    _, result = run(tmp_path, 60)
+    first = sum(h["loss"] for h in result.history[:5]) / 5
+    last = sum(h["loss"] for h in result.history[-5:]) / 5
+    assert last < 0.5 * first
+
+
+def test_resume_continues_with_identical_losses(tmp_path):
+    _, full = run(tmp_path / "a", 20)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", 20, kill_at=13)  # killed three steps after the step-10 checkpoint
+    assert load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")["step"] == 10
+    _, resumed = run(tmp_path / "b", 20, resume=True)
+    assert [h["loss"] for h in resumed.history[10:]] == pytest.approx([h["loss"] for h in full.history[10:]], rel=1e-6)
+    assert resumed.step == 20 and load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")["step"] == 20
+
+
+def test_accumulation_averages_micro_batches(tmp_path):
+    loop, result = run(tmp_path, 3, accumulate=4, checkpoint_every=100)
+    assert result.step == 3 and all(math.isfinite(h["loss"]) for h in result.history)
+    starts = [e for e in loop.sink.events if e["event"] == "start"]
+    assert starts[0]["total"] == 3
+
+
+class Exploding(Regression):
+    def forward(self, batch):
+        out = super().forward(batch)
+        return {"loss": out["loss"] * float("nan")}
+
+
+def test_nan_guard_stops_with_advice(tmp_path):
+    loop = TrainLoop(Exploding(), Batches(), LoopConfig(steps=50, max_bad_steps=3, log_every_s=0), tmp_path,
+                     torch.device("cpu"))
+    with pytest.raises(MedSSLError, match="not finite for 4 steps.*learning rate"):
+        loop.run()
+
+
+def test_events_have_eta_and_checkpoints(tmp_path):
+    loop, _ = run(tmp_path, 10)
+    steps = loop.sink.of("step")
+    assert steps[-1]["step"] == 10 and steps[-1]["eta_s"] == 0
+    assert [e["step"] for e in loop.sink.of("checkpoint")] == [5, 10]

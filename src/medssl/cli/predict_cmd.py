@@ -1,0 +1,67 @@
+"""``medssl predict``: segment images with a model package; the output lies on the input grid."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_device, add_progress, fraction, positive_int
+
+EPILOG = """examples:
+  medssl predict --model my_model --input ct.nii.gz --output ct_seg.seg.nrrd
+  medssl predict --model mr_model --input t1.nii.gz t2.nii.gz --output seg.nii.gz --tta --uncertainty unc.nii.gz"""
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("predict", help="segment images with a model package", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, metavar="PKG", help="model package folder")
+    p.add_argument("--input", nargs="+", required=True, metavar="IMG", help="one image per channel (or DICOM folder)")
+    p.add_argument("--output", required=True, metavar="OUT", help="label map to write (.seg.nrrd keeps names and colours)")
+    p.add_argument("--overlap", type=fraction, help="sliding-window overlap in [0, 1) (default: the plan's)")
+    p.add_argument("--sw-batch-size", type=positive_int, help="windows per forward pass")
+    p.add_argument("--tta", action="store_true", help="average over mirrored copies (slower, smoother)")
+    p.add_argument("--probabilities", metavar="OUT", help="also write class probabilities (vector image)")
+    p.add_argument("--uncertainty", metavar="OUT", help="also write a voxel-wise uncertainty (entropy) map")
+    p.add_argument("--low-memory", action="store_true", help="stitch slab by slab to bound memory")
+    add_device(p)
+    add_progress(p)
+    return p
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    from ..errors import InputError
+    from ..io.atomic import ensure_writable_dir
+
+    outs = [o for o in (args.output, args.probabilities, args.uncertainty) if o]
+    if len(set(map(str, outs))) != len(outs):
+        raise InputError("--output, --probabilities and --uncertainty must be different files")
+    for o in outs:
+        ensure_writable_dir(Path(o).resolve().parent, "output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..events import make_sink
+    from ..inference.predictor import Predictor
+    from ..io.labels import write_label_map
+    from ..io.volume_io import write_image
+
+    _check_outputs(args)
+    sink = make_sink(args.progress)
+    try:
+        predictor = Predictor.from_package(args.model, args.device)
+        sink.emit("start", task="predict", total=1, model=str(args.model), device=str(predictor.device))
+        result = predictor.predict(args.input, overlap=args.overlap, tta=args.tta, sw_batch_size=args.sw_batch_size,
+                                   low_memory=True if args.low_memory else None,
+                                   probabilities=bool(args.probabilities), uncertainty=bool(args.uncertainty), sink=sink)
+        write_label_map(result.labels, predictor.plan.labels, args.output)
+        if result.probabilities is not None:
+            write_image(result.probabilities, args.probabilities)
+        if result.uncertainty is not None:
+            write_image(result.uncertainty, args.uncertainty)
+        sink.emit("done", task="predict", output=str(args.output), probabilities=args.probabilities,
+                  uncertainty=args.uncertainty)
+    finally:
+        sink.close()
+    if args.progress != "json":
+        print(f"segmentation written to {args.output}")
+    return 0

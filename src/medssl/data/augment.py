@@ -1,0 +1,93 @@
+"""Random 3D augmentations for fine-tuning (after the deterministic `preprocess`).
+
+Spatial: rotation about each axis, isotropic scaling and mirroring, expressed as one affine map for
+``grid_sample`` (`random_affine`). Intensity: Gaussian noise, brightness, contrast and gamma with nnU-Net's
+default probabilities (Isensee et al. 2021, batchgenerators). All randomness comes from the numpy
+``Generator`` passed in, so batches are reproducible per step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+import numpy as np
+import torch
+
+
+@dataclass
+class AugmentConfig:
+    """Probabilities and ranges (angles in degrees)."""
+
+    p_rotation: float = 0.2
+    max_rotation: float = 15.0
+    p_scale: float = 0.2
+    scale: Tuple[float, float] = (0.85, 1.15)
+    p_mirror: float = 0.5
+    mirror_axes: Tuple[int, ...] = (0, 1, 2)
+    p_noise: float = 0.1
+    noise_std: float = 0.1
+    p_brightness: float = 0.15
+    brightness: Tuple[float, float] = (0.75, 1.25)
+    p_contrast: float = 0.15
+    contrast: Tuple[float, float] = (0.75, 1.25)
+    p_gamma: float = 0.3
+    gamma: Tuple[float, float] = (0.7, 1.5)
+
+    @classmethod
+    def none(cls) -> "AugmentConfig":
+        return cls(p_rotation=0, p_scale=0, p_mirror=0, p_noise=0, p_brightness=0, p_contrast=0, p_gamma=0)
+
+
+def _rotation(rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    r = np.eye(3)
+    if rng.random() >= cfg.p_rotation:
+        return r
+    for axis in range(3):
+        a = math.radians(rng.uniform(-cfg.max_rotation, cfg.max_rotation))
+        i, j = [k for k in range(3) if k != axis]
+        m = np.eye(3)
+        m[i, i], m[i, j], m[j, i], m[j, j] = math.cos(a), -math.sin(a), math.sin(a), math.cos(a)
+        r = m @ r
+    return r
+
+
+def random_affine(rng: np.random.Generator, cfg: AugmentConfig, patch: Sequence[int], shape: Sequence[int],
+                  centre: np.ndarray) -> torch.Tensor:
+    """``theta`` (3, 4) for ``F.affine_grid``: patch voxel p -> volume voxel ``centre + A (p - P // 2)``.
+
+    ``A`` = rotation x scale x mirror in (i, j, k) voxel units; returned in grid_sample's reversed axis order.
+    Without augmentation and with an integer centre the patch is an exact crop (no interpolation).
+    """
+    a = _rotation(rng, cfg)
+    if rng.random() < cfg.p_scale:
+        a = a * rng.uniform(*cfg.scale)
+    for axis in cfg.mirror_axes:
+        if rng.random() < cfg.p_mirror:
+            a[:, axis] = -a[:, axis]
+    n, p = np.asarray(shape, float), np.asarray(patch, float)
+    m = np.diag(1.0 / n) @ a @ np.diag(p)
+    centre = np.asarray(centre, float) + a @ ((p - 1) / 2.0 - np.floor(p / 2.0))
+    t = (2.0 * centre + 1.0) / n - 1.0
+    theta = np.concatenate([m[::-1, ::-1], t[::-1, None]], axis=1)
+    return torch.as_tensor(theta.copy(), dtype=torch.float32)
+
+
+def augment_intensity(x: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """Noise, brightness, contrast and gamma on a patch ``x: (C, I, J, K)``, per channel."""
+    out = x.clone()
+    for c in range(out.shape[0]):
+        v = out[c]
+        if rng.random() < cfg.p_noise:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            v += torch.randn(v.shape, generator=gen) * float(rng.uniform(0, cfg.noise_std))
+        if rng.random() < cfg.p_brightness:
+            v *= float(rng.uniform(*cfg.brightness))
+        if rng.random() < cfg.p_contrast:
+            lo, hi, mean = v.min(), v.max(), v.mean()
+            v.sub_(mean).mul_(float(rng.uniform(*cfg.contrast))).add_(mean).clamp_(lo, hi)
+        if rng.random() < cfg.p_gamma:
+            lo, hi = v.min(), v.max()
+            span = float(hi - lo) or 1.0
+            v.copy_(((v - lo) / span).clamp_(0, 1).pow_(float(rng.uniform(*cfg.gamma))) * span + lo)
+    return out

@@ -1,0 +1,1 @@
+"""Inference: sliding window, devices and the Predictor."""

@@ -1,0 +1,162 @@
+"""Predictor: a model package applied to images, output on the input grid.
+
+    from medssl import Predictor
+    pred = Predictor.from_package("my_model/", device="auto")
+    result = pred.predict(["t1.nii.gz"], tta=True, uncertainty=True)
+    result.labels  # SimpleITK label image on the input grid; result.uncertainty: entropy map
+
+Pipeline: read -> `preprocess` (the plan's) -> sliding window (MONAI, Gaussian blending) -> `postprocess`
+back onto the input grid. Large volumes are stitched slab by slab (`SlabStitcher`) unless probabilities are
+requested; a CUDA out-of-memory error is retried with a smaller window batch, then on the CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..data.postprocess import entropy, scalar_to_input_grid, scores_to_input_grid, scores_to_labels
+from ..data.preprocess import Preprocessed, preprocess
+from ..errors import InputError
+from ..events import EtaClock, EventSink, NullSink
+from ..hub.package import load_package
+from ..io.geometry import image_from_ijk
+from ..io.volume_io import read_image
+from ..plan import Plan, check_channel_count
+from .devices import resolve_device
+from .sliding_window import SlabStitcher, WindowSettings, count_windows, probabilities
+
+ImageLike = Union[str, Path, sitk.Image]
+LOW_MEMORY_BYTES = 1.5e9  # stitch slab by slab when full-volume class scores would exceed this
+
+
+@dataclass
+class Prediction:
+    labels: sitk.Image
+    probabilities: Optional[sitk.Image] = None  # vector image, one component per class
+    uncertainty: Optional[sitk.Image] = None  # normalised entropy in [0, 1]
+
+
+class Predictor:
+    """A fine-tuned network with its plan; see the module docstring."""
+
+    def __init__(self, plan: Plan, net: torch.nn.Module, device: torch.device, metadata: Optional[Dict] = None):
+        self.plan, self.net, self.device, self.metadata = plan, net.to(device).eval(), device, metadata or {}
+
+    @classmethod
+    def from_package(cls, path: str | Path, device: str = "auto") -> "Predictor":
+        dev = resolve_device(device)
+        plan, net, meta = load_package(path)
+        return cls(plan, net, dev, meta)
+
+    def settings(self, overlap: Optional[float] = None, tta: bool = False,
+                 sw_batch_size: Optional[int] = None) -> WindowSettings:
+        sw = self.plan.sliding_window
+        overlap = sw.overlap if overlap is None else float(overlap)
+        if not 0 <= overlap < 1:
+            raise InputError(f"overlap {overlap} is out of range; use a value in [0, 1), e.g. 0.5")
+        return WindowSettings(tuple(self.plan.patch_size), overlap, sw.mode, sw.sigma_scale,  # type: ignore[arg-type]
+                              int(sw_batch_size or sw.sw_batch_size), tuple(sw.mirror_axes) if tta else ())
+
+    def predict(self, images: Sequence[ImageLike], overlap: Optional[float] = None, tta: bool = False,
+                sw_batch_size: Optional[int] = None, low_memory: Optional[bool] = None, probabilities: bool = False,
+                uncertainty: bool = False, sink: Optional[EventSink] = None) -> Prediction:
+        """Segment one case (one image per plan channel, all on one grid)."""
+        sink = sink or NullSink()
+        channels = [read_image(i, f"input image {i}") if not isinstance(i, sitk.Image) else i for i in images]
+        check_channel_count(self.plan, len(channels), "input")
+        names = [str(i) if not isinstance(i, sitk.Image) else f"channel {n + 1}" for n, i in enumerate(images)]
+        sink.emit("progress", stage="preprocess", done=0, total=1)
+        pre = preprocess(channels, self.plan, names=names)
+        settings = self.settings(overlap, tta, sw_batch_size)
+        if low_memory is None:
+            low_memory = self._needs_low_memory(pre) and not probabilities
+        if low_memory and probabilities:
+            raise InputError("--probabilities needs the whole probability map in memory; drop --low-memory or "
+                             "--probabilities")
+        return self._run_with_oom_retry(pre, settings, low_memory, probabilities, uncertainty, sink)
+
+    def _needs_low_memory(self, pre: Preprocessed) -> bool:
+        return self.plan.num_classes * pre.image[0].size * 4 > LOW_MEMORY_BYTES
+
+    def _run_with_oom_retry(self, pre, settings, low_memory, want_probs, want_unc, sink) -> Prediction:
+        while True:
+            try:
+                return self._run(pre, settings, low_memory, want_probs, want_unc, sink)
+            except torch.cuda.OutOfMemoryError:
+                if self.device.type != "cuda":
+                    raise
+                torch.cuda.empty_cache()
+                if settings.sw_batch_size > 1:
+                    settings.sw_batch_size //= 2
+                    sink.emit("log", message=f"GPU out of memory: retrying with sw batch size {settings.sw_batch_size}")
+                else:
+                    sink.emit("log", message="GPU out of memory: retrying on the CPU")
+                    self.device = torch.device("cpu")
+                    self.net.to(self.device)
+
+    def _run(self, pre: Preprocessed, settings: WindowSettings, low_memory: bool, want_probs: bool,
+             want_unc: bool, sink: EventSink) -> Prediction:
+        image = torch.from_numpy(pre.image).unsqueeze(0)
+        progress = _WindowProgress(sink, self._window_total(pre, settings, low_memory), len(settings.mirror_axes))
+        amp = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+        if low_memory:
+            result = self._slab_labels(image, settings, progress, want_unc, amp, pre)
+        else:
+            probs = probabilities(self.net, image, settings, self.device, torch.float32, progress, amp)[0].numpy()
+            sink.emit("progress", stage="postprocess", done=0, total=1)
+            result = Prediction(
+                scores_to_labels(probs, pre.record, self.plan.label_values()),
+                scores_to_input_grid(probs, pre.record) if want_probs else None,
+                scalar_to_input_grid(entropy(probs), pre.record) if want_unc else None)
+        sink.emit("progress", stage="postprocess", done=1, total=1)
+        return result
+
+    def _window_total(self, pre: Preprocessed, settings: WindowSettings, low_memory: bool) -> int:
+        shape = pre.image.shape[1:]
+        return SlabStitcher(settings).count_windows(shape) if low_memory else count_windows(shape, settings)
+
+    def _slab_labels(self, image, settings, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
+        """Low-memory path: slab by slab. On the input grid, each slab is reduced to labels at once; otherwise
+        float16 scores on the network grid are kept and resampled class by class (same result as the full path)."""
+        shape, identity = image.shape[2:], pre.record.identity()
+        index = np.zeros(shape, np.uint16) if identity else None
+        scores = None if identity else np.zeros((self.plan.num_classes, *shape), np.float16)
+        unc = np.zeros(shape, np.float32) if want_unc else None
+        for k0, k1, probs in SlabStitcher(settings).run(self.net, image, self.device, progress, amp):
+            if identity:
+                index[..., k0:k1] = probs.argmax(0).numpy()
+            else:
+                scores[..., k0:k1] = probs.numpy()
+            if unc is not None:
+                unc[..., k0:k1] = entropy(probs.float().numpy())
+            del probs
+        values = np.asarray(self.plan.label_values())
+        if identity:
+            labels = image_from_ijk(values.astype(np.uint8 if values.max() < 256 else np.uint16)[index], pre.record.input_grid)
+        else:
+            labels = scores_to_labels(scores, pre.record, self.plan.label_values())
+        return Prediction(labels, None, scalar_to_input_grid(unc, pre.record) if unc is not None else None)
+
+
+class _WindowProgress:
+    """Counts windows MONAI has processed and emits ``progress`` events with an ETA."""
+
+    def __init__(self, sink: EventSink, total: int, n_mirror_axes: int) -> None:
+        self.sink, self.total, self.done = sink, total, 0
+        self.clock = EtaClock(total)
+        sink.emit("progress", stage="sliding_window", done=0, total=total, tta_copies=2 ** n_mirror_axes)
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.sink.emit("progress", stage="sliding_window", done=self.done, total=self.total,
+                       eta_s=self.clock.eta(self.done))
+
+
+def predict_files(model: str | Path, inputs: List[str], device: str = "auto", **kwargs) -> Prediction:
+    """Convenience: ``Predictor.from_package(model, device).predict(inputs, **kwargs)``."""
+    return Predictor.from_package(model, device).predict(inputs, **kwargs)

@@ -1,0 +1,1 @@
+"""Training: the one loop, losses, optimisers, checkpoints, fine-tuning and pretraining entry points."""

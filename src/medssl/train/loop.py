@@ -1,0 +1,235 @@
+"""The one training loop, shared by fine-tuning and every SSL pretraining method.
+
+A task supplies a module whose ``forward(batch)`` returns ``{"loss": scalar, <terms>...}`` (pure forward: it
+never calls ``backward``; fine-tuning wraps the network in `SegmentationTask`, each SSL method is such a
+module) and a map-style batch source whose item ``i`` is the batch of step ``i``. The loop owns the
+rest: device moves, AMP (bf16/fp16 on GPU, with a GradScaler for fp16), gradient accumulation and clipping,
+the NaN guard, LR schedule, hooks (EMA teachers, temperature schedules), validation, atomic checkpoints and
+exact ``--resume`` (model, optimizer, scheduler, scaler, RNG and data position), and progress events.
+Under ``torchrun`` the model is wrapped in DistributedDataParallel and only rank 0 writes.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
+
+import torch
+
+from ..errors import CheckpointError, MedSSLError
+from ..events import EtaClock, EventSink, NullSink
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistContext
+from .optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class LoopConfig:
+    """Optimisation and bookkeeping settings of one run (not part of the plan)."""
+
+    steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 3e-5
+    optimizer: str = "adamw"  # adamw | sgd
+    momentum: float = 0.99
+    schedule: str = "poly"  # poly | cosine | constant
+    warmup_steps: int = 0
+    grad_clip: float = 12.0
+    accumulate: int = 1
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    checkpoint_every: int = 100
+    validate_every: int = 0  # 0: only at the end
+    log_every_s: float = 0.5
+    num_workers: int = 0
+    seed: int = 0
+    max_bad_steps: int = 20
+
+
+class Hook(Protocol):
+    def on_step_end(self, step: int, total: int) -> None: ...
+
+
+@dataclass
+class LoopResult:
+    step: int
+    last_losses: Dict[str, float]
+    best_metric: Optional[float]
+    best_step: Optional[int]
+    history: List[Dict[str, float]] = field(default_factory=list)
+    data_wait_fraction: float = 0.0
+
+
+class TrainLoop:
+    """Runs ``cfg.steps`` optimisation steps of ``model``: ``model(batch) -> {"loss": ..., ...}``."""
+
+    def __init__(self, model: torch.nn.Module, batches: torch.utils.data.Dataset, cfg: LoopConfig, run_dir: Path, device: torch.device,
+                 sink: EventSink | None = None, hooks: Sequence[Hook] = (), task: str = "train",
+                 validate: Optional[Callable[[], Dict[str, Any]]] = None,
+                 param_groups: Optional[List[Dict[str, Any]]] = None, on_best: Optional[Callable[[int], None]] = None,
+                 dist: Optional[DistContext] = None) -> None:
+        self.model, self.batches, self.cfg = model, batches, cfg
+        self.run_dir, self.device, self.sink, self.hooks = Path(run_dir), device, sink or NullSink(), list(hooks)
+        self.task, self.validate, self.on_best = task, validate, on_best
+        self.dist = dist or DistContext.single()
+        self.opt = build_optimizer(param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}], cfg)
+        self.sched = build_scheduler(self.opt, cfg)
+        self.amp_dtype = _amp_dtype(cfg.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.step, self.best_metric, self.best_step, self.history = 0, None, None, []
+        self.forward_model = self.dist.wrap(model)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint_last.pt"
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": _rng_state(), "best_metric": self.best_metric, "best_step": self.best_step,
+                "history": self.history[-2000:], "config": asdict(self.cfg)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        self.step, self.best_metric, self.best_step = int(state["step"]), state["best_metric"], state["best_step"]
+        self.history = list(state.get("history", []))
+
+    def resume(self) -> bool:
+        """Load ``checkpoint_last.pt`` if present; returns whether a run was resumed."""
+        if not self.checkpoint_path.exists():
+            return False
+        self.load_state_dict(load_checkpoint(self.checkpoint_path, "training checkpoint"))
+        return True
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.state_dict(), self.checkpoint_path)
+            self.sink.emit("checkpoint", step=self.step, path=str(self.checkpoint_path), kind="last")
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> LoopResult:
+        cfg, total = self.cfg, self.cfg.steps
+        self.model.train()
+        self.sink.emit("start", task=self.task, total=total, initial=self.step, device=str(self.device))
+        clock, wait, busy, last_emit = EtaClock(total, self.step), 0.0, 0.0, 0.0
+        loader = self._loader(self.step * cfg.accumulate, total * cfg.accumulate)
+        bad = 0
+        losses: Dict[str, float] = {}
+        while self.step < total:
+            t0 = time.perf_counter()
+            losses, waited = self._one_step(loader)
+            wait, busy = wait + waited, busy + time.perf_counter() - t0
+            bad = bad + 1 if losses.get("skipped") else 0
+            if bad > cfg.max_bad_steps:
+                raise MedSSLError(f"the loss was not finite for {bad} steps in a row; lower the learning rate "
+                                  f"(--config lr: ...) or check the inputs for extreme values")
+            self.step += 1
+            for hook in self.hooks:
+                hook.on_step_end(self.step, total)
+            self.history.append({"step": self.step, **losses})
+            if time.monotonic() - last_emit >= cfg.log_every_s or self.step == total:
+                last_emit = time.monotonic()
+                self.sink.emit("step", step=self.step, total=total, lr=self.opt.param_groups[0]["lr"],
+                               eta_s=clock.eta(self.step), data_wait=wait / max(busy, 1e-9), **losses)
+            self._maybe_validate(total)
+            if self.step % cfg.checkpoint_every == 0 or self.step == total:
+                self.save()
+        return LoopResult(self.step, losses, self.best_metric, self.best_step, self.history, wait / max(busy, 1e-9))
+
+    def _loader(self, start: int, stop: int):
+        """Batch indices ``start..stop`` (micro-steps); under DDP rank r takes index ``i * world + r``."""
+        world, rank = self.dist.world_size, self.dist.rank
+        sampler = range(start * world + rank, stop * world, world)
+        loader = torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=sampler,
+                                             num_workers=self.cfg.num_workers,
+                                             generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps the global RNG untouched
+                                             persistent_workers=False, prefetch_factor=2 if self.cfg.num_workers else None)
+        return iter(loader)
+
+    def _one_step(self, loader) -> tuple:
+        """Accumulate ``cfg.accumulate`` micro-batches, then clip and step. Returns (losses, seconds waited)."""
+        cfg, waited, totals = self.cfg, 0.0, {}
+        finite = True
+        for micro in range(cfg.accumulate):
+            t0 = time.perf_counter()
+            batch = _to_device(next(loader), self.device)
+            waited += time.perf_counter() - t0
+            with self.dist.no_sync(self.forward_model, last=micro == cfg.accumulate - 1):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                    out = self.forward_model(batch)
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    finite = False
+                    continue
+                self.scaler.scale(loss / cfg.accumulate).backward()
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + float(v.detach()) / cfg.accumulate
+        if not finite:
+            self.opt.zero_grad(set_to_none=True)
+            return {"skipped": 1.0}, waited
+        self.scaler.unscale_(self.opt)
+        if cfg.grad_clip > 0:
+            totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        return totals, waited
+
+    def _maybe_validate(self, total: int) -> None:
+        every = self.cfg.validate_every
+        if self.validate is None or not (self.step == total or (every and self.step % every == 0)):
+            return
+        self.model.eval()
+        metrics = self.validate()
+        self.model.train()
+        metric = metrics.get("metric")
+        self.sink.emit("validation", step=self.step, **{k: v for k, v in metrics.items() if k != "metric"})
+        if metric is not None and math.isfinite(metric) and (self.best_metric is None or metric > self.best_metric):
+            self.best_metric, self.best_step = float(metric), self.step
+            if self.on_best is not None and self.dist.is_main:
+                self.on_best(self.step)
+
+
+def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _rng_state() -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    try:
+        torch.set_rng_state(state["torch"])
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"the training checkpoint has an unreadable random state ({exc}); start a new run") from None
