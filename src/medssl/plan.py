@@ -97,7 +97,7 @@ class Plan:
 
     @property
     def num_classes(self) -> int:
-        """Number of network outputs: one per label, background (value 0) included."""
+        """Number of network outputs: one per label, background (value 0) included (0: backbone plan)."""
         return len(self.labels)
 
     def label_values(self) -> List[int]:
@@ -210,7 +210,7 @@ def _problems(p: Plan):
     if p.orientation not in ORIENTATIONS:
         yield f"orientation {p.orientation!r} is not one of {', '.join(ORIENTATIONS)}"
     values = [lab.value for lab in p.labels]
-    if len(values) < 2 or values[0] != 0:
+    if values and (len(values) < 2 or values[0] != 0):  # no labels: a backbone/pretraining plan
         yield "labels must start with background (value 0) and name at least one structure"
     if len(set(values)) != len(values) or any(not 0 <= v < 65536 for v in values):
         yield "label values must be distinct integers in 0..65535"
