@@ -126,7 +126,8 @@ def preprocess(channels: Sequence[sitk.Image], plan: Plan, label: Optional[sitk.
     lab = None
     if label is not None:
         lab = array_ijk(_resample(label, grid, sitk.sitkNearestNeighbor), dtype=_label_dtype(label))
-    return Preprocessed(np.stack(arrays), lab, PreprocessRecord(Grid.of(channels[0]), grid))
+    image = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)  # no copy for one channel
+    return Preprocessed(image, lab, PreprocessRecord(Grid.of(channels[0]), grid))
 
 
 def _channel_array(image: sitk.Image, grid: Grid, scheme: str, params: dict, name: str) -> np.ndarray:

@@ -124,7 +124,7 @@ class Predictor:
         """Low-memory path: slab by slab. On the input grid, each slab is reduced to labels at once; otherwise
         float16 scores on the network grid are kept and resampled class by class (same result as the full path)."""
         shape, identity = image.shape[2:], pre.record.identity()
-        index = np.zeros(shape, np.uint16) if identity else None
+        index = np.zeros(shape, np.uint8 if self.plan.num_classes < 256 else np.uint16) if identity else None
         scores = None if identity else np.zeros((self.plan.num_classes, *shape), np.float16)
         unc = np.zeros(shape, np.float32) if want_unc else None
         for k0, k1, probs in SlabStitcher(settings).run(self.net, image, self.device, progress, amp):

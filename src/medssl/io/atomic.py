@@ -41,11 +41,24 @@ def _umask() -> int:
 
 
 def _raise_os_error(exc: OSError, path: Path) -> None:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        raise ResourceError(f"the disk is full while writing {path}; free some space and run again") from None
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        raise ResourceError(f"the disk is full (or a file-size limit was reached) while writing {path}; free "
+                            f"some space and run again (an interrupted training run continues with --resume)") from None
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         raise InputError(f"{path} cannot be written (permission denied); choose another location") from None
     raise exc
+
+
+DISK_FULL_HINTS = ("no space left", "file too large", "os error 27", "os error 28", "disk quota", "fwrite wrote only")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or the OSError it wraps) says the disk or a file-size limit is full; libraries
+    (torch, safetensors, ITK) report these as their own exception types with the OS text inside."""
+    for e in (exc, exc.__context__, exc.__cause__):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+    return any(h in str(exc).lower() for h in DISK_FULL_HINTS)
 
 
 def fsync_file(path: Path) -> None:
@@ -82,8 +95,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         _raise_os_error(exc, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            _raise_os_error(OSError(errno.ENOSPC, str(exc)), path)
         raise
 
 
@@ -120,6 +135,8 @@ def atomic_dir(path: str | os.PathLike, keep: tuple = ()) -> Iterator[Path]:
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         _raise_os_error(exc, path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            _raise_os_error(OSError(errno.ENOSPC, str(exc)), path)
         raise

@@ -19,7 +19,7 @@ from ..colors import label_color
 from ..errors import InputError
 from ..plan import LabelSpec
 from .atomic import atomic_path
-from .volume_io import _check_geometry, _read_file
+from .volume_io import _check_geometry, _check_written, _read_file
 
 SLICER_ANATOMY = "Segmentation category and type - 3D Slicer General Anatomy list"
 TISSUE = ["SCT", "85756007", "Tissue"]  # Slicer's default terminology for a new segment
@@ -139,4 +139,5 @@ def write_label_map(labels: sitk.Image, segments: Sequence[LabelSpec], path: str
     image = segmentation_image(labels, segments) if is_seg_nrrd(path) else labels
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), True)
+        _check_written(tmp)
     return path

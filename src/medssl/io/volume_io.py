@@ -147,7 +147,15 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     path = Path(path)
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
+        _check_written(tmp)
     return path
+
+
+def _check_written(tmp: Path) -> None:
+    """ITK's NIfTI writer does not report a failed write (full disk): check the file it left."""
+    problem = nifti_problem(tmp)
+    if problem:
+        raise OSError(28, f"No space left on device ({problem})")
 
 
 def find_images(folder: str | os.PathLike) -> List[Path]:

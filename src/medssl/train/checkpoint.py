@@ -20,7 +20,8 @@ from ..io.atomic import atomic_path
 def save_checkpoint(state: Dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` to a temporary file, fsync, rename: a kill at any moment keeps the previous file."""
     with atomic_path(path) as tmp:
-        torch.save(state, str(tmp))
+        with open(tmp, "wb") as f:  # a Python file object keeps the OSError of a failed write as __context__
+            torch.save(state, f)
     return Path(path)
 
 

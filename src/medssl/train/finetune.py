@@ -28,6 +28,7 @@ from ..events import EventSink, NullSink
 from ..hub.backbone_source import BackboneSource, resolve_backbone
 from ..hub.package import save_package
 from ..inference.devices import resolve_device
+from ..inference.resources import check_training_fits
 from ..io.atomic import ensure_writable_dir, write_text_atomic
 from ..io.labels import LabelMap, read_label_map
 from ..io.volume_io import read_image
@@ -87,6 +88,8 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     if cfg.freeze_backbone:
         for p in net.encoder.parameters():
             p.requires_grad_(False)
+    est = check_training_fits(net, plan.num_channels, plan.patch_size, cfg.batch_size, dev, amp=dev.type == "cuda")
+    sink.emit("log", message=f"estimated training memory {est.total_gb:.2f} GB on {dev}")
     return _train_and_package(paths, plan, net, train, val, cfg, source, dev, resume, sink)
 
 

@@ -1,0 +1,150 @@
+"""Benchmark: ``medssl predict`` end to end against bare MONAI ``sliding_window_inference``.
+
+    python benchmarks/predict_vs_monai.py [--backbone resenc:tiny] [--roi 96] [--repeats 2] [--skip-large]
+
+Part 1 (speed): the Colin27 T1 (181x217x181, real scan) is segmented by a package on its native grid by
+(a) ``medssl predict`` in a subprocess: read, preprocess, sliding window, invert, write ``.seg.nrrd``;
+(b) a subprocess running only MONAI's ``sliding_window_inference`` + arg-max on the same network, ROI,
+overlap and blending, on the already preprocessed tensor. Runs alternate; the median wall time of each is
+reported with the ratio (target <= 1.05) and each process's peak RSS.
+Part 2 (memory): a 512x512x300 volume with a 14-class network, predicted on the CPU by ``medssl predict``
+(low-memory slab stitching kicks in automatically) versus bare MONAI stitching the full probability map
+(target for medssl: peak RSS <= 3 GB).
+The networks have random weights: time and memory do not depend on the weight values.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
+
+BARE_MONAI = r"""
+import json, resource, sys, time, torch
+import SimpleITK as sitk
+from monai.inferers import sliding_window_inference
+from medssl.hub.package import load_package
+from medssl.data.preprocess import preprocess
+torch.set_num_threads(int(sys.argv[3]))
+plan, net, _ = load_package(sys.argv[1])
+x = torch.from_numpy(preprocess([sitk.ReadImage(sys.argv[2])], plan).image)[None]
+sw = plan.sliding_window
+t0 = time.perf_counter()
+with torch.inference_mode():
+    y = sliding_window_inference(x, plan.patch_size, sw.sw_batch_size, lambda w: torch.softmax(net(w), 1),
+                                 overlap=sw.overlap, mode=sw.mode, sigma_scale=sw.sigma_scale)
+    labels = y.argmax(1)
+dt = time.perf_counter() - t0
+print(json.dumps({"seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+MEDSSL_TIMED = r"""
+import json, resource, sys, time, torch
+torch.set_num_threads(int(sys.argv[4]))
+from medssl.cli.main import main
+t0 = time.perf_counter()
+rc = main(["predict", "--model", sys.argv[1], "--input", sys.argv[2], "--output", sys.argv[3], "--device", "cpu",
+           "--progress", "none"])
+dt = time.perf_counter() - t0
+print(json.dumps({"rc": rc, "seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def make_package(folder: Path, backbone: str, classes: int, roi: int) -> Path:
+    """A package with random weights whose plan keeps the native grid (so both runs see the same tensor)."""
+    import torch
+
+    from medssl.hub.backbone_source import resolve_backbone
+    from medssl.hub.package import save_package
+    from medssl.models import build_network
+    from medssl.plan import ChannelSpec, NormSpec, Plan, SlidingWindowSpec, default_labels
+
+    torch.manual_seed(0)
+    arch = resolve_backbone(backbone).arch
+    plan = Plan([ChannelSpec("t1")], [NormSpec("zscore", {"per_image": True})], (roi, roi, roi),
+                default_labels([f"class_{i}" for i in range(1, classes)]), arch, spacing=None, orientation="native",
+                sliding_window=SlidingWindowSpec(overlap=0.5, sw_batch_size=1))
+    net = build_network(arch, 1, classes)
+    return save_package(folder, plan, net.state_dict(), {"licence": "benchmark only"})
+
+
+def run_json(code_or_args, *args: str) -> dict:
+    cmd = [sys.executable, "-c", code_or_args, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def part_speed(tmp: Path, backbone: str, roi: int, repeats: int, threads: int) -> dict:
+    pkg = make_package(tmp / "pkg_speed", backbone, 9, roi)
+    medssl, monai = [], []
+    for _ in range(repeats):
+        medssl.append(run_json(MEDSSL_TIMED, str(pkg), str(COLIN), str(tmp / "seg.seg.nrrd"), str(threads)))
+        monai.append(run_json(BARE_MONAI, str(pkg), str(COLIN), str(threads)))
+    t_med = statistics.median(r["seconds"] for r in medssl)
+    t_mon = statistics.median(r["seconds"] for r in monai)
+    return {"medssl_s": t_med, "monai_s": t_mon, "ratio": t_med / t_mon,
+            "medssl_peak_rss_mb": max(r["peak_rss_mb"] for r in medssl),
+            "monai_peak_rss_mb": max(r["peak_rss_mb"] for r in monai)}
+
+
+def part_memory(tmp: Path, roi: int, threads: int) -> dict:
+    rng = np.random.default_rng(0)
+    vol = sitk.GetImageFromArray((rng.normal(size=(300, 512, 512)) * 100).astype(np.int16))
+    vol.SetSpacing((0.8, 0.8, 1.5))
+    path = tmp / "large.nii.gz"
+    sitk.WriteImage(vol, str(path), False)
+    del vol
+    pkg = make_package(tmp / "pkg_large", "resenc:test", 14, roi)
+    med = run_json(MEDSSL_TIMED, str(pkg), str(path), str(tmp / "large_seg.nii.gz"), str(threads))
+    mon = run_json(BARE_MONAI, str(pkg), str(path), str(threads))
+    return {"medssl_s": med["seconds"], "medssl_peak_rss_mb": med["peak_rss_mb"],
+            "monai_full_map_s": mon["seconds"], "monai_full_map_peak_rss_mb": mon["peak_rss_mb"]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbone", default="resenc:tiny")
+    p.add_argument("--roi", type=int, default=96)
+    p.add_argument("--large-roi", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--skip-large", action="store_true")
+    args = p.parse_args()
+    if not COLIN.exists():
+        print("error: Colin27 is missing; install the Debian package mricron-data", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        t0 = time.time()
+        speed = part_speed(tmp, args.backbone, args.roi, args.repeats, args.threads)
+        print(f"[speed] Colin27 181x217x181, {args.backbone}, roi {args.roi}, overlap 0.5, gaussian:")
+        print(f"  medssl predict end to end {speed['medssl_s']:.1f} s (peak RSS {speed['medssl_peak_rss_mb']:.0f} MB)")
+        print(f"  bare MONAI sliding window {speed['monai_s']:.1f} s (peak RSS {speed['monai_peak_rss_mb']:.0f} MB)")
+        print(f"  time ratio medssl / MONAI = {speed['ratio']:.3f} (target <= 1.05)")
+        result = {"speed": speed}
+        if not args.skip_large:
+            mem = part_memory(tmp, args.large_roi, args.threads)
+            print(f"[memory] 512x512x300, 14 classes, resenc:test, roi {args.large_roi}:")
+            print(f"  medssl predict peak RSS {mem['medssl_peak_rss_mb']:.0f} MB in {mem['medssl_s']:.0f} s (target <= 3072 MB)")
+            print(f"  bare MONAI full probability map peak RSS {mem['monai_full_map_peak_rss_mb']:.0f} MB "
+                  f"in {mem['monai_full_map_s']:.0f} s")
+            result["memory"] = mem
+        print(json.dumps(result))
+        print(f"benchmark wall time {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
