@@ -130,8 +130,17 @@ def preprocess(channels: Sequence[sitk.Image], plan: Plan, label: Optional[sitk.
     return Preprocessed(image, lab, PreprocessRecord(Grid.of(channels[0]), grid))
 
 
+def _check_not_constant(image: sitk.Image, name: str) -> None:
+    stats = sitk.MinimumMaximumImageFilter()
+    stats.Execute(image)
+    if stats.GetMinimum() == stats.GetMaximum():
+        raise InputError(f"image {name} has the same value ({stats.GetMinimum():g}) in every voxel, so it holds no "
+                         f"picture; check that the right file was exported")
+
+
 def _channel_array(image: sitk.Image, grid: Grid, scheme: str, params: dict, name: str) -> np.ndarray:
     check_finite(image, name)
+    _check_not_constant(image, name)
     image = sitk.Cast(image, sitk.sitkFloat32)
     x = array_ijk(_resample(image, grid, sitk.sitkLinear))
     return normalize(x, scheme, params)

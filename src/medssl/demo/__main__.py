@@ -30,6 +30,9 @@ from .brain_regions import coarse_regions, find_demo_data, hemisphere_only, read
 from .overlay import render_overlay
 
 DEFAULTS = {"steps": 300, "spacing": [3.0, 3.0, 3.0], "patch": [48, 48, 48], "backbone": "resenc:tiny"}
+# Mirror left-right only (axis 0 in RAS): it keeps the anterior/posterior and superior/inferior cues that tell
+# lobes apart, and shows the network left-hemisphere anatomy on the right side.
+AUGMENT = {"mirror_axes": [0]}
 
 
 def prepare_data(out: Path) -> Dict[str, Path]:
@@ -51,7 +54,8 @@ def hemisphere_dice(pred: sitk.Image, truth: sitk.Image, hemisphere: str) -> Dic
     return {spec.name: float(s) for spec, s in zip(region_labels()[1:], scores)}
 
 
-def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str) -> Dict:
+def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,
+             spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"]) -> Dict:
     from ..inference.predictor import Predictor
     from ..train.finetune import finetune
 
@@ -59,7 +63,7 @@ def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str) -
     files = prepare_data(out)
     sink = make_sink(progress)
     overrides = {"loop": {"steps": steps, "validate_every": 0, "checkpoint_every": 50},
-                 "spacing": DEFAULTS["spacing"], "patch_size": DEFAULTS["patch"]}
+                 "spacing": list(spacing), "patch_size": list(patch), "augment": AUGMENT}
     package = finetune([str(files["t1"])], [str(files["train_labels"])], out / "model", backbone=backbone,
                        preset="quick", overrides=overrides, device=device, overwrite=True, sink=sink)
     t_train = time.time() - t0

@@ -121,8 +121,9 @@ def load_package_state(folder: str | Path) -> Dict[str, torch.Tensor]:
         raise PackageError(f"model package {folder}: weights.safetensors cannot be read ({exc})") from None
 
 
-def load_package(folder: str | Path, device: str | torch.device = "cpu") -> Tuple[Plan, torch.nn.Module, Dict[str, Any]]:
-    """(plan, network with weights in eval mode, metadata), hash-checked and strictly loaded."""
+def load_package(folder: str | Path, device: str | torch.device = "cpu", check_forward: bool = True
+                 ) -> Tuple[Plan, torch.nn.Module, Dict[str, Any]]:
+    """(plan, network with weights in eval mode, metadata): hashes checked, strict load, one forward pass."""
     from ..models import build_from_plan
 
     plan, meta = check_files(folder)
@@ -133,17 +134,23 @@ def load_package(folder: str | Path, device: str | torch.device = "cpu") -> Tupl
     except RuntimeError as exc:
         first = str(exc).splitlines()[0][:200]
         raise PackageError(f"model package {folder}: weights do not fit the plan's network ({first})") from None
-    return plan, net.to(device).eval(), meta
+    net.eval()
+    if check_forward:
+        _check_forward(net, plan, folder)
+    return plan, net.to(device), meta
 
 
-def verify_package(folder: str | Path) -> Dict[str, Any]:
-    """Full check: files, hashes, strict load into the plan's network, one forward pass with finite output."""
-    plan, net, meta = load_package(folder)
-    side = 2 * max(net.size_divisor, 8)  # bottleneck of 2^3 voxels: instance norm needs more than one
+def _check_forward(net: torch.nn.Module, plan: Plan, folder) -> None:
+    """One forward pass on a small zero input: right number of finite class scores per voxel."""
+    side = 2 * max(int(getattr(net, "size_divisor", 8)), 8)  # bottleneck of 2^3 voxels: instance norm needs more than one
     x = torch.zeros(1, plan.num_channels, side, side, side)
     with torch.inference_mode():
         y = net(x)
     if tuple(y.shape) != (1, plan.num_classes, side, side, side) or not torch.isfinite(y).all():
         raise PackageError(f"model package {folder}: the network gives output {tuple(y.shape)}, expected "
                            f"{plan.num_classes} finite class scores per voxel")
-    return meta
+
+
+def verify_package(folder: str | Path) -> Dict[str, Any]:
+    """Full check: files, hashes, strict load into the plan's network, one forward pass with finite output."""
+    return load_package(folder)[2]

@@ -67,7 +67,7 @@ class Predictor:
                 uncertainty: bool = False, sink: Optional[EventSink] = None) -> Prediction:
         """Segment one case (one image per plan channel, all on one grid)."""
         sink = sink or NullSink()
-        channels = [read_image(i, f"input image {i}") if not isinstance(i, sitk.Image) else i for i in images]
+        channels = [read_image(i, "input image") if not isinstance(i, sitk.Image) else i for i in images]
         check_channel_count(self.plan, len(channels), "input")
         names = [str(i) if not isinstance(i, sitk.Image) else f"channel {n + 1}" for n, i in enumerate(images)]
         sink.emit("progress", stage="preprocess", done=0, total=1)

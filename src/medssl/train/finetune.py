@@ -80,8 +80,10 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     train_files = collect_cases(images, labels)
     val_files = collect_cases(val_images, val_labels) if val_images else []
     source = resolve_backbone(backbone)
-    sink.emit("log", message=f"backbone {source.name}: {source.arch.backbone} + {source.arch.decoder} decoder")
     plan, train, val = _prepare_data(paths, train_files, val_files, source, cfg, resume, label_names, channel_names, sink)
+    sink.emit("log", message=f"backbone {source.name}: {source.arch.backbone} + {source.arch.decoder} decoder; "
+                             f"{len(train)} training and {len(val)} validation case(s); labels: "
+                             f"{', '.join(lab.name for lab in plan.labels[1:])}")
     net = build_from_plan(plan).to(dev)
     if not (resume and (paths.run_dir / "checkpoint_last.pt").exists()):
         _init_weights(net, source, sink)
@@ -112,8 +114,8 @@ def _check_out(paths: RunPaths, resume: bool, overwrite: bool) -> None:
 
 
 def _read_case(files: CaseFiles):
-    channels = [read_image(c, f"image {c}") for c in files.channels]
-    label = read_label_map(files.label, f"label map {files.label}") if files.label else None
+    channels = [read_image(c, "image") for c in files.channels]
+    label = read_label_map(files.label, "label map") if files.label else None
     return channels, label
 
 
@@ -130,11 +132,10 @@ def _prepare_data(paths: RunPaths, train_files, val_files, source: BackboneSourc
         base = source.plan_defaults.get("labels") if source.plan_defaults.get("labels") else None
         labels = label_set(maps, label_names, _base_if_compatible(base, maps))
         plan = make_finetune_plan(read, labels, source, cfg, channel_names)
-        _write_run_files(paths, plan, cfg, digest, source)
     cases = [_to_case(ch, lab, plan, f) for (ch, lab), f in zip(read, train_files + val_files)]
+    if not resume:  # only once every input has been checked: a bad input leaves nothing behind
+        _write_run_files(paths, plan, cfg, digest, source)
     train, val = _split(cases[: len(train_files)], cases[len(train_files):], cfg, sink)
-    sink.emit("log", message=f"{len(train)} training and {len(val)} validation case(s); labels: "
-                             f"{', '.join(l.name for l in plan.labels[1:])}")
     return plan, train, val
 
 

@@ -96,6 +96,11 @@ def patch_size(cfg: FinetuneConfig, defaults: Dict[str, Any], shapes: Sequence[S
     return tuple(max(divisor, int(np.ceil(p / divisor)) * divisor) for p in patch)
 
 
+def _tta_axes(cfg: FinetuneConfig) -> Tuple[int, ...]:
+    """Test-time mirroring uses the axes mirrored in training (nnU-Net), none if mirroring was off."""
+    return tuple(int(a) for a in cfg.augment.mirror_axes) if cfg.augment.p_mirror > 0 else ()
+
+
 def make_finetune_plan(read: Sequence[ReadCase], labels: List[LabelSpec], source, cfg: FinetuneConfig,
                        channel_names: Optional[Sequence[str]] = None) -> Plan:
     """The plan of a fine-tuned model (see the module docstring)."""
@@ -108,7 +113,8 @@ def make_finetune_plan(read: Sequence[ReadCase], labels: List[LabelSpec], source
     plan = Plan(channels=channels, normalization=normalization(cfg, defaults, channels, read),
                 patch_size=patch_size(cfg, defaults, shapes, divisor), labels=labels, architecture=source.arch,
                 spacing=target_spacing, orientation=orientation,
-                sliding_window=SlidingWindowSpec(overlap=cfg.overlap, sw_batch_size=cfg.sw_batch_size),
+                sliding_window=SlidingWindowSpec(overlap=cfg.overlap, sw_batch_size=cfg.sw_batch_size,
+                                                 mirror_axes=_tta_axes(cfg)),
                 provenance={"created_by": "medssl finetune", "backbone": source.name})
     plan.validate("fine-tuning plan")
     return plan
