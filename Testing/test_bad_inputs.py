@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import run_cli
+from medssl_test_utils import run_cli
 
 OUT_SENTINEL = b"previous result, must survive"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import run_cli
+from medssl_test_utils import run_cli
 
 from medssl.io.geometry import Grid, same_grid
 from medssl.io.labels import read_label_map

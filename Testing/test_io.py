@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import oblique_image, require
+from medssl_test_utils import oblique_image, require
 
 from medssl.errors import InputError
 from medssl.io.geometry import Grid, array_ijk, image_from_ijk, same_grid

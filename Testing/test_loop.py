@@ -98,3 +98,23 @@ def test_events_have_eta_and_checkpoints(tmp_path):
     steps = loop.sink.of("step")
     assert steps[-1]["step"] == 10 and steps[-1]["eta_s"] == 0
     assert [e["step"] for e in loop.sink.of("checkpoint")] == [5, 10]
+
+
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
+    """A first SIGTERM (3D Slicer's Cancel) ends the run after the current step and saves it for --resume."""
+    import os
+    import signal
+
+    from medssl.errors import Cancelled
+
+    class TermAt:
+        def on_step_end(self, step, total):
+            if step == 7:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    loop = TrainLoop(Regression(), Batches(), LoopConfig(steps=50, checkpoint_every=100, log_every_s=0), tmp_path,
+                     torch.device("cpu"), hooks=[TermAt()])
+    with pytest.raises(Cancelled, match="cancelled at step 7 of 50.*--resume"):
+        loop.run()
+    assert load_checkpoint(tmp_path / "checkpoint_last.pt")["step"] == 7
+    assert signal.getsignal(signal.SIGTERM) is not None  # previous handler restored

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import blob_labels, oblique_image
+from medssl_test_utils import blob_labels, oblique_image
 
 from medssl.data.normalization import fit_normalization, normalize
 from medssl.data.postprocess import scores_to_labels

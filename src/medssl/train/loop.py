@@ -10,8 +10,11 @@ Under ``torchrun`` the model is wrapped in DistributedDataParallel and only rank
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
 import torch
 
-from ..errors import CheckpointError, MedSSLError
+from ..errors import Cancelled, CheckpointError, MedSSLError
 from ..events import EtaClock, EventSink, NullSink
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext
@@ -33,6 +36,7 @@ class LoopConfig:
     steps: int = 1000
     lr: float = 1e-3
     weight_decay: float = 3e-5
+    weight_decay_end: Optional[float] = None  # set: cosine weight-decay schedule to this value (DINOv2)
     optimizer: str = "adamw"  # adamw | sgd
     momentum: float = 0.99
     schedule: str = "poly"  # poly | cosine | constant
@@ -76,6 +80,9 @@ class TrainLoop:
         self.dist = dist or DistContext.single()
         self.opt = build_optimizer(param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}], cfg)
         self.sched = build_scheduler(self.opt, cfg)
+        if cfg.weight_decay_end is not None:  # each group keeps its ratio to the base decay (0 for norms/biases)
+            for g in self.opt.param_groups:
+                g["wd_ratio"] = g["weight_decay"] / cfg.weight_decay if cfg.weight_decay else 0.0
         self.amp_dtype = _amp_dtype(cfg.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step, self.best_metric, self.best_step, self.history = 0, None, None, []
@@ -114,7 +121,36 @@ class TrainLoop:
             self.sink.emit("checkpoint", step=self.step, path=str(self.checkpoint_path), kind="last")
 
     # ------------------------------------------------------------------ running
+    @contextlib.contextmanager
+    def _graceful_stop(self):
+        """While running, a first SIGTERM/SIGINT asks for a stop at the next step boundary (after a checkpoint);
+        a second one interrupts at once. Only the main thread can install handlers; elsewhere nothing changes."""
+        self._stop_requested = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        def ask(signum, frame):  # noqa: ARG001
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+        previous = {s: signal.signal(s, ask) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _stop_if_requested(self) -> None:
+        if getattr(self, "_stop_requested", False):
+            self.save()
+            raise Cancelled(f"cancelled at step {self.step} of {self.cfg.steps}; the checkpoint is saved: "
+                            f"continue with --resume")
+
     def run(self) -> LoopResult:
+        with self._graceful_stop():
+            return self._run()
+
+    def _run(self) -> LoopResult:
         cfg, total = self.cfg, self.cfg.steps
         self.model.train()
         self.sink.emit("start", task=self.task, total=total, initial=self.step, device=str(self.device))
@@ -141,6 +177,7 @@ class TrainLoop:
             self._maybe_validate(total)
             if self.step % cfg.checkpoint_every == 0 or self.step == total:
                 self.save()
+            self._stop_if_requested()
         return LoopResult(self.step, losses, self.best_metric, self.best_step, self.history, wait / max(busy, 1e-9))
 
     def _loader(self, start: int, stop: int):
@@ -175,6 +212,7 @@ class TrainLoop:
             self.opt.zero_grad(set_to_none=True)
             return {"skipped": 1.0}, waited
         self.scaler.unscale_(self.opt)
+        self._schedule_weight_decay()
         if cfg.grad_clip > 0:
             totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
         self.scaler.step(self.opt)
@@ -182,6 +220,17 @@ class TrainLoop:
         self.opt.zero_grad(set_to_none=True)
         self.sched.step()
         return totals, waited
+
+    def _schedule_weight_decay(self) -> None:
+        """Cosine weight decay from ``weight_decay`` to ``weight_decay_end`` over the run (DINOv2's ``wd_schedule``),
+        a pure function of the step (so ``--resume`` is exact)."""
+        end = self.cfg.weight_decay_end
+        if end is None:
+            return
+        t = min(self.step / max(1, self.cfg.steps - 1), 1.0)
+        wd = end + 0.5 * (self.cfg.weight_decay - end) * (1.0 + math.cos(math.pi * t))
+        for g in self.opt.param_groups:
+            g["weight_decay"] = wd * g["wd_ratio"]
 
     def _maybe_validate(self, total: int) -> None:
         every = self.cfg.validate_every

@@ -1,0 +1,14 @@
+"""MedSSLLib: the Qt-free part of the MedSSL Slicer extension, shared by MedSSLSegment and MedSSLTrain.
+
+- `events`: parse ``medssl --progress json`` lines, track progress, ETA, loss and Dice curves;
+- `process`: run a command in its own process group, poll its output, cancel the whole tree;
+- `commands`: medssl command lines (predict, finetune, weights, info) and how to launch medssl;
+- `jobs`: one command as a job with callbacks (the Logic never touches widgets);
+- `packages`, `catalog`: local model packages and the pretrained-weight catalog, read without torch;
+- `nodeio`: volume/segmentation nodes <-> files through Slicer's storage nodes;
+- `segment_logic`, `train_logic`: the modules' logic, usable from Slicer's Python console;
+- `install`: first-use dependency installation and diagnostics;
+- `testing`: helpers for the test suite and the self-tests.
+
+Nothing here imports torch or medssl at import time.
+"""

@@ -1,0 +1,161 @@
+"""Command lines of the medssl CLI, and how to launch it (``PythonSlicer -m medssl`` inside Slicer).
+
+Only argument lists are built here; `MedSSLLib.process.ProcessRunner` runs them. The options mirror
+``medssl predict``, ``medssl finetune``, ``medssl weights`` and ``medssl info``; every long-running
+command gets ``--progress json`` so the modules can show progress.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+PathLike = Union[str, os.PathLike]
+DEVICES = ("auto", "cuda", "cpu")
+PRESETS = ("quick", "standard")
+
+
+@dataclass
+class MedSSLCommand:
+    """An interpreter that can run ``-m medssl`` plus the environment to run it in."""
+
+    prefix: list[str]
+    env: Optional[dict[str, str]] = None
+
+    def args(self, *arguments: str) -> list[str]:
+        return [*self.prefix, *arguments]
+
+
+def _slicerApplication():
+    """``slicer.app`` when running inside the Slicer application, else None."""
+    try:
+        import slicer
+    except ImportError:
+        return None
+    return getattr(slicer, "app", None)
+
+
+def defaultCommand() -> MedSSLCommand:
+    """``PythonSlicer -m medssl`` with Slicer's start-up environment in Slicer, else this interpreter."""
+    app = _slicerApplication()
+    if app is None:
+        return MedSSLCommand([sys.executable, "-m", "medssl"])
+    import slicer
+
+    executable = shutil.which("PythonSlicer")
+    if not executable:
+        raise RuntimeError("PythonSlicer was not found next to Slicer; reinstall Slicer")
+    env = slicer.util.startupEnvironment()
+    for name in ("MEDSSL_HOME", "HF_HOME", "HF_HUB_OFFLINE"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return MedSSLCommand([executable, "-m", "medssl"], env)
+
+
+def _checkNoComma(paths: Sequence[PathLike]) -> None:
+    """medssl joins the channels of one case with commas, so a path must not contain one."""
+    for path in paths:
+        if "," in str(path):
+            raise ValueError(f"the file name {path} contains a comma, which medssl reads as a channel "
+                             f"separator; rename the file or its folder")
+
+
+@dataclass
+class PredictOptions:
+    """Options of ``medssl predict`` shown in MedSSLSegment."""
+
+    device: str = "auto"
+    overlap: Optional[float] = None
+    tta: bool = False
+    lowMemory: bool = False
+    uncertainty: bool = False
+
+    def validate(self) -> None:
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.overlap is not None and not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap {self.overlap} is out of range; use a value in [0, 1), e.g. 0.5")
+
+
+def predictArgs(package: PathLike, inputs: Sequence[PathLike], output: PathLike,
+                options: PredictOptions, uncertaintyOutput: Optional[PathLike] = None) -> list[str]:
+    """``predict --model PKG --input IMG... --output OUT ... --progress json``."""
+    options.validate()
+    _checkNoComma(inputs)
+    args = ["predict", "--model", str(package), "--input", *map(str, inputs), "--output", str(output),
+            "--device", options.device, "--progress", "json"]
+    if options.overlap is not None:
+        args += ["--overlap", f"{options.overlap:g}"]
+    if options.tta:
+        args.append("--tta")
+    if options.lowMemory:
+        args.append("--low-memory")
+    if options.uncertainty and uncertaintyOutput is not None:
+        args += ["--uncertainty", str(uncertaintyOutput)]
+    return args
+
+
+@dataclass
+class FinetuneOptions:
+    """Options of ``medssl finetune`` shown in MedSSLTrain."""
+
+    backbone: str = "resenc:tiny"
+    preset: str = "quick"
+    steps: Optional[int] = None
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    config: Optional[str] = None
+    extraArgs: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset {self.preset!r} is not one of {', '.join(PRESETS)}")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError("the number of steps must be at least 1")
+        if not self.backbone:
+            raise ValueError("choose a backbone (a catalog id, a model package or an architecture)")
+
+
+def finetuneArgs(images: Sequence[Sequence[PathLike]], labels: Sequence[PathLike], out: PathLike,
+                 options: FinetuneOptions) -> list[str]:
+    """``finetune --images c1,c2 ... --labels L... --out PKG ... --progress json`` (one image entry per case)."""
+    options.validate()
+    if not images or len(images) != len(labels):
+        raise ValueError(f"{len(images)} case(s) but {len(labels)} label file(s); every case needs one label file")
+    for channels in images:
+        _checkNoComma(channels)
+    args = ["finetune", "--images", *[",".join(map(str, channels)) for channels in images],
+            "--labels", *map(str, labels), "--out", str(out), "--backbone", options.backbone,
+            "--preset", options.preset, "--device", options.device, "--progress", "json"]
+    if options.steps:
+        args += ["--steps", str(options.steps)]
+    if options.config:
+        args += ["--config", str(options.config)]
+    if options.resume:
+        args.append("--resume")
+    if options.overwrite:
+        args.append("--overwrite")
+    return args + list(options.extraArgs)
+
+
+def weightsDownloadArgs(weightsId: str, acceptLicence: bool) -> list[str]:
+    args = ["weights", "download", weightsId]
+    return args + ["--accept-licence"] if acceptLicence else args
+
+
+def weightsImportArgs(path: PathLike, weightsId: str, acceptLicence: bool = False) -> list[str]:
+    if not Path(path).exists():
+        raise ValueError(f"{path} does not exist; choose the downloaded weights file")
+    args = ["weights", "import", str(path), "--id", weightsId]
+    return args + ["--accept-licence"] if acceptLicence else args
+
+
+def infoArgs() -> list[str]:
+    return ["info", "--json"]

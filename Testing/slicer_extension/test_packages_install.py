@@ -1,0 +1,196 @@
+"""Package listing, weight catalog, command lines and dependency installation (no torch import in Slicer)."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("slicer")
+
+
+from medssl_slicer_helpers import REPO  # noqa: E402
+
+from MedSSLLib import catalog, install  # noqa: E402
+from MedSSLLib.commands import FinetuneOptions, PredictOptions, finetuneArgs, predictArgs  # noqa: E402
+from MedSSLLib.packages import (PackageError, listPackages, medsslHome, modelsDir, nextVersionName,  # noqa: E402
+                                packageFolder, readPackage, safeName)
+from MedSSLLib.train_logic import TrainLogic  # noqa: E402
+
+
+def test_home_folder_rule_matches_medssl(monkeypatch, tmp_path):
+    from medssl.hub import cache
+
+    monkeypatch.setenv("MEDSSL_HOME", str(tmp_path / "h"))
+    assert medsslHome() == cache.medssl_home() and modelsDir() == cache.models_dir()
+    monkeypatch.delenv("MEDSSL_HOME")
+    assert medsslHome() == cache.medssl_home() == Path.home() / ".medssl"
+
+
+def test_read_package_labels_terminology_and_provenance(tinyPackage):
+    info = readPackage(tinyPackage)
+    assert [(l.value, l.name) for l in info.labels] == [(1, "liver"), (2, "spleen")]
+    assert info.labels[1].terminology["type"] == ["SCT", "78961009", "Spleen"]
+    assert info.channels == ["image"] and info.licence.startswith("Apache-2.0")
+    assert "Labels: liver, spleen" in info.summary() and "Backbone: resenc:test" in info.summary()
+
+
+def test_list_packages_skips_broken_folders(tinyPackage, medsslHome):
+    for name in ("b_model", "a_model"):
+        shutil.copytree(tinyPackage, modelsDir() / name)
+    broken = modelsDir() / "c_broken"
+    shutil.copytree(tinyPackage, broken)
+    (broken / "metadata.json").write_text("{not json")
+    (modelsDir() / "d_unfinished" / "training").mkdir(parents=True)
+    assert [p.path.name for p in listPackages()] == ["a_model", "b_model"]
+    with pytest.raises(PackageError, match="cannot be read"):
+        readPackage(broken)
+
+
+def test_names():
+    assert safeName(" Liver CT (v1) ") == "Liver_CT_v1"
+    assert nextVersionName("liver") == "liver_v2" and nextVersionName("liver_v9") == "liver_v10"
+    assert packageFolder("my model") == modelsDir() / "my_model"
+    with pytest.raises(ValueError):
+        safeName("???")
+
+
+def test_catalog_of_the_installed_medssl_is_read_without_torch(medsslHome):
+    path = catalog.catalogPath()
+    assert path == REPO / "src" / "medssl" / "hub" / "catalog.json"
+    entries = {e.id: e for e in catalog.readCatalog()}
+    entry = entries["openmind_resencl_mae"]
+    assert entry.sizeBytes > 10**8 and "CC BY" in entry.licence and not entry.downloaded and entry.downloadable
+    entry.weightsPath().parent.mkdir(parents=True)
+    entry.weightsPath().write_bytes(b"x")
+    assert entry.downloaded and "Downloaded to" in entry.describe()
+    assert entries["3dino_vit_l"].licenceRequiresAcceptance
+    manual = entries["misfm_fmunet_abd1k"]
+    assert not manual.downloadable and "by hand" in manual.describe() and len(manual.fileNames) == 2
+    (medsslHome / "weights" / manual.id).mkdir(parents=True)
+    (medsslHome / "weights" / manual.id / manual.fileNames[1]).write_bytes(b"x")
+    assert manual.downloaded and manual.weightsPath().name == manual.fileNames[1]
+    assert "MB" in catalog.formatSize(entry.sizeBytes) and catalog.formatSize(None) == "unknown"
+    with pytest.raises(ValueError, match="no list of entries"):
+        catalog.parseCatalog({"entries": {}})
+
+
+def test_predict_and_finetune_command_lines(tmp_path):
+    args = predictArgs("pkg", ["a.nrrd", "b.nrrd"], "out.seg.nrrd",
+                       PredictOptions(device="cuda", overlap=0.625, tta=True, lowMemory=True, uncertainty=True), "u.nrrd")
+    assert args == ["predict", "--model", "pkg", "--input", "a.nrrd", "b.nrrd", "--output", "out.seg.nrrd", "--device",
+                    "cuda", "--progress", "json", "--overlap", "0.625", "--tta", "--low-memory", "--uncertainty", "u.nrrd"]
+    args = finetuneArgs([["t1.nrrd", "t2.nrrd"]], ["l.seg.nrrd"], "out", FinetuneOptions(steps=10, resume=True))
+    assert args[args.index("--images") + 1] == "t1.nrrd,t2.nrrd" and args[-3:] == ["--steps", "10", "--resume"]
+    with pytest.raises(ValueError, match="comma"):
+        predictArgs("pkg", ["a,b.nrrd"], "o.seg.nrrd", PredictOptions())
+    with pytest.raises(ValueError, match="overlap"):
+        predictArgs("pkg", ["a.nrrd"], "o.seg.nrrd", PredictOptions(overlap=1.0))
+    with pytest.raises(ValueError, match="preset"):
+        finetuneArgs([["a.nrrd"]], ["l.nrrd"], "o", FinetuneOptions(preset="huge"))
+
+
+def test_weights_command_lines_match_the_real_cli(realMedssl, medsslHome, tmp_path):
+    """Download/import command lines parse in medssl's own CLI; the catalog agrees on what is cached."""
+    from medssl.cli.main import build_parser
+    from medssl.hub import catalog as coreCatalog
+    from medssl.hub.download import cached_file
+
+    from MedSSLLib.commands import weightsDownloadArgs, weightsImportArgs
+
+    parser = build_parser()
+    assert parser.parse_args(weightsDownloadArgs("3dino_vit_l", True)).accept_licence
+    weightsFile = tmp_path / "w.pt"
+    weightsFile.write_bytes(b"x")
+    assert parser.parse_args(weightsImportArgs(weightsFile, "voco_b", True)).id == "voco_b"
+    ours = {e.id: e for e in catalog.readCatalog()}
+    theirs = coreCatalog.entries()
+    assert set(ours) == set(theirs)
+    for entryId, entry in theirs.items():
+        assert ours[entryId].downloadable == entry.downloadable and list(ours[entryId].fileNames) == entry.file_names
+        (medsslHome / "weights" / entryId).mkdir(parents=True)
+        (medsslHome / "weights" / entryId / entry.file_names[-1]).write_bytes(b"x")
+        assert ours[entryId].downloaded and cached_file(entry) == ours[entryId].weightsPath()
+
+
+def test_medssl_cli_accepts_the_command_lines(realMedssl):
+    """Every option the modules pass exists in the real CLI (parsed by its own argument parser)."""
+    from medssl.cli.main import build_parser
+
+    parser = build_parser()
+    predict = predictArgs("pkg", ["a.nrrd"], "o.seg.nrrd", PredictOptions("cpu", 0.5, True, True, True), "u.nrrd")
+    finetune = finetuneArgs([["a.nrrd", "b.nrrd"]], ["l.seg.nrrd"], "out",
+                            FinetuneOptions("resenc:tiny", "standard", 5, "auto", True, True, "c.yaml"))
+    assert parser.parse_args(predict).tta and parser.parse_args(finetune).resume
+
+
+def test_requirements_never_list_torch_or_simpleitk(monkeypatch):
+    requirements = install.loadRequirements()
+    names = [r.split(">")[0].split("=")[0].strip().lower() for r in requirements]
+    assert "medssl" in names and "dynamic-network-architectures" in names
+    assert not {"torch", "simpleitk", "torchvision"} & set(names)
+    monkeypatch.setenv("MEDSSL_CORE_REQUIREMENT", "medssl @ file:///wheels/medssl-0.1.0-py3-none-any.whl")
+    assert install.loadRequirements()[0].startswith("medssl @ file:")
+
+
+def test_install_plan_and_one_confirmation():
+    assert install.isSatisfied("numpy>=1.0") and not install.isSatisfied("numpy>=999")
+    assert not install.isSatisfied("surely-not-installed-package")
+    assert install.planInstall(["numpy>=1.0"]).empty  # torch 2.13 here satisfies torch>=2.3
+    plan = install.planInstall(["numpy>=999", "numpy>=1.0"])
+    assert plan.torch is None and plan.packages == ["numpy>=999"] and plan.reinstall == []
+    calls = []
+    installers = install.SlicerInstallers(
+        confirm=lambda text, title: calls.append(("confirm", text)) or True,
+        installTorch=lambda req: calls.append(("torch", req)) or object(),
+        pipInstall=lambda req: calls.append(("pip", req)),
+        pipEnsure=lambda reqs, **kw: calls.append(("ensure", reqs, kw)))
+    assert install.installDependencies(install.InstallPlan("torch>=2.3", ["medssl>=0.1.0"]), installers)
+    assert [c[0] for c in calls] == ["confirm", "torch", "ensure"]
+    assert "torch>=2.3" in calls[0][1] and "medssl>=0.1.0" in calls[0][1]
+    assert calls[1] == ("torch", ">=2.3")
+    assert calls[2][1] == ["medssl>=0.1.0"] and calls[2][2]["prompt_install"] is False
+    assert {"torch", "SimpleITK"} <= set(calls[2][2]["skip_packages"])
+
+
+def test_repair_reinstalls_medssl_without_its_dependencies():
+    plan = install.planInstall(["medssl>=0.1.0", "numpy>=999"], repair=True)
+    assert plan.torch is None and plan.packages == ["numpy>=999"] and plan.reinstall == ["medssl>=0.1.0"]
+    calls = []
+    installers = install.SlicerInstallers(lambda t, title: calls.append(t) or True, calls.append, calls.append)
+    assert install.installDependencies(plan, installers)
+    assert "medssl>=0.1.0 (reinstalled" in calls[0]
+    assert calls[1:] == ["--force-reinstall --no-deps medssl>=0.1.0", "--no-deps numpy>=999"]
+
+
+def test_declined_installation_installs_nothing():
+    calls = []
+    installers = install.SlicerInstallers(lambda t, title: False, lambda r: calls.append(r), calls.append)
+    assert not install.installDependencies(install.InstallPlan("torch>=2.3", ["medssl"]), installers)
+    assert calls == []
+
+
+def test_selective_pip_fallback_skips_torch_and_simpleitk():
+    """Older Slicer (no slicer.packaging): --no-deps install, then own requirements minus the skipped ones."""
+    calls = []
+    installers = install.SlicerInstallers(lambda t, title: True, lambda r: object(), calls.append, None)
+    install.installDependencies(install.InstallPlan(None, ["medssl>=99"]), installers)
+    assert calls == ["--no-deps medssl>=99"]  # medssl's own requirements are installed here, torch is skipped
+
+
+def test_diagnostics_from_the_real_medssl_info(realMedssl):
+    job = TrainLogic(realMedssl).runMedSSL(["info", "--json"], wait=True, timeout=120)
+    info = install.parseInfo(job.log)
+    text = install.formatDiagnostics(info)
+    assert info["torch"].startswith("2.") and f"torch {info['torch']}" in text
+    assert "CUDA available: no" in text and "GPU: none visible to torch" in text
+    assert "medssl 0.1.0" in install.basicDiagnostics() and sys.version.split()[0] in install.basicDiagnostics()
+
+
+def test_backbone_choices(tinyPackage):
+    entries = catalog.parseCatalog({"entries": [{"id": "voco_b", "title": "VoCo-B", "size_bytes": 2_000_000,
+                                                 "licence": "Apache-2.0", "file_name": "voco_b.pt"}]})
+    choices = catalog.backboneChoices([readPackage(tinyPackage)], entries)
+    assert [c.value for c in choices] == ["voco_b", *catalog.RANDOM_INIT_BACKBONES, str(tinyPackage)]
+    assert choices[0].title == "VoCo-B (voco_b)" and "2.0 MB" in choices[0].description
+    assert choices[-1].entry is None and "Labels: liver, spleen" in choices[-1].description

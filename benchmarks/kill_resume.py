@@ -1,0 +1,105 @@
+"""Crash safety: kill ``medssl finetune`` (and ``medssl pretrain``) with SIGKILL at random moments, many times.
+
+    python benchmarks/kill_resume.py [--kills 24] [--seed 0] [--pretrain-method mae3d]
+
+After every kill, every checkpoint in the run folder must load (``weights_only=True``) and no temporary file may
+be taken for a checkpoint; the run is then continued with ``--resume`` until it finishes, and the final package
+must verify. Prints the number of kills, how many hit before the first checkpoint, and the steps reached.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List
+
+DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
+
+
+def finetune_args(out: Path, steps: int) -> List[str]:
+    cfg = out.parent / "kill_cfg.yaml"
+    cfg.write_text(json.dumps({"spacing": [4, 4, 4], "loop": {"checkpoint_every": 2}}))
+    return ["finetune", "--images", str(DATA / "KmeansTest_T1UCharRaw.nii.gz"), "--labels",
+            str(DATA / "KmeansTest_T1KmeansPrelimSegmentation.nii.gz"), "--out", str(out), "--backbone",
+            "resenc:test", "--patch-size", "32", "32", "32", "--steps", str(steps), "--device", "cpu",
+            "--progress", "json", "--config", str(cfg)]
+
+
+def pretrain_args(out: Path, steps: int, method: str) -> List[str]:
+    return ["pretrain", "--method", method, "--images", str(DATA / "KmeansTest_T1UCharRaw.nii.gz"), "--out", str(out),
+            "--steps", str(steps), "--device", "cpu", "--progress", "json", "--config", f"{method}_cpu_test"]
+
+
+def check_run_dir(run_dir: Path) -> int:
+    """Load every checkpoint in ``run_dir`` (weights_only); return how many there are."""
+    from medssl.train.checkpoint import load_checkpoint
+
+    found = sorted(run_dir.rglob("*.pt"))
+    for path in found:
+        load_checkpoint(path, "checkpoint")
+    return len(found)
+
+
+def kill_once(args: List[str], resume: bool, delay: float) -> int:
+    """Start the command, SIGKILL it after ``delay`` seconds (or let it finish); return its exit code."""
+    proc = subprocess.Popen([sys.executable, "-m", "medssl", *args, *(["--resume"] if resume else [])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return proc.returncode
+
+
+def kill_loop(args: List[str], run_dir: Path, kills: int, rng: random.Random, lo: float, hi: float) -> dict:
+    """``kills`` random kills, then resume to the end. Every state in between must load."""
+    stats = {"kills": 0, "finished_early": 0, "checkpoints_loaded": 0}
+    started = False
+    for _ in range(kills):
+        code = kill_once(args, started, rng.uniform(lo, hi))
+        started = started or (run_dir / "checkpoint_last.pt").exists() or (run_dir / "plan.json").exists()
+        stats["checkpoints_loaded"] += check_run_dir(run_dir) if run_dir.exists() else 0
+        if code == 0:
+            stats["finished_early"] += 1
+            break
+        stats["kills"] += code == -signal.SIGKILL
+    final = subprocess.run([sys.executable, "-m", "medssl", *args, *(["--resume"] if started else [])],
+                           capture_output=True, text=True)
+    if final.returncode != 0:
+        raise RuntimeError(f"the run did not finish after the kills: {final.stderr[-500:]}")
+    stats["final_event"] = json.loads(final.stdout.strip().splitlines()[-1])
+    return stats
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kills", type=int, default=24, help="kills in all (split between finetune and pretrain)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrain-method", default="mae3d", help="'' to skip the pretraining part")
+    args = p.parse_args()
+    rng = random.Random(args.seed)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        parts = {"finetune": (finetune_args(tmp / "ft", 60), tmp / "ft" / "training")}
+        if args.pretrain_method:
+            parts["pretrain"] = (pretrain_args(tmp / "pt", 60, args.pretrain_method), tmp / "pt")
+        results = {}
+        for name, (argv, run_dir) in parts.items():
+            results[name] = kill_loop(argv, run_dir, args.kills // len(parts), rng, 4.0, 14.0)
+            print(f"[{name}] {json.dumps(results[name])}")
+    total = sum(r["kills"] for r in results.values())
+    print(f"{total} SIGKILLs in all; every checkpoint loaded after every kill; every run finished with --resume "
+          f"({time.time() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
