@@ -18,10 +18,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from ..errors import InputError
 from ..plan import ArchSpec, Plan
 
-DEFAULT_DECODER = {"resenc": "unet"}
+DEFAULT_DECODER = {"resenc": "unet", "vit3d": "unetr", "swin_unetr": "swin_unetr", "pctnet": "pctnet",
+                   "fmunet": "fmunet"}
 
 
 @dataclass
@@ -56,7 +56,10 @@ class BackboneSource:
 def resolve_backbone(spec: str, decoder: Optional[str] = None) -> BackboneSource:
     """See the module docstring; raises `InputError` naming the accepted forms."""
     from ..models import BACKBONES, resolve_arch
+    from .ssl_export import is_ssl_export, resolve_ssl_export
 
+    if is_ssl_export(spec):  # RUN/export/backbone.safetensors, RUN/export or RUN of 'medssl pretrain'
+        return resolve_ssl_export(spec)
     name, _, preset = spec.partition(":")
     if name in BACKBONES:
         kwargs = {"preset": preset} if preset else {}
@@ -65,16 +68,9 @@ def resolve_backbone(spec: str, decoder: Optional[str] = None) -> BackboneSource
     path = Path(spec)
     if path.is_dir() and (path / "plan.json").exists():
         return _from_package(path)
-    try:
-        from .pretrained import resolve_pretrained
-    except ImportError:  # pretrained checkpoints need the hub module
-        resolve_pretrained = None
-    if resolve_pretrained is not None:
-        return resolve_pretrained(spec, decoder=decoder)
-    raise InputError(
-        f"--backbone {spec!r} is neither an architecture ({', '.join(BACKBONES.names())}) nor a model package "
-        f"folder; give one of those"
-    )
+    from .pretrained import resolve_pretrained
+
+    return resolve_pretrained(spec, decoder=decoder)
 
 
 def _from_package(path: Path) -> BackboneSource:

@@ -7,7 +7,7 @@ is ``(encoder, num_classes, **kwargs) -> nn.Module`` mapping the feature list to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from torch import nn
 
@@ -21,6 +21,7 @@ class BackboneFamily:
     build: Callable[..., nn.Module]
     resolve_kwargs: Callable[..., Dict[str, Any]]
     description: str = ""
+    size_divisor: Optional[Callable[..., int]] = None  # (**kwargs) -> divisor, when building is too costly
 
 
 BACKBONES: Registry[BackboneFamily] = Registry("backbone")

@@ -204,7 +204,7 @@ def _train_and_package(paths: RunPaths, plan: Plan, net, train, val, cfg: Finetu
     if loop_cfg.num_workers == 0 and dev.type == "cuda":
         loop_cfg.num_workers = 2
     batches = PatchBatches(train, plan.patch_size, cfg.batch_size, cfg.seed, cfg.foreground_fraction, cfg.augment)
-    task = SegmentationTask(net, plan.ignore_label)
+    task = SegmentationTask(net, plan.ignore_label, frozen_encoder=cfg.freeze_backbone)
     validate = lambda: validate_cases(net, val, plan, cfg.val_overlap, dev)  # noqa: E731
     on_best = lambda step: save_checkpoint({"model": net.state_dict(), "step": step}, paths.best)  # noqa: E731
     loop = TrainLoop(task, batches, loop_cfg, paths.run_dir, dev, sink, task="finetune", validate=validate,

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from ..data.normalization import fit_normalization
 from ..data.preprocess import target_grid
@@ -80,12 +81,22 @@ def spacing(cfg: FinetuneConfig, defaults: Dict[str, Any], read: Sequence[ReadCa
 
 
 def size_divisor(arch: ArchSpec, in_channels: int) -> int:
-    encoder = BACKBONES.get(arch.backbone).build(in_channels, **arch.backbone_kwargs)
+    """The backbone's size divisor, read from an instance built on the meta device (no memory, no init)."""
+    family = BACKBONES.get(arch.backbone)
+    if family.size_divisor is not None:
+        return int(family.size_divisor(**arch.backbone_kwargs))
+    build = family.build
+    try:
+        with torch.device("meta"):
+            encoder = build(in_channels, **arch.backbone_kwargs)
+    except (NotImplementedError, RuntimeError):  # a layer that cannot live on the meta device
+        encoder = build(in_channels, **arch.backbone_kwargs)
     return int(getattr(encoder, "size_divisor", 1))
 
 
 def patch_size(cfg: FinetuneConfig, defaults: Dict[str, Any], shapes: Sequence[Sequence[int]], divisor: int):
-    """User patch > backbone patch > min(128, median volume size) per axis; rounded up to the divisor."""
+    """User patch > backbone patch > min(128, median volume size) per axis; rounded up to the divisor, and at
+    least twice the divisor (the bottleneck then has 2^3 voxels: instance norm needs more than one)."""
     if cfg.patch_size is not None:
         patch = [int(p) for p in cfg.patch_size]
     elif defaults.get("patch_size"):
@@ -93,7 +104,7 @@ def patch_size(cfg: FinetuneConfig, defaults: Dict[str, Any], shapes: Sequence[S
     else:
         median = np.median(np.array(shapes), axis=0)
         patch = [int(min(128, m)) for m in median]
-    return tuple(max(divisor, int(np.ceil(p / divisor)) * divisor) for p in patch)
+    return tuple(max(2 * divisor, int(np.ceil(p / divisor)) * divisor) for p in patch)
 
 
 def _tta_axes(cfg: FinetuneConfig) -> Tuple[int, ...]:

@@ -19,9 +19,16 @@ from .losses import dice_per_class, masked_dice_ce, mean_ignoring_nan
 class SegmentationTask(torch.nn.Module):
     """``batch = {"image": (B, C, *P), "label": (B, *P)}`` -> {"loss", "dice_loss", "ce"}."""
 
-    def __init__(self, net: torch.nn.Module, ignore_index: int = 255) -> None:
+    def __init__(self, net: torch.nn.Module, ignore_index: int = 255, frozen_encoder: bool = False) -> None:
         super().__init__()
-        self.net, self.ignore_index = net, ignore_index
+        self.net, self.ignore_index, self.frozen_encoder = net, ignore_index, frozen_encoder
+
+    def train(self, mode: bool = True) -> "SegmentationTask":
+        """A frozen backbone stays in eval mode: its BatchNorm statistics must not drift either."""
+        super().train(mode)
+        if self.frozen_encoder:
+            self.net.encoder.eval()
+        return self
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         return masked_dice_ce(self.net(batch["image"]), batch["label"], self.ignore_index)

@@ -34,19 +34,42 @@ def resolve_kwargs(preset: str | None = None, **kwargs: Any) -> Dict[str, Any]:
     out.setdefault("strides", [1] + [2] * (n - 1))
     out.setdefault("kernel_sizes", [3] * n)
     out.setdefault("conv_bias", True)
+    out.setdefault("axis_order", "ijk")
     return {k: out[k] for k in sorted(out)}
 
 
-def build(in_channels: int, features_per_stage, n_blocks_per_stage, strides, kernel_sizes,
-          conv_bias: bool = True) -> nn.Module:
-    """ResidualEncoder with InstanceNorm(affine) + LeakyReLU, returning one skip per stage.
+def _encoder_class(axis_order: str) -> type:
+    """dna's ResidualEncoder, or a subclass that runs on reversed spatial axes (same submodules and keys).
 
-    ``x: (B, C, I, J, K)`` -> ``[(B, F_s, I/r_s, J/r_s, K/r_s) for each stage s]``.
+    nnU-Net/nnssl train on SimpleITK arrays, ``(K, J, I)``: OpenMind weights expect that order, so
+    ``axis_order="kji"`` reverses the input before the encoder and every skip after it; features leave in
+    MedSSL's ``(I, J, K)`` order, so the decoder is unchanged.
     """
     from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 
+    from ..layers.axes import reverse_spatial
+
+    if axis_order == "ijk":
+        return ResidualEncoder
+    if axis_order != "kji":
+        raise ValueError(f"axis_order must be 'ijk' or 'kji', got {axis_order!r}")
+
+    class KJIResidualEncoder(ResidualEncoder):
+        def forward(self, x):
+            return [reverse_spatial(f) for f in super().forward(reverse_spatial(x))]
+
+    return KJIResidualEncoder
+
+
+def build(in_channels: int, features_per_stage, n_blocks_per_stage, strides, kernel_sizes,
+          conv_bias: bool = True, axis_order: str = "ijk") -> nn.Module:
+    """ResidualEncoder with InstanceNorm(affine) + LeakyReLU, returning one skip per stage.
+
+    ``x: (B, C, I, J, K)`` -> ``[(B, F_s, I/r_s, J/r_s, K/r_s) for each stage s]``. ``axis_order="kji"``: the
+    convolutions run on the reversed axes (the order nnssl checkpoints were trained in).
+    """
     n = len(features_per_stage)
-    enc = ResidualEncoder(
+    enc = _encoder_class(axis_order)(
         in_channels, n, list(features_per_stage), nn.Conv3d, [[k] * 3 if isinstance(k, int) else k for k in kernel_sizes],
         [[s] * 3 if isinstance(s, int) else s for s in strides], list(n_blocks_per_stage), conv_bias,
         nn.InstanceNorm3d, {"eps": 1e-5, "affine": True}, None, None, nn.LeakyReLU, {"inplace": True},
