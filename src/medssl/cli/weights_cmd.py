@@ -26,6 +26,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     dl = ws.add_parser("download", help="download a catalog entry from Hugging Face (resumable, hash-checked)")
     dl.add_argument("id", help="weight-catalog id (see 'medssl weights list')")
     dl.add_argument("--accept-licence", action="store_true", help="accept a gated or non-commercial licence")
+    dl.add_argument("--progress", choices=["bar", "json"], default="bar",
+                    help="a progress bar (default) or JSON-line progress events on stdout (for 3D Slicer)")
     im = ws.add_parser("import", help="register a hand-downloaded file after checking its structure")
     im.add_argument("file", help="checkpoint file")
     im.add_argument("--id", required=True, help="weight-catalog id the file belongs to")
@@ -81,7 +83,17 @@ def _download(args: argparse.Namespace) -> int:
     if path is not None:
         print(f"{entry.id} is already downloaded: {path}")
         return 0
-    print(download(entry, accept_licence=args.accept_licence))
+    sink = None
+    if args.progress == "json":
+        from ..events import JsonLinesSink
+
+        sink = JsonLinesSink()
+        sink.emit("start", task="download", total=entry.size_bytes, id=entry.id)
+    path = download(entry, accept_licence=args.accept_licence, sink=sink)
+    if sink is not None:
+        sink.emit("done", task="download", path=str(path), id=entry.id)
+    else:
+        print(path)
     return 0
 
 

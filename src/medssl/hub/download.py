@@ -108,8 +108,36 @@ def ensure_local(entry: CatalogEntry) -> Path:
     return download(entry)
 
 
-def download(entry: CatalogEntry, accept_licence: bool = False) -> Path:
-    """Download ``entry`` into the cache (resuming a partial download) and verify it; returns the file."""
+def event_tqdm(sink):
+    """A tqdm class whose updates become ``progress`` events (stage ``download``, bytes done/total, ETA)."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    class EventTqdm(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True  # no bar: the events are the display
+            super().__init__(*args, **kwargs)
+            self._t0, self._last, self._done = time.monotonic(), 0.0, 0
+
+        def update(self, n=1):
+            self._done += n or 0
+            now = time.monotonic()
+            if now - self._last >= 0.5 or (self.total and self._done >= self.total):
+                self._last = now
+                rate = self._done / max(now - self._t0, 1e-6)
+                eta = (self.total - self._done) / rate if self.total and rate > 0 else None
+                sink.emit("progress", stage="download", done=self._done, total=self.total, eta_s=eta)
+            return super().update(n)
+
+    return EventTqdm
+
+
+def download(entry: CatalogEntry, accept_licence: bool = False, sink=None) -> Path:
+    """Download ``entry`` into the cache (resuming a partial download) and verify it; returns the file.
+
+    With an event ``sink`` the download reports ``progress`` events instead of drawing a bar.
+    """
     require_licence(entry, accept_licence, f"run 'medssl weights download {entry.id}'")
     if not entry.downloadable:
         raise InputError(f"{entry.id} is not on Hugging Face ({entry.source_text}); download {entry.file_name} by "
@@ -120,18 +148,23 @@ def download(entry: CatalogEntry, accept_licence: bool = False) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     print(f"downloading {entry.file_name} ({entry.size_bytes / 1e9:.2f} GB) for {entry.id} from {entry.source_text}",
           file=sys.stderr)
-    path = Path(_hf_download(entry, target))
+    path = Path(_hf_download(entry, target, event_tqdm(sink) if sink is not None else None))
     return _verify_and_record(entry, path, "download", accept_licence)
 
 
-def _hf_download(entry: CatalogEntry, target: Path) -> str:
+def _hf_download(entry: CatalogEntry, target: Path, tqdm_class=None) -> str:
     """``hf_hub_download`` into ``target`` with errors turned into one-line messages (tokens never shown)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub import utils as hf_errors  # the error classes live here in every supported version
 
+    from huggingface_hub.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # its retry warnings would break the one-line error contract
     src = entry.source
     try:
-        return hf_hub_download(src["repo_id"], entry.file_name, revision=src.get("revision"), local_dir=str(target))
+        extra = {"tqdm_class": tqdm_class} if tqdm_class is not None else {}
+        return hf_hub_download(src["repo_id"], entry.file_name, revision=src.get("revision"), local_dir=str(target),
+                               **extra)
     except hf_errors.GatedRepoError:
         raise InputError(f"{src['repo_id']} is gated: accept its terms at {entry.source_text} while logged in, then "
                          f"log in here with 'huggingface-cli login' (or set HF_TOKEN) and retry") from None
