@@ -146,7 +146,7 @@ def finetuneArgs(images: Sequence[Sequence[PathLike]], labels: Sequence[PathLike
 
 
 def weightsDownloadArgs(weightsId: str, acceptLicence: bool) -> list[str]:
-    args = ["weights", "download", weightsId]
+    args = ["weights", "download", weightsId, "--progress", "json"]  # byte progress drives the bar
     return args + ["--accept-licence"] if acceptLicence else args
 
 
