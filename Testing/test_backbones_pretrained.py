@@ -222,7 +222,7 @@ def test_truncated_unsafe_and_foreign_files_give_clear_errors(tmp_path):
         resolve_pretrained(str(tmp_path / "cut.pt"), catalog_id="misfm_fmunet_abd1k")
     torch.save({"model_state_dict": {"project.weight": torch.zeros(1)}, "args": argparse.Namespace(a=1)},
                tmp_path / "unsafe.pt")
-    with pytest.raises(CheckpointError, match=r"needs unsafe unpickling \(it contains argparse.Namespace\)"):
+    with pytest.raises(CheckpointError, match=r"could run code when loaded \(it contains argparse.Namespace\)"):
         read_checkpoint(tmp_path / "unsafe.pt")
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="no tensor dictionary"):

@@ -3,14 +3,11 @@ and the error contract (exit 2, one line ``error: ...``, no traceback, nothing o
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 from medssl_test_utils import run_cli

@@ -19,9 +19,6 @@ Loading rules (MAE's fine-tuning guard, timm's filter functions, nnssl/PyMIC pra
 """
 from __future__ import annotations
 
-import pickle
-import re
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -37,28 +34,11 @@ from .converters_infer import INFER, nnssl_plan_defaults
 # ----------------------------------------------------------------------------------------------- reading
 def read_checkpoint(path: str | Path) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``, memory-mapped when possible."""
-    path = Path(path)
-    if not path.is_file():
+    from ..train.checkpoint import safe_torch_load
+
+    if not Path(path).is_file():
         raise InputError(f"checkpoint file {path} does not exist; give the path of a downloaded checkpoint")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} needs unsafe unpickling ({_unsafe_reason(exc)}); medssl only reads plain tensor checkpoints "
-            f"(torch.load weights_only=True). Re-save its state dict with torch.save if you trust the file") from None
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file can fail anywhere inside the unpickler
-        first = (str(exc).strip().splitlines() or [""])[0][:120]
-        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({type(exc).__name__}: {first}); "
-                              f"download it again") from None
-
-
-def _unsafe_reason(exc: Exception) -> str:
-    """The offending global named by torch's weights-only unpickler, without its terminal formatting."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    return f"it contains {found.group(1)}" if found else text.strip().splitlines()[0][:120]
+    return safe_torch_load(path, "checkpoint")
 
 
 def tensors_of(ckpt: Any, path: str | Path) -> Tensors:
