@@ -1,0 +1,256 @@
+"""Self-supervised pretraining on unlabelled volumes, exported as a backbone that ``medssl finetune`` accepts.
+
+    from medssl.train.pretrain import pretrain
+    pretrain("mae3d", images=["scans/"], out="run_mae", preset="mae3d_cpu", overrides={"loop": {"steps": 500}})
+
+Steps: collect the volumes -> fingerprint them and plan (`medssl.planning`; rank 0, broadcast to the other
+ranks) -> preprocess into the on-disk cache keyed by the plan hash -> build the method (`medssl.ssl.METHODS`)
+and check that its export loads into the plan's network -> train with the one `TrainLoop` (AMP, clipping,
+accumulation, EMA hooks, NaN guard, atomic checkpoints, exact resume, DDP under ``torchrun``) -> rank 0
+writes ``<out>/export`` (`medssl.hub.ssl_export`). The run state lives in ``<out>/training/``.
+
+Under ``torchrun --nproc_per_node N [--nnodes M ...]`` the same call runs DistributedDataParallel: NCCL on
+GPUs, gloo on CPUs; rank ``r`` trains on batches ``i * N + r`` (distributed sampling by construction); only
+rank 0 writes the run files, checkpoints and the export.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from ..errors import InputError
+from ..events import EventSink, NullSink
+from ..hub.ssl_export import save_export
+from ..inference.devices import resolve_device
+from ..io.atomic import ensure_writable_dir, write_text_atomic
+from ..io.volume_io import find_images
+from ..models import resolve_arch
+from ..plan import Plan
+from ..planning.cache import VolumeSet, cached_volumes
+from ..planning.fingerprint import fingerprint_dataset
+from ..planning.planner import plan_pretraining
+from ..ssl import METHODS, SSLMethod, build_method
+from ..ssl.batches import StepBatches
+from .config import CONFIG_DIR, load_config, to_dict
+from .distributed import DistContext
+from .loop import LoopConfig, LoopResult, TrainLoop
+
+DEFAULT_DECODER = {"resenc": "unet", "vit3d": "unetr", "swin_unetr": "swin_unetr", "pctnet": "pctnet",
+                   "fmunet": "fmunet"}
+
+
+def _default_normalization() -> Dict[str, Dict[str, Any]]:
+    return {"CT": {"scheme": "ct_window", "params": {"lower": -175.0, "upper": 250.0, "out": [0.0, 1.0]}},
+            "MR": {"scheme": "zscore", "params": {"per_image": True}}}
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining settings; the ``method`` section is validated by the method's own ``Config``."""
+
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=1000, lr=1e-3, checkpoint_every=200))
+    backbone: str = "resenc:L"
+    backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
+    decoder: Optional[str] = None  # default: the backbone's usual decoder
+    batch_size: int = 2
+    patch_size: List[int] = field(default_factory=lambda: [96, 96, 96])
+    spacing: Any = "auto"  # auto | native | number | [i, j, k]
+    orientation: str = "RAS"
+    normalization: Dict[str, Dict[str, Any]] = field(default_factory=_default_normalization)
+    cache_dir: Optional[str] = None
+    seed: int = 0
+    method: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PretrainPaths:
+    out: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "training"
+
+    @property
+    def export(self) -> Path:
+        return self.out / "export"
+
+    def file(self, name: str) -> Path:
+        return self.run_dir / name
+
+
+def preset_name(method: str, preset: Optional[str]) -> str:
+    """``None`` -> the method's published recipe (``<method>``); ``cpu`` -> ``<method>_cpu``."""
+    METHODS.get(method)
+    name = method if preset in (None, "", "recipe") else preset if preset.startswith(method) else f"{method}_{preset}"
+    if not (CONFIG_DIR / "pretrain" / f"{name}.yaml").exists():
+        known = sorted(p.stem for p in (CONFIG_DIR / "pretrain").glob(f"{method}*.yaml"))
+        raise InputError(f"no pretraining preset {preset!r} for {method}; known: {', '.join(known)}")
+    return name
+
+
+def collect_volumes(entries: Sequence[str]) -> List[str]:
+    """Image files from files, folders (every image inside) and comma-joined channels (each its own volume)."""
+    out: List[str] = []
+    for entry in entries:
+        for part in [p for p in str(entry).split(",") if p]:
+            path = Path(part.split("::")[0])
+            if path.is_dir() and find_images(path):
+                out.extend(str(f) for f in find_images(path))
+            elif path.exists():
+                out.append(part)
+            else:
+                raise InputError(f"--images: {part} does not exist; give image files or folders of images")
+    if not out:
+        raise InputError("no images to pretrain on; pass --images FILE [FILE ...] or a folder of images")
+    return out
+
+
+def inputs_digest(files: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        p = Path(f.split("::")[0])
+        h.update(f"{f}|{p.stat().st_size if p.is_file() else 0}".encode())
+    return h.hexdigest()[:16]
+
+
+def _check_out(paths: PretrainPaths, resume: bool, overwrite: bool) -> None:
+    ensure_writable_dir(paths.out, "output folder")
+    if resume:
+        if not paths.file("plan.json").exists():
+            raise InputError(f"--resume: {paths.out} holds no interrupted pretraining run (no training/plan.json); "
+                             f"start a new run without --resume")
+        return
+    if (paths.run_dir.exists() or paths.export.exists()) and not overwrite:
+        raise InputError(f"{paths.out} already holds a pretraining run; pass --resume to continue it, --overwrite "
+                         f"to replace it, or choose another --out")
+    import shutil
+
+    for folder in (paths.run_dir, paths.export):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _make_plan(paths: PretrainPaths, files: List[str], cfg: PretrainConfig, method: str, resume: bool,
+               overwrite: bool, sink: EventSink) -> Plan:
+    """Rank 0: the stored plan (resume) or a new one from the data's fingerprint (written to the run folder)."""
+    _check_out(paths, resume, overwrite)
+    digest = inputs_digest(files)
+    if resume:
+        saved = json.loads(paths.file("inputs.json").read_text()).get("digest")
+        if saved != digest:
+            raise InputError(f"--resume: the images differ from those the run in {paths.out} started with; give the "
+                             f"same --images, or start a new run with another --out")
+        return Plan.load(paths.file("plan.json"))
+    sink.emit("log", message=f"fingerprinting {len(files)} volume(s)")
+    fp = fingerprint_dataset(files, cfg.orientation, cfg.seed)
+    name, _, preset = cfg.backbone.partition(":")
+    kwargs = {**({"preset": preset} if preset else {}), **cfg.backbone_kwargs}
+    arch = resolve_arch(name, cfg.decoder or DEFAULT_DECODER.get(name, "unet"), kwargs)
+    plan = plan_pretraining(fp, arch, cfg.spacing, cfg.normalization, cfg.patch_size, method)
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(paths.file("fingerprint.json"), json.dumps(fp.to_dict(), indent=1))
+    write_text_atomic(paths.file("config.json"), json.dumps({"method": method, "config": to_dict(cfg)}, indent=1,
+                                                            default=str))
+    write_text_atomic(paths.file("inputs.json"), json.dumps({"digest": digest, "files": files}, indent=1))
+    write_text_atomic(paths.file("plan.json"), plan.to_json())
+    return plan
+
+
+def _shared_plan(dist: DistContext, make) -> Plan:
+    """``make()`` on rank 0, broadcast to every rank (an error on rank 0 is re-raised everywhere)."""
+    if not dist.active:
+        return make()
+    import torch.distributed as tdist
+
+    box: List[Any] = [None]
+    if dist.is_main:
+        try:
+            box = [("ok", make().to_json())]
+        except InputError as exc:
+            box = [("error", str(exc))]
+    tdist.broadcast_object_list(box, src=0)
+    status, payload = box[0]
+    if status != "ok":
+        raise InputError(payload)
+    return Plan.from_dict(json.loads(payload), "broadcast plan")
+
+
+def _volumes(files: List[str], plan: Plan, cfg: PretrainConfig, dist: DistContext, sink: EventSink) -> VolumeSet:
+    """The cached volumes; the first rank of each node preprocesses, the others wait and read."""
+    builder = dist.local_rank == 0
+    volumes = cached_volumes(files, plan, cfg.cache_dir, sink, build=True) if builder else None
+    dist.barrier()
+    return volumes if volumes is not None else cached_volumes(files, plan, cfg.cache_dir, build=False)
+
+
+def check_export(method: SSLMethod, plan: Plan) -> None:
+    """Fail before training when the method's export would not load into the plan's network (nnssl's
+    ``verify_adaptation_plans``)."""
+    from ..hub.ssl_export import load_into
+    from ..models import build_network
+
+    net = build_network(plan.architecture, plan.num_channels, 2)
+    load_into(method.export_state(), net, f"{plan.architecture.backbone} export")
+
+
+def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Optional[str] = None,
+             preset: Optional[str] = None, config_yaml: Optional[str] = None, overrides: Optional[Dict] = None,
+             device: str = "auto", resume: bool = False, overwrite: bool = False,
+             sink: Optional[EventSink] = None) -> Path:
+    """Pretrain and write ``<out>/export``; returns that folder. See the module docstring."""
+    dist = DistContext.from_env(device)
+    sink = (sink or NullSink()) if dist.is_main else NullSink()
+    cfg = load_config(PretrainConfig, "pretrain", preset_name(method, preset), config_yaml, overrides)
+    cfg.backbone = backbone or cfg.backbone
+    paths = PretrainPaths(Path(out))
+    files = collect_volumes(images)
+    plan = _shared_plan(dist, lambda: _make_plan(paths, files, cfg, method, resume, overwrite, sink))
+    sink.emit("log", message=f"{method} on {plan.architecture.backbone}: spacing {plan.spacing or 'native'}, "
+                             f"normalisation {plan.normalization[0].scheme}, plan {plan.hash()}")
+    volumes = _volumes(files, plan, cfg, dist, sink)
+    torch.manual_seed(cfg.seed)
+    ssl = build_method(method, plan.architecture, cfg.method, plan.patch_size)
+    check_export(ssl, plan)
+    dev = _device(device, dist)
+    result = _train(ssl.to(dev), volumes, cfg, paths, dev, dist, resume, sink)
+    if dist.is_main:
+        _export(paths, plan, ssl, method, result, dist)
+        sink.emit("done", task="pretrain", export=str(paths.export), steps=result.step,
+                  data_wait=result.data_wait_fraction, **{k: v for k, v in result.last_losses.items() if k == "loss"})
+    dist.barrier()
+    dist.close()
+    return paths.export
+
+
+def _device(device: str, dist: DistContext) -> torch.device:
+    dev = resolve_device(device)
+    if dist.active and dev.type == "cuda":
+        return torch.device("cuda", dist.local_rank)
+    return dev
+
+
+def _train(ssl: SSLMethod, volumes: VolumeSet, cfg: PretrainConfig, paths: PretrainPaths, dev: torch.device,
+           dist: DistContext, resume: bool, sink: EventSink) -> LoopResult:
+    batches = StepBatches(volumes, ssl.view_maker(), cfg.batch_size, cfg.seed)
+    groups = ssl.param_groups(cfg.loop.lr, cfg.loop.weight_decay)
+    loop = TrainLoop(ssl, batches, cfg.loop, paths.run_dir, dev, sink, hooks=[ssl], task="pretrain",
+                     param_groups=groups, dist=dist)
+    if resume and loop.resume():
+        sink.emit("log", message=f"resumed at step {loop.step} of {cfg.loop.steps}")
+    result = loop.run()
+    sink.emit("log", message=f"data loading took {100 * result.data_wait_fraction:.1f} % of the step time")
+    return result
+
+
+def _export(paths: PretrainPaths, plan: Plan, ssl: SSLMethod, method: str, result: LoopResult,
+            dist: DistContext) -> None:
+    fingerprint = json.loads(paths.file("fingerprint.json").read_text()).get("summary", {})
+    config = json.loads(paths.file("config.json").read_text()).get("config", {})
+    extra = {"world_size": dist.world_size, "data_wait_fraction": result.data_wait_fraction,
+             "final_losses": result.last_losses, "config": config,
+             "recommended_patch_size": list(plan.patch_size)}
+    save_export(paths.export, plan, ssl.export_state(), method, result.step, fingerprint, extra)
