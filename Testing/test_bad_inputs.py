@@ -2,6 +2,7 @@
 and what to do, shows no traceback, and creates or overwrites no output (issue: reliability and security)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import resource
@@ -51,6 +52,9 @@ def _tampered_package(tmp: Path, pkg: Path, how: str) -> str:
         plan = json.loads((dst / "plan.json").read_text())
         plan["plan_version"] = 99
         (dst / "plan.json").write_text(json.dumps(plan))
+        meta = json.loads((dst / "metadata.json").read_text())  # as a newer medssl would write it: hashes agree
+        meta["plan_sha256"] = hashlib.sha256((dst / "plan.json").read_bytes()).hexdigest()
+        (dst / "metadata.json").write_text(json.dumps(meta))
     return str(dst)
 
 
@@ -69,7 +73,7 @@ def build_case(name: str, tmp: Path, t1: Path, lab: Path, pkg: Path) -> tuple:
         "truncated_nrrd": (lambda: pr([_truncated(tmp, t1, ".nrrd")]), r"cannot be read"),
         "image_2d": (lambda: pr([_image(tmp, "flat.nii.gz", arr[10].astype(np.float32))]), r"2D; medssl needs 3D"),
         "image_4d": (lambda: pr([_series(tmp, ref)]), r"4D with 2 time points; pick one by writing .*::t=0"),
-        "nan_voxels": (lambda: pr([_image(tmp, "nan.nii.gz", np.where(arr > 250, np.nan, arr).astype(np.float32), ref)]),
+        "nan_voxels": (lambda: pr([_image(tmp, "nan.nrrd", np.where(arr > 250, np.nan, arr).astype(np.float32), ref)]),
                        r"NaN or infinite voxels; replace them"),
         "constant_volume": (lambda: pr([_image(tmp, "const.nii.gz", np.full_like(arr, 7), ref)]),
                             r"same value \(7\) in every voxel"),

@@ -38,13 +38,13 @@ def assert_user_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
 
 
 def test_finetune_dice_rises_and_predict_lands_on_input_grid(tmp_path, kmeans_t1, kmeans_labels):
-    cfg = write_config(tmp_path / "cfg.yaml", spacing=[3, 3, 3], loop={"validate_every": 10, "checkpoint_every": 20})
+    cfg = write_config(tmp_path / "cfg.yaml", spacing=[3, 3, 3], loop={"validate_every": 5, "checkpoint_every": 20, "lr": 0.01})
     proc = run_cli("finetune", "--images", str(kmeans_t1), "--labels", str(kmeans_labels), "--out", str(tmp_path / "m"),
                    *FAST, "--steps", "40", "--config", cfg, "--device", "cpu", "--progress", "json")
     assert proc.returncode == 0, proc.stderr
     ev = events(proc.stdout)
     kinds = [e["event"] for e in ev]
-    assert kinds.count("validation") == 4 and kinds[-1] == "done" and "start" in kinds and "checkpoint" in kinds
+    assert kinds.count("validation") == 8 and kinds[-1] == "done" and "start" in kinds and "checkpoint" in kinds
     dice = [e["mean_dice"] for e in ev if e["event"] == "validation"]
     assert dice[-1] > dice[0] + 0.15 and dice[-1] > 0.25, dice
     assert set(ev[-1]) >= {"package", "best_mean_dice", "best_step"}

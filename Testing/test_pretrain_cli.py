@@ -104,6 +104,28 @@ def test_export_fine_tunes_through_the_cli(t1, tmp_path):
     plan = json.loads((model / "plan.json").read_text())
     assert plan["spacing"] == [4.0, 4.0, 4.0] and plan["normalization"][0]["scheme"] == "zscore"  # inherited
     assert plan["patch_size"] == [32, 32, 32]
+    _register_and_fine_tune_by_name(tmp_path / "vf", t1, labels, tmp_path / "model_by_name")
+
+
+def _register_and_fine_tune_by_name(run: Path, t1: str, labels: str, model: Path) -> None:
+    """``medssl weights import RUN --id NAME``, then ``--backbone NAME`` in finetune; list, path and remove."""
+    clash = run_cli("weights", "import", str(run), "--id", "voco_b", env=ENV)
+    assert clash.returncode == 2 and "is a weight-catalog id" in clash.stderr
+    done = run_cli("weights", "import", str(run), "--id", "vf_kmeans", env=ENV)
+    assert done.returncode == 0 and "--backbone vf_kmeans" in done.stdout, done.stderr
+    listed = json.loads(run_cli("weights", "list", "--json", env=ENV).stdout)
+    mine = [r for r in listed if r.get("local")]
+    assert [(r["id"], r["method"], r["steps"]) for r in mine] == [("vf_kmeans", "volume_fusion", 3)]
+    done = run_cli("finetune", "--images", t1, "--labels", labels, "--out", str(model), "--backbone", "vf_kmeans",
+                   "--steps", "1", "--progress", "json", env=ENV)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = json.loads((model / "metadata.json").read_text())
+    assert "pretrained weights from volume_fusion" in done.stdout and "vf_kmeans" in json.dumps(meta)
+    typo = run_cli("finetune", "--images", t1, "--labels", labels, "--out", str(model) + "2", "--backbone", "vf_kmeens",
+                   env=ENV)
+    assert typo.returncode == 2 and "Did you mean: vf_kmeans" in typo.stderr, typo.stderr
+    assert run_cli("weights", "remove", "vf_kmeans", env=ENV).returncode == 0
+    assert run_cli("weights", "path", "vf_kmeans", env=ENV).returncode == 2
 
 
 @pytest.mark.parametrize("method", ["dino3d", "mae3d", "voco", "volume_fusion"])

@@ -32,8 +32,11 @@ def finetune_args(out: Path, steps: int) -> List[str]:
 
 
 def pretrain_args(out: Path, steps: int, method: str) -> List[str]:
+    cfg = out.parent / "kill_pretrain_cfg.yaml"
+    cfg.write_text(json.dumps({"backbone": "resenc:test", "patch_size": [32, 32, 32], "spacing": 4.0,
+                               "loop": {"checkpoint_every": 2, "num_workers": 0}}))
     return ["pretrain", "--method", method, "--images", str(DATA / "KmeansTest_T1UCharRaw.nii.gz"), "--out", str(out),
-            "--steps", str(steps), "--device", "cpu", "--progress", "json", "--config", f"{method}_cpu_test"]
+            "--steps", str(steps), "--device", "cpu", "--progress", "json", "--preset", "cpu", "--config", str(cfg)]
 
 
 def check_run_dir(run_dir: Path) -> int:
@@ -90,7 +93,7 @@ def main() -> int:
         tmp = Path(d)
         parts = {"finetune": (finetune_args(tmp / "ft", 60), tmp / "ft" / "training")}
         if args.pretrain_method:
-            parts["pretrain"] = (pretrain_args(tmp / "pt", 60, args.pretrain_method), tmp / "pt")
+            parts["pretrain"] = (pretrain_args(tmp / "pt", 60, args.pretrain_method), tmp / "pt" / "training")
         results = {}
         for name, (argv, run_dir) in parts.items():
             results[name] = kill_loop(argv, run_dir, args.kills // len(parts), rng, 4.0, 14.0)

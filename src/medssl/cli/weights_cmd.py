@@ -12,6 +12,7 @@ EPILOG = """examples:
   medssl weights download openmind_resencl_mae
   medssl weights download 3dino_vit_l --accept-licence      (gated, CC BY-NC-ND 4.0)
   medssl weights import ~/Downloads/pctnet_ct10k_volf.pt --id misfm_pctnet_ct10k
+  medssl weights import runs/mae_brain --id mae_brain     (your own medssl pretrain run; then --backbone mae_brain)
   medssl weights check checkpoint_final.pth --id openmind_resencl_mae --json
   medssl weights path voco_b
   medssl weights remove voco_h"""
@@ -28,10 +29,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     dl.add_argument("--accept-licence", action="store_true", help="accept a gated or non-commercial licence")
     dl.add_argument("--progress", choices=["bar", "json"], default="bar",
                     help="a progress bar (default) or JSON-line progress events on stdout (for 3D Slicer)")
-    im = ws.add_parser("import", help="register a hand-downloaded file after checking its structure")
-    im.add_argument("file", help="checkpoint file")
-    im.add_argument("--id", required=True, help="weight-catalog id the file belongs to")
+    im = ws.add_parser("import", help="register a hand-downloaded file, or a 'medssl pretrain' run under a name "
+                                      "of your own, after checking its structure")
+    im.add_argument("file", help="checkpoint file, or a pretraining run (RUN, RUN/export)")
+    im.add_argument("--id", required=True, help="weight-catalog id the file belongs to; for a pretraining run, the "
+                                                "name to use with --backbone")
     im.add_argument("--accept-licence", action="store_true", help="accept a gated or non-commercial licence")
+    im.add_argument("--overwrite", action="store_true", help="replace a registered pretraining run of that name")
     ck = ws.add_parser("check", help="check that a file loads into its backbone (exit 0 only if it does)")
     ck.add_argument("file", help="checkpoint file")
     ck.add_argument("--id", help="weight-catalog id (default: detect the family from the keys)")
@@ -56,19 +60,25 @@ def run(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from ..hub import catalog
     from ..hub.download import cached_file
+    from ..hub.local_backbones import describe, local_names
 
     rows = []
     for e in catalog.entries().values():
         path = cached_file(e)
         rows.append({"id": e.id, "family": e.family, "size_gb": round(e.size_bytes / 1e9, 2), "licence": e.licence,
                      "source": e.source_text, "downloadable": e.downloadable, "cached": str(path) if path else None})
+    mine = [describe(name) for name in local_names()]
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows + [{**r, "local": True} for r in mine], indent=1))
         return 0
     print(f"{'id':28} {'family':11} {'size':>8}  {'cached':6}  licence")
     for r in rows:
         flag = "yes" if r["cached"] else ("-" if r["downloadable"] else "import")
         print(f"{r['id']:28} {r['family']:11} {r['size_gb']:>6.2f}GB  {flag:6}  {r['licence'].split(' (')[0]}")
+    if mine:
+        print("\nyour pretrained backbones ('medssl weights import RUN --id NAME'):")
+        for r in mine:
+            print(f"{r['id']:28} {r['family']:11} {r['size_gb']:>6.2f}GB  {r['method']}, {r['steps']} steps")
     return 0
 
 
@@ -99,6 +109,13 @@ def _download(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from ..hub.download import import_file
+    from ..hub.local_backbones import import_export
+    from ..hub.ssl_export import is_ssl_export
+
+    if is_ssl_export(args.file):
+        path = import_export(args.file, args.id, overwrite=args.overwrite)
+        print(f"registered {args.id}: {path}; fine-tune from it with --backbone {args.id}")
+        return 0
 
     path, record = import_file(args.file, args.id, accept_licence=args.accept_licence)
     note = {True: "matches the catalog", False: "DIFFERS from the catalog's (third-party) value",
@@ -138,7 +155,11 @@ def _path(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..hub.catalog import get_entry
     from ..hub.download import cached_file
+    from ..hub.local_backbones import local_path
 
+    if local_path(args.id):
+        print(local_path(args.id))
+        return 0
     entry = get_entry(args.id)
     path = cached_file(entry)
     if path is None:
@@ -150,6 +171,10 @@ def _path(args: argparse.Namespace) -> int:
 
 def _remove(args: argparse.Namespace) -> int:
     from ..hub.download import remove
+    from ..hub.local_backbones import remove_local
 
+    if remove_local(args.id):
+        print(f"removed your backbone {args.id}")
+        return 0
     print(f"removed {args.id}" if remove(args.id) else f"{args.id} was not downloaded; nothing to remove")
     return 0

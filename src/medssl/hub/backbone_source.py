@@ -65,6 +65,11 @@ def resolve_backbone(spec: str, decoder: Optional[str] = None) -> BackboneSource
         kwargs = {"preset": preset} if preset else {}
         arch = resolve_arch(name, decoder or DEFAULT_DECODER.get(name, "unet"), kwargs)
         return BackboneSource(spec, arch, provenance={"backbone": spec, "init": "random"})
+    from .local_backbones import local_source
+
+    local = local_source(spec)  # registered with 'medssl weights import RUN --id NAME'
+    if local is not None:
+        return local
     path = Path(spec)
     if path.is_dir() and (path / "plan.json").exists():
         return _from_package(path)

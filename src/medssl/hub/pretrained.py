@@ -182,10 +182,12 @@ def entry_and_file(spec: str, catalog_id: Optional[str]) -> Tuple[catalog.Catalo
         return entry, ensure_local(entry), True
     if not path.is_file():
         from ..models import BACKBONES
+        from .local_backbones import local_names
 
+        known = [*catalog.entries(), *local_names()]
         raise InputError(f"--backbone {spec!r} is neither an architecture ({', '.join(BACKBONES.names())}), a model "
-                         f"package folder, a weight-catalog id ('medssl weights list') nor an existing checkpoint file."
-                         f"{catalog.did_you_mean(spec, catalog.entries())}")
+                         f"package folder, a weight id ('medssl weights list') nor an existing checkpoint file."
+                         f"{catalog.did_you_mean(spec, known)}")
     if catalog_id is not None and catalog_id in catalog.entries():
         return catalog.get_entry(catalog_id), path, True
     return _entry_for_file(path, catalog_id), path, False

@@ -53,7 +53,7 @@ def save_export(folder: str | Path, plan: Plan, state: Dict[str, torch.Tensor], 
                 "versions": versions(), "licence": "trained with medssl on the user's data; the data's terms apply",
                 **(extra or {})}
         (tmp / METADATA).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-        _verify(tmp)
+        verify_export(tmp)
     return folder
 
 
@@ -130,7 +130,8 @@ def load_into(state: Dict[str, torch.Tensor], net: torch.nn.Module, source: str)
     return report
 
 
-def _verify(folder: Path) -> None:
+def verify_export(folder: Path) -> None:
+    """Hashes agree and every ``encoder.*`` tensor loads into the network of the export's plan."""
     from ..models import build_network
 
     plan, _, state = load_export(folder)

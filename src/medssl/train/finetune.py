@@ -84,6 +84,7 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     sink.emit("log", message=f"backbone {source.name}: {source.arch.backbone} + {source.arch.decoder} decoder; "
                              f"{len(train)} training and {len(val)} validation case(s); labels: "
                              f"{', '.join(lab.name for lab in plan.labels[1:])}")
+    torch.manual_seed(cfg.seed)  # the same seed, data and thread count give the same model
     net = build_from_plan(plan).to(dev)
     if not (resume and (paths.run_dir / "checkpoint_last.pt").exists()):
         _init_weights(net, source, sink)
@@ -98,7 +99,7 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
 def _check_out(paths: RunPaths, resume: bool, overwrite: bool) -> None:
     ensure_writable_dir(paths.out.parent, "output folder")
     has_package = (paths.out / "plan.json").exists() or (paths.out / "weights.safetensors").exists()
-    has_run = paths.run_dir.exists()
+    has_run = paths.plan.exists()  # a run killed before its plan was written holds nothing worth keeping
     if resume:
         if not paths.plan.exists():
             raise InputError(f"--resume: {paths.out} holds no interrupted run (no training/plan.json); start a "
@@ -107,7 +108,7 @@ def _check_out(paths: RunPaths, resume: bool, overwrite: bool) -> None:
     if (has_package or has_run) and not overwrite:
         raise InputError(f"{paths.out} already holds a model or a run; pass --resume to continue the run, "
                          f"--overwrite to replace it, or choose another --out")
-    if has_run:
+    if paths.run_dir.exists():
         import shutil
 
         shutil.rmtree(paths.run_dir)

@@ -125,7 +125,8 @@ def _check_out(paths: PretrainPaths, resume: bool, overwrite: bool) -> None:
             raise InputError(f"--resume: {paths.out} holds no interrupted pretraining run (no training/plan.json); "
                              f"start a new run without --resume")
         return
-    if (paths.run_dir.exists() or paths.export.exists()) and not overwrite:
+    begun = paths.file("plan.json").exists() or paths.export.exists()  # a run killed before its plan: nothing to keep
+    if begun and not overwrite:
         raise InputError(f"{paths.out} already holds a pretraining run; pass --resume to continue it, --overwrite "
                          f"to replace it, or choose another --out")
     import shutil
