@@ -17,6 +17,17 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP oversubscription on shared CI machines."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def kmeans_t1() -> Path:
     return require(ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz")

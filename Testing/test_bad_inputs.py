@@ -8,6 +8,7 @@ import re
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -99,9 +100,45 @@ def build_case(name: str, tmp: Path, t1: Path, lab: Path, pkg: Path) -> tuple:
                         r"unknown setting 'stpes'.*Did you mean: steps"),
         "resume_without_run": (ft([str(t1)], [str(lab)], "--resume"), r"holds no interrupted run"),
         "device_without_gpu": (pr([str(t1)], str(pkg), "--device", "cuda:0"), r"no CUDA GPU.*--device cpu"),
+        "zero_spacing": (lambda: pr([_zero_pixdim(tmp, t1)]), r"zero or negative voxel spacing \(0\.0, .*fix its header"),
+        "wrong_family_checkpoint": (lambda: ["weights", "import", _resenc_checkpoint(tmp), "--id", "voco_b"],
+                                    r"does not look like a swin_unetr checkpoint.*keys are those of a resenc"),
+        "truncated_checkpoint": (lambda: ft([str(t1)], [str(lab)], "--backbone", _cut(_resenc_checkpoint(tmp))),
+                                 r"truncated or not a PyTorch checkpoint.*again"),
+        "unknown_catalog_id": (["weights", "download", "voco_bb"], r"unknown weight-catalog id 'voco_bb'.*Did you mean: voco_b"),
+        "offline_missing_weight": (ft([str(t1)], [str(lab)], "--backbone", "voco_b"),
+                                   r"cannot download voco_b.*by hand.*medssl weights import .* --id voco_b"),
     }
     argv, pattern = cases[name]
     return (argv() if callable(argv) else argv), pattern
+
+
+def _zero_pixdim(tmp: Path, src: Path) -> str:
+    """A NIfTI whose pixdim[1] is 0 (ITK would read it as 1 mm without a word)."""
+    path = tmp / "zero_spacing.nii"
+    sitk.WriteImage(sitk.ReadImage(str(src)), str(path))
+    data = bytearray(path.read_bytes())
+    data[80:84] = struct.pack("<f", 0.0)
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def _resenc_checkpoint(tmp: Path) -> str:
+    """An nnssl-style checkpoint of a tiny ResEnc (the wrong family for a SwinUNETR id)."""
+    import torch
+
+    from medssl.models import build_network, resolve_arch
+
+    net = build_network(resolve_arch("resenc", "unet", {"preset": "test"}), 1, 2)
+    path = tmp / "resenc.pt"
+    torch.save({"network_weights": net.state_dict()}, path)
+    return str(path)
+
+
+def _cut(path: str) -> str:
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) // 2])
+    return path
 
 
 def _series(tmp: Path, ref: sitk.Image) -> str:
@@ -124,7 +161,8 @@ CASES = ["missing_image", "missing_label", "truncated_nifti", "truncated_nrrd", 
          "constant_volume", "label_other_grid", "labels_outside_plan", "empty_labels", "float_labels", "count_mismatch",
          "channel_mismatch", "package_missing_file", "package_tampered", "plan_newer_version", "overlap_out_of_range",
          "steps_out_of_range", "output_not_writable", "unknown_backbone", "config_typo", "resume_without_run",
-         "device_without_gpu"]
+         "device_without_gpu", "zero_spacing", "wrong_family_checkpoint", "truncated_checkpoint", "unknown_catalog_id",
+         "offline_missing_weight"]
 
 
 @pytest.mark.parametrize("case", CASES)

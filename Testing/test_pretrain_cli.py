@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from medssl_test_utils import ITK_DATA, REPO, require, run_cli
 
@@ -28,12 +27,7 @@ TINY_DINO = {
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ from medssl.planning.planner import decide_spacing, plan_pretraining
 MR = {"MR": {"scheme": "zscore", "params": {"per_image": True}}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on shared CI machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from medssl.ssl.param_groups import layerwise_groups
 from medssl.ssl.views import crop_matrix, random_centre, resized_crop_extent, sample_view, signed_permutation
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on shared CI machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sample_view_identity_is_an_exact_crop():

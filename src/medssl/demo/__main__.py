@@ -29,7 +29,7 @@ from ..train.losses import dice_per_class
 from .brain_regions import coarse_regions, find_demo_data, hemisphere_only, read_aal_names, region_labels
 from .overlay import render_overlay
 
-DEFAULTS = {"steps": 300, "spacing": [3.0, 3.0, 3.0], "patch": [48, 48, 48], "backbone": "resenc:tiny"}
+DEFAULTS = {"steps": 300, "spacing": [3.0, 3.0, 3.0], "patch": [48, 48, 48], "backbone": "resenc:tiny", "lr": 3e-3}
 # Mirror left-right only (axis 0 in RAS): it keeps the anterior/posterior and superior/inferior cues that tell
 # lobes apart, and shows the network left-hemisphere anatomy on the right side.
 AUGMENT = {"mirror_axes": [0]}
@@ -55,14 +55,14 @@ def hemisphere_dice(pred: sitk.Image, truth: sitk.Image, hemisphere: str) -> Dic
 
 
 def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,
-             spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"]) -> Dict:
+             spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"], lr: float = DEFAULTS["lr"]) -> Dict:
     from ..inference.predictor import Predictor
     from ..train.finetune import finetune
 
     t0 = time.time()
     files = prepare_data(out)
     sink = make_sink(progress)
-    overrides = {"loop": {"steps": steps, "validate_every": 0, "checkpoint_every": 50},
+    overrides = {"loop": {"steps": steps, "validate_every": 0, "checkpoint_every": 50, "lr": lr},
                  "spacing": list(spacing), "patch_size": list(patch), "augment": AUGMENT}
     package = finetune([str(files["t1"])], [str(files["train_labels"])], out / "model", backbone=backbone,
                        preset="quick", overrides=overrides, device=device, overwrite=True, sink=sink)
@@ -95,11 +95,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="training steps")
     p.add_argument("--backbone", default=DEFAULTS["backbone"], help="backbone to start from")
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate (AdamW)")
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", choices=["bar", "json", "none"], default="bar")
     args = p.parse_args(argv)
     try:
-        summary = run_demo(Path(args.out), args.steps, args.backbone, args.device, args.progress)
+        summary = run_demo(Path(args.out), args.steps, args.backbone, args.device, args.progress, lr=args.lr)
     except MedSSLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

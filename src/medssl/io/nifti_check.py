@@ -1,7 +1,8 @@
-"""Detect truncated NIfTI files, which ITK's NIfTI reader silently fills with zeros.
+"""Detect NIfTI files that ITK's NIfTI reader would read wrongly without a word.
 
-The header gives the byte offset of the voxels and their count; the file (decompressed, for ``.nii.gz``)
-must be at least that long. A gzip stream that ends early is also caught.
+Truncated files (ITK fills the missing voxels with zeros): the header gives the byte offset of the voxels and
+their count; the file (decompressed, for ``.nii.gz``) must be at least that long, and a gzip stream must not
+end early. Zero or negative ``pixdim`` (ITK silently reads them as a spacing of 1 mm).
 """
 from __future__ import annotations
 
@@ -60,6 +61,17 @@ def _length(dims, bitpix: int, offset: int) -> Optional[int]:
     return max(offset, 352) + count * bitpix // 8
 
 
+def _spacing(header: bytes) -> Optional[Tuple[float, ...]]:
+    """``pixdim[1..3]`` of a NIfTI-1 or NIfTI-2 header (None if it is not NIfTI)."""
+    for endian in "<>":
+        size = struct.unpack(endian + "i", header[:4])[0]
+        if size == 348 and len(header) >= 348:
+            return struct.unpack(endian + "3f", header[80:92])
+        if size == 540 and len(header) >= 540:
+            return struct.unpack(endian + "3d", header[112:136])
+    return None
+
+
 def nifti_problem(path: str | Path) -> Optional[str]:
     """A one-line description of why a .nii/.nii.gz file is incomplete, or None if it is complete."""
     path = Path(path)
@@ -71,4 +83,7 @@ def nifti_problem(path: str | Path) -> Optional[str]:
     expected = _expected_length(header)
     if expected is not None and length < expected:
         return f"it holds {length} bytes but its header needs {expected} (truncated file)"
+    spacing = _spacing(header)
+    if spacing is not None and not all(v > 0 for v in spacing):  # NaN fails too
+        return f"voxel spacing {tuple(round(v, 6) for v in spacing)} in its header"
     return None

@@ -51,6 +51,8 @@ def _read_file(p: Path, what: str) -> sitk.Image:
     if not os.access(p, os.R_OK):
         raise InputError(f"{what} {p} cannot be read (permission denied); fix its permissions")
     problem = nifti_problem(p)
+    if problem and "spacing" in problem:
+        raise InputError(f"{what} {p} has zero or negative {problem}; fix its header")
     if problem:
         raise InputError(f"{what} {p} cannot be read: {problem}; copy or export it again")
     try:
