@@ -91,7 +91,7 @@ def test_predictor_api_low_memory_matches_full(tiny_package, kmeans_t1):
     slabs = pred.predict([str(kmeans_t1)], low_memory=True, uncertainty=True)
     a, b = sitk.GetArrayFromImage(full.labels), sitk.GetArrayFromImage(slabs.labels)
     assert same_grid(Grid.of(full.labels), Grid.of(slabs.labels))
-    assert np.mean(a == b) > 0.97
+    assert np.mean(a == b) > 0.995  # same windows and weights; scores kept in float16 before resampling
     probs = sitk.GetArrayFromImage(full.probabilities)
     assert probs.shape[-1] == 7 and np.allclose(probs.sum(-1), 1, atol=1e-3)
     assert full.probabilities.GetSize() == sitk.ReadImage(str(kmeans_t1)).GetSize()

@@ -8,7 +8,7 @@ Part 1 (speed): the Colin27 T1 (181x217x181, real scan) is segmented by a packag
 overlap and blending, on the already preprocessed tensor. Runs alternate; the median wall time of each is
 reported with the ratio (target <= 1.05) and each process's peak RSS.
 Part 2 (memory): a 512x512x300 volume with a 14-class network, predicted on the CPU by ``medssl predict``
-(low-memory slab stitching kicks in automatically) versus bare MONAI stitching the full probability map
+(low-memory streamed stitching kicks in automatically) versus bare MONAI stitching the full probability map
 (target for medssl: peak RSS <= 3 GB).
 The networks have random weights: time and memory do not depend on the weight values.
 """
@@ -120,7 +120,8 @@ def main() -> int:
     p.add_argument("--large-roi", type=int, default=128)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    p.add_argument("--skip-large", action="store_true")
+    p.add_argument("--skip-large", action="store_true", help="skip part 2 (memory)")
+    p.add_argument("--skip-speed", action="store_true", help="skip part 1 (speed)")
     args = p.parse_args()
     if not COLIN.exists():
         print("error: Colin27 is missing; install the Debian package mricron-data", file=sys.stderr)
@@ -128,12 +129,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.time()
-        speed = part_speed(tmp, args.backbone, args.roi, args.repeats, args.threads)
-        print(f"[speed] Colin27 181x217x181, {args.backbone}, roi {args.roi}, overlap 0.5, gaussian:")
-        print(f"  medssl predict end to end {speed['medssl_s']:.1f} s (peak RSS {speed['medssl_peak_rss_mb']:.0f} MB)")
-        print(f"  bare MONAI sliding window {speed['monai_s']:.1f} s (peak RSS {speed['monai_peak_rss_mb']:.0f} MB)")
-        print(f"  time ratio medssl / MONAI = {speed['ratio']:.3f} (target <= 1.05)")
-        result = {"speed": speed}
+        result = {}
+        if not args.skip_speed:
+            result["speed"] = speed = part_speed(tmp, args.backbone, args.roi, args.repeats, args.threads)
+            print(f"[speed] Colin27 181x217x181, {args.backbone}, roi {args.roi}, overlap 0.5, gaussian:")
+            print(f"  medssl predict end to end {speed['medssl_s']:.1f} s (peak RSS {speed['medssl_peak_rss_mb']:.0f} MB)")
+            print(f"  bare MONAI sliding window {speed['monai_s']:.1f} s (peak RSS {speed['monai_peak_rss_mb']:.0f} MB)")
+            print(f"  time ratio medssl / MONAI = {speed['ratio']:.3f} (target <= 1.05)")
         if not args.skip_large:
             mem = part_memory(tmp, args.large_roi, args.threads)
             print(f"[memory] 512x512x300, 14 classes, resenc:test, roi {args.large_roi}:")

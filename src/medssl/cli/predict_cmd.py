@@ -22,7 +22,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average over mirrored copies (slower, smoother)")
     p.add_argument("--probabilities", metavar="OUT", help="also write class probabilities (vector image)")
     p.add_argument("--uncertainty", metavar="OUT", help="also write a voxel-wise uncertainty (entropy) map")
-    p.add_argument("--low-memory", action="store_true", help="stitch slab by slab to bound memory")
+    p.add_argument("--low-memory", action="store_true", help="stitch in a rolling buffer to bound memory (automatic for large volumes)")
     add_device(p)
     add_progress(p)
     return p

@@ -29,7 +29,7 @@ from ..train.losses import dice_per_class
 from .brain_regions import coarse_regions, find_demo_data, hemisphere_only, read_aal_names, region_labels
 from .overlay import render_overlay
 
-DEFAULTS = {"steps": 300, "spacing": [3.0, 3.0, 3.0], "patch": [48, 48, 48], "backbone": "resenc:tiny", "lr": 3e-3}
+DEFAULTS = {"steps": 300, "spacing": [3.0, 3.0, 3.0], "patch": [48, 48, 48], "backbone": "resenc:tiny", "lr": 1e-2}
 # Mirror left-right only (axis 0 in RAS): it keeps the anterior/posterior and superior/inferior cues that tell
 # lobes apart, and shows the network left-hemisphere anatomy on the right side.
 AUGMENT = {"mirror_axes": [0]}

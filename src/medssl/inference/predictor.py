@@ -6,8 +6,8 @@
     result.labels  # SimpleITK label image on the input grid; result.uncertainty: entropy map
 
 Pipeline: read -> `preprocess` (the plan's) -> sliding window (MONAI, Gaussian blending) -> `postprocess`
-back onto the input grid. Large volumes are stitched slab by slab (`SlabStitcher`) unless probabilities are
-requested; a CUDA out-of-memory error is retried with a smaller window batch, then on the CPU.
+back onto the input grid. Large volumes are stitched in a rolling buffer (`StreamingStitcher`) unless
+probabilities are requested; a CUDA out-of-memory error is retried with a smaller window batch, then on the CPU.
 """
 from __future__ import annotations
 
@@ -28,10 +28,12 @@ from ..io.geometry import image_from_ijk
 from ..io.volume_io import read_image
 from ..plan import Plan, check_channel_count
 from .devices import resolve_device
-from .sliding_window import SlabStitcher, WindowSettings, count_windows, probabilities
+from .resources import GB, available_gb
+from .sliding_window import WindowSettings, count_windows, probabilities
+from .streaming import StreamingStitcher
 
 ImageLike = Union[str, Path, sitk.Image]
-LOW_MEMORY_BYTES = 1.5e9  # stitch slab by slab when full-volume class scores would exceed this
+LOW_MEMORY_BYTES = 1.5e9  # stream the stitching when full-volume class scores would exceed this
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Predictor:
         names = [str(i) if not isinstance(i, sitk.Image) else f"channel {n + 1}" for n, i in enumerate(images)]
         sink.emit("progress", stage="preprocess", done=0, total=1)
         pre = preprocess(channels, self.plan, names=names)
+        del channels  # the network-grid copy is all that is needed from here on
         settings = self.settings(overlap, tta, sw_batch_size)
         if low_memory is None:
             low_memory = self._needs_low_memory(pre) and not probabilities
@@ -81,7 +84,9 @@ class Predictor:
         return self._run_with_oom_retry(pre, settings, low_memory, probabilities, uncertainty, sink)
 
     def _needs_low_memory(self, pre: Preprocessed) -> bool:
-        return self.plan.num_classes * pre.image[0].size * 4 > LOW_MEMORY_BYTES
+        """Full-volume float32 class scores above 1.5 GB, or above a quarter of the free RAM, are streamed."""
+        limit = min(LOW_MEMORY_BYTES, 0.25 * available_gb(torch.device("cpu")) * GB)
+        return self.plan.num_classes * pre.image[0].size * 4 > limit
 
     def _run_with_oom_retry(self, pre, settings, low_memory, want_probs, want_unc, sink) -> Prediction:
         while True:
@@ -102,10 +107,10 @@ class Predictor:
     def _run(self, pre: Preprocessed, settings: WindowSettings, low_memory: bool, want_probs: bool,
              want_unc: bool, sink: EventSink) -> Prediction:
         image = torch.from_numpy(pre.image).unsqueeze(0)
-        progress = _WindowProgress(sink, self._window_total(pre, settings, low_memory), len(settings.mirror_axes))
+        progress = _WindowProgress(sink, count_windows(pre.image.shape[1:], settings), len(settings.mirror_axes))
         amp = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else None
         if low_memory:
-            result = self._slab_labels(image, settings, progress, want_unc, amp, pre)
+            result = self._streamed_labels(image, settings, progress, want_unc, amp, pre)
         else:
             probs = probabilities(self.net, image, settings, self.device, torch.float32, progress, amp)[0].numpy()
             sink.emit("progress", stage="postprocess", done=0, total=1)
@@ -116,24 +121,21 @@ class Predictor:
         sink.emit("progress", stage="postprocess", done=1, total=1)
         return result
 
-    def _window_total(self, pre: Preprocessed, settings: WindowSettings, low_memory: bool) -> int:
-        shape = pre.image.shape[1:]
-        return SlabStitcher(settings).count_windows(shape) if low_memory else count_windows(shape, settings)
-
-    def _slab_labels(self, image, settings, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
-        """Low-memory path: slab by slab. On the input grid, each slab is reduced to labels at once; otherwise
-        float16 scores on the network grid are kept and resampled class by class (same result as the full path)."""
-        shape, identity = image.shape[2:], pre.record.identity()
-        index = np.zeros(shape, np.uint8 if self.plan.num_classes < 256 else np.uint16) if identity else None
-        scores = None if identity else np.zeros((self.plan.num_classes, *shape), np.float16)
+    def _streamed_labels(self, image, settings, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
+        """Low-memory path: finished blocks of the rolling buffer are reduced at once. On the input grid, to
+        labels; otherwise float16 scores on the network grid are kept and resampled class by class (same
+        result as the full path)."""
+        shape, identity, k = image.shape[2:], pre.record.identity(), self.plan.num_classes
+        index = np.zeros(shape, np.uint8 if k < 256 else np.uint16) if identity else None
+        scores = None if identity else np.zeros((k, *shape), np.float16)
         unc = np.zeros(shape, np.float32) if want_unc else None
-        for k0, k1, probs in SlabStitcher(settings).run(self.net, image, self.device, progress, amp):
+        for region, probs in StreamingStitcher(settings).run(self.net, image, self.device, k, progress, amp):
             if identity:
-                index[..., k0:k1] = probs.argmax(0).numpy()
+                index[region] = probs.argmax(0).numpy()
             else:
-                scores[..., k0:k1] = probs.numpy()
+                scores[(slice(None), *region)] = probs.numpy()
             if unc is not None:
-                unc[..., k0:k1] = entropy(probs.float().numpy())
+                unc[region] = entropy(probs.numpy())
             del probs
         values = np.asarray(self.plan.label_values())
         if identity:

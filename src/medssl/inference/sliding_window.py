@@ -2,16 +2,15 @@
 
 Windows are blended with a Gaussian importance map (nnU-Net / MONAI ``mode="gaussian"``); each window's
 softmax is averaged over mirrored copies when TTA is on (nnU-Net's mirroring over all subsets of the plan's
-mirror axes). Stitching happens on the CPU. For large volumes `SlabStitcher` runs the same inference on
-overlapping slabs along the last axis and reduces each slab to labels (and entropy) at once, so memory
-no longer grows with ``classes x voxels``.
+mirror axes). Stitching happens on the CPU. Large volumes go through `streaming.StreamingStitcher` (same
+windows and weights, rolling buffer), so memory no longer grows with ``classes x voxels``.
 """
 from __future__ import annotations
 
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from monai.inferers import sliding_window_inference
@@ -78,35 +77,3 @@ def probabilities(net: torch.nn.Module, image: torch.Tensor, settings: WindowSet
             image.to(stitch_dtype), settings.roi, settings.sw_batch_size, predict, overlap=settings.overlap,
             mode=settings.mode, sigma_scale=settings.sigma_scale, sw_device=device, device=torch.device("cpu"),
         )
-
-
-@dataclass
-class SlabStitcher:
-    """Runs `probabilities` on overlapping slabs along the last axis; yields each slab's core region.
-
-    A slab is ``core`` slices plus a halo of half a window on each side, so every kept voxel is blended
-    from windows that see full context. Peak memory ~ ``classes x I x J x (core + roi)`` in float16.
-    """
-
-    settings: WindowSettings
-    core: int = 0
-
-    def slabs(self, depth: int) -> Iterator[Tuple[int, int, int, int]]:
-        """(read_start, read_stop, keep_start, keep_stop) along the last axis."""
-        roi = self.settings.roi[2]
-        core = self.core or roi
-        halo = roi // 2
-        for start in range(0, depth, core):
-            stop = min(depth, start + core)
-            yield max(0, start - halo), min(depth, stop + halo), start, stop
-
-    def run(self, net: torch.nn.Module, image: torch.Tensor, device: torch.device,
-            on_windows: Optional[WindowCallback] = None, amp_dtype: Optional[torch.dtype] = None
-            ) -> Iterator[Tuple[int, int, torch.Tensor]]:
-        """Yield (keep_start, keep_stop, probabilities (K, I, J, stop - start)) in float16."""
-        for r0, r1, k0, k1 in self.slabs(image.shape[-1]):
-            probs = probabilities(net, image[..., r0:r1], self.settings, device, torch.float16, on_windows, amp_dtype)
-            yield k0, k1, probs[0, ..., k0 - r0:k1 - r0]
-
-    def count_windows(self, shape: Sequence[int]) -> int:
-        return sum(count_windows((shape[0], shape[1], r1 - r0), self.settings) for r0, r1, _, _ in self.slabs(shape[2]))

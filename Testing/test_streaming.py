@@ -1,0 +1,59 @@
+"""The low-memory streamed stitcher gives MONAI's sliding-window result (same windows, weights, padding)."""
+import pytest
+import torch
+
+from medssl.inference.sliding_window import WindowSettings, count_windows, probabilities
+from medssl.inference.streaming import StreamingStitcher, stream_axis, stream_probabilities
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv3d(2, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv3d(8, 5, 3, padding=1)).eval()
+
+
+@pytest.mark.parametrize("shape, roi, overlap, batch, mode, mirror", [
+    ((40, 33, 50), (16, 16, 16), 0.5, 2, "gaussian", ()),      # streams along axis 1 (smallest cross-section)
+    ((10, 60, 30), (16, 16, 16), 0.25, 3, "gaussian", (0, 2)),  # axis 0 shorter than the ROI: MONAI pads it
+    ((70, 20, 12), (32, 24, 16), 0.6, 1, "constant", ()),      # anisotropic ROI, padding on two axes
+    ((16, 16, 16), (16, 16, 16), 0.5, 1, "gaussian", (1,)),    # a single window
+])
+def test_streamed_equals_monai(net, shape, roi, overlap, batch, mode, mirror):
+    x = torch.randn(1, 2, *shape)
+    settings = WindowSettings(roi, overlap, mode, 0.125, batch, mirror)
+    full = probabilities(net, x, settings, CPU)
+    streamed = stream_probabilities(net, x, settings, CPU, 5)
+    assert streamed.shape == full.shape
+    assert torch.allclose(streamed, full, atol=1e-6)
+    assert torch.equal(streamed.argmax(1), full.argmax(1))
+
+
+def test_stream_visits_each_monai_window_once(net):
+    x = torch.randn(1, 2, 37, 29, 41)
+    settings = WindowSettings((16, 16, 16), 0.5, "gaussian", 0.125, 4)
+    seen = []
+    blocks = list(StreamingStitcher(settings).run(net, x, CPU, 5, on_windows=seen.append))
+    assert sum(seen) == count_windows(x.shape[2:], settings)
+    axis = stream_axis(x.shape[2:])
+    covered = sorted((r[axis].start, r[axis].stop) for r, _ in blocks)
+    assert covered[0][0] == 0 and covered[-1][1] == x.shape[2 + axis]
+    assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))  # contiguous, no slice handed out twice
+
+
+def test_stream_buffer_is_one_roi_deep(net, monkeypatch):
+    """Peak buffer = classes x cross-section x ROI, not classes x voxels."""
+    from medssl.inference import streaming
+    sizes = []
+    original = streaming._RollingBuffer.__init__
+
+    def spy(self, *args):
+        original(self, *args)
+        sizes.append(self.sums.numel())
+
+    monkeypatch.setattr(streaming._RollingBuffer, "__init__", spy)
+    x = torch.randn(1, 2, 20, 24, 96)
+    stream_probabilities(net, x, WindowSettings((16, 16, 16), 0.5, "gaussian", 0.125, 2), CPU, 5)
+    assert stream_axis(x.shape[2:]) == 2 and sizes == [5 * 20 * 24 * 16]
