@@ -17,6 +17,8 @@ from typing import Optional, Sequence, Union
 PathLike = Union[str, os.PathLike]
 DEVICES = ("auto", "cuda", "cpu")
 PRESETS = ("quick", "standard")
+# The medssl (sub)commands that accept ``--progress json`` (checked against the real CLI by the tests).
+PROGRESS_COMMANDS = (("predict",), ("finetune",), ("pretrain",), ("weights", "download"))
 
 
 @dataclass
@@ -155,6 +157,17 @@ def weightsImportArgs(path: PathLike, weightsId: str, acceptLicence: bool = Fals
         raise ValueError(f"{path} does not exist; choose the downloaded weights file")
     args = ["weights", "import", str(path), "--id", weightsId]
     return args + ["--accept-licence"] if acceptLicence else args
+
+
+def withJsonProgress(args: Sequence[str]) -> list[str]:
+    """``args`` plus ``--progress json`` for the commands of `PROGRESS_COMMANDS`, unless ``--progress`` or
+    ``--help`` is already given (any medssl command line run from Slicer then reports progress events)."""
+    args = [str(a) for a in args]
+    if any(a.startswith("--progress") or a in ("-h", "--help") for a in args):
+        return args
+    if any(tuple(args[:len(command)]) == command for command in PROGRESS_COMMANDS):
+        return [*args, "--progress", "json"]
+    return args
 
 
 def infoArgs() -> list[str]:

@@ -1,7 +1,8 @@
 """Live training curves as Slicer plot nodes: loss per step and validation Dice, one chart.
 
 `TrainingCurves` owns two table nodes and a chart in the scene (hidden from node selectors) and refills the
-tables from a `MedSSLLib.events.ProgressState`; MedSSLTrain shows the chart in a ``qMRMLPlotWidget``.
+tables from a `MedSSLLib.events.ProgressState`; MedSSLTrain shows the chart in a ``qMRMLPlotWidget`` through
+the plot view node of `TrainingCurves.createViewNode`.
 No Qt here, so it is tested in a headless scene.
 """
 
@@ -38,6 +39,7 @@ class TrainingCurves:
         self.lossTable = self._hidden("vtkMRMLTableNode", f"{name} loss")
         self.diceTable = self._hidden("vtkMRMLTableNode", f"{name} Dice")
         self.chart = self._hidden("vtkMRMLPlotChartNode", name)
+        self.viewNode = None
         self.chart.SetXAxisTitle("step")
         self.chart.SetYAxisTitle("loss / Dice")
         for table, column, color in ((self.lossTable, "loss", LOSS_COLOR), (self.diceTable, "Dice", DICE_COLOR)):
@@ -56,6 +58,13 @@ class TrainingCurves:
         node.SetSaveWithScene(False)
         return node
 
+    def createViewNode(self):
+        """A (hidden) plot view node showing the chart, for ``qMRMLPlotWidget.setMRMLPlotViewNode``."""
+        if self.viewNode is None:
+            self.viewNode = self._hidden("vtkMRMLPlotViewNode", f"{self.chart.GetName()} view")
+            self.viewNode.SetPlotChartNodeID(self.chart.GetID())
+        return self.viewNode
+
     def update(self, progress: ProgressState) -> None:
         """Show the curves collected so far."""
         fillTable(self.lossTable, "step", "loss", [s for s, _ in progress.losses], [v for _, v in progress.losses])
@@ -65,7 +74,8 @@ class TrainingCurves:
     def nodes(self) -> list:
         """Every node this object added (for removal)."""
         series = [self.chart.GetNthPlotSeriesNode(i) for i in range(self.chart.GetNumberOfPlotSeriesNodes())]
-        return [self.chart, self.lossTable, self.diceTable, *series]
+        view = [self.viewNode] if self.viewNode is not None else []
+        return [*view, self.chart, self.lossTable, self.diceTable, *series]
 
     def remove(self) -> None:
         for node in self.nodes():

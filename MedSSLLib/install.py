@@ -3,13 +3,17 @@
 Nothing is installed at start-up. On first use `planInstall` lists what is missing and `installDependencies`
 asks once (one dialog for everything), then installs torch through the PyTorch extension
 (``PyTorchUtils.installTorch`` with a version requirement) and medssl with its requirements through
-``slicer.packaging.pip_ensure`` (Slicer >= 5.11) or a selective ``slicer.util.pip_install`` walk (older
-Slicer). torch, SimpleITK and timm are never installed by pip here. The Slicer functions are passed in
-(`SlicerInstallers`), so the order and the skip rules are tested without Slicer.
+``pip_ensure`` of ``slicer.pydeps`` (current Slicer; ``slicer.packaging`` in the first releases that had it)
+or a selective ``slicer.util.pip_install`` walk (older Slicer). torch, SimpleITK and timm are never
+installed by pip here. The dialog also lists what the packages pull in that is not installed yet, read from
+their metadata when installed, else (medssl) from ``Resources/medssl-requirements.txt``, a copy of the
+core's ``pyproject.toml`` dependencies. The Slicer functions are passed in (`SlicerInstallers`), so the
+order and the skip rules are tested without Slicer.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -19,6 +23,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 REQUIREMENTS_FILE = Path(__file__).parent / "Resources" / "requirements.txt"
+# The runtime requirements of medssl (its pyproject.toml dependencies), known before medssl is installed.
+MEDSSL_REQUIREMENTS_FILE = Path(__file__).parent / "Resources" / "medssl-requirements.txt"
+# Where Slicer keeps pip_ensure: slicer.pydeps now, slicer.packaging in the first releases that had it.
+PIP_ENSURE_MODULES = ("slicer.pydeps", "slicer.packaging")
 TORCH_REQUIREMENT = ">=2.3"
 # Never installed by pip: torch comes from PyTorchUtils, SimpleITK is Slicer's own build, timm is only a
 # (pinned) requirement of dynamic-network-architectures that medssl does not use, requests ships with Slicer.
@@ -42,10 +50,19 @@ def _canonical(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
+def _skipped(name: str) -> bool:
+    return _canonical(name) in {_canonical(s) for s in SKIP_PACKAGES}
+
+
+def readRequirementLines(path: Path) -> list[str]:
+    """Requirement lines of a requirements file (comments and blank lines dropped)."""
+    lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line]
+
+
 def loadRequirements(path: Path = REQUIREMENTS_FILE) -> list[str]:
     """Requirement lines of a requirements file; ``$MEDSSL_CORE_REQUIREMENT`` replaces the medssl line."""
-    lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-    requirements = [line for line in lines if line]
+    requirements = readRequirementLines(path)
     override = os.environ.get("MEDSSL_CORE_REQUIREMENT")
     if override:
         requirements = [override if _canonical(_requirement(r).name) == "medssl" else r for r in requirements]
@@ -74,6 +91,45 @@ def isSatisfied(requirement: str) -> bool:
     return version is not None and (not req.specifier or req.specifier.contains(version, prereleases=True))
 
 
+def knownRequirements(name: str) -> list[str]:
+    """Runtime requirements of a distribution that apply here (no extras, markers evaluated, markers removed).
+
+    Read from the installed metadata; for medssl before it is installed from ``medssl-requirements.txt``;
+    otherwise none are known (pip resolves them during the installation).
+    """
+    try:
+        lines = metadata.requires(name) or []
+    except metadata.PackageNotFoundError:
+        lines = readRequirementLines(MEDSSL_REQUIREMENTS_FILE) if _canonical(name) == "medssl" else []
+    known = []
+    for line in lines:
+        req = _requirement(line)
+        if req.marker is None or req.marker.evaluate(_environment(extra="")):
+            known.append(str(req).split(";")[0].strip())
+    return known
+
+
+def missingDependencies(requirement: str, seen: set[str]) -> list[str]:
+    """What ``requirement`` pulls in (transitively, as far as known) that is not installed at an accepted
+    version; `SKIP_PACKAGES` and the names in ``seen`` are left out, and ``seen`` collects the names walked."""
+    from packaging.requirements import InvalidRequirement
+
+    try:
+        name = _requirement(requirement).name
+    except InvalidRequirement:
+        return []
+    missing = []
+    for dependency in knownRequirements(name):
+        depName = _canonical(_requirement(dependency).name)
+        if depName in seen or _skipped(depName):
+            continue
+        seen.add(depName)
+        if not isSatisfied(dependency):
+            missing.append(dependency)
+        missing += missingDependencies(dependency, seen)
+    return missing
+
+
 @dataclass
 class InstallPlan:
     """What the first-use dialog lists."""
@@ -81,6 +137,7 @@ class InstallPlan:
     torch: Optional[str] = None  # e.g. "torch>=2.3" when torch is missing or too old
     packages: list[str] = field(default_factory=list)
     reinstall: list[str] = field(default_factory=list)  # "repair": reinstalled with --no-deps
+    dependencies: list[tuple[str, str]] = field(default_factory=list)  # (requirement, pulled in by): listed only
 
     @property
     def empty(self) -> bool:
@@ -91,6 +148,7 @@ class InstallPlan:
         if self.torch:
             lines.append(f"- {self.torch} (PyTorch, through the PyTorch extension; the build that fits your GPU)")
         lines += [f"- {package}" for package in self.packages]
+        lines += [f"- {requirement} (required by {by})" for requirement, by in self.dependencies]
         lines += [f"- {package} (reinstalled, without touching torch or SimpleITK)" for package in self.reinstall]
         return "\n".join(lines)
 
@@ -98,13 +156,31 @@ class InstallPlan:
 def planInstall(requirements: Optional[Sequence[str]] = None, repair: bool = False) -> InstallPlan:
     """Missing pieces; with ``repair`` (the "Install / repair" button) the MedSSL packages are reinstalled too.
 
-    A broken torch is repaired in the PyTorch Utils module (uninstall, then install the right build).
+    What a missing package pulls in is listed as its dependency; a missing requirement of an installed
+    package is installed itself. A broken torch is repaired in the PyTorch Utils module.
     """
     requirements = list(requirements if requirements is not None else loadRequirements())
     torchRequirement = f"torch{TORCH_REQUIREMENT}"
     torch = None if isSatisfied(torchRequirement) else torchRequirement
     missing = [r for r in requirements if not isSatisfied(r)]
-    return InstallPlan(torch, missing, [r for r in requirements if r not in missing] if repair else [])
+    seen = {_canonical(name) for name in map(_requirementName, requirements) if name}
+    packages, dependencies = list(missing), []
+    for requirement in requirements:
+        pulledIn = missingDependencies(requirement, seen)
+        if requirement in missing:
+            dependencies += [(dependency, _requirementName(requirement)) for dependency in pulledIn]
+        else:
+            packages += pulledIn
+    return InstallPlan(torch, packages, [r for r in requirements if r not in missing] if repair else [], dependencies)
+
+
+def _requirementName(requirement: str) -> Optional[str]:
+    from packaging.requirements import InvalidRequirement
+
+    try:
+        return _requirement(requirement).name
+    except InvalidRequirement:
+        return None
 
 
 @dataclass
@@ -114,7 +190,7 @@ class SlicerInstallers:
     confirm: Callable[[str, str], bool]
     installTorch: Callable[[str], Any]
     pipInstall: Callable[[str], Any]
-    pipEnsure: Optional[Callable[..., Any]] = None
+    pipEnsure: Optional[Callable[..., Any]] = None  # pip_ensure(list[Requirement], skip_packages=...)
 
 
 def installDependencies(plan: InstallPlan, installers: SlicerInstallers, requester: str = "MedSSL",
@@ -137,9 +213,9 @@ def installDependencies(plan: InstallPlan, installers: SlicerInstallers, request
 
 
 def _installPackages(packages: Sequence[str], installers: SlicerInstallers, requester: str) -> None:
-    if installers.pipEnsure is not None:
-        installers.pipEnsure(list(packages), skip_packages=list(SKIP_PACKAGES), prompt_install=False,
-                             requester=requester)
+    if installers.pipEnsure is not None:  # Slicer's pip_check reads req.name and req.marker: Requirement objects
+        installers.pipEnsure([_requirement(p) for p in packages], skip_packages=list(SKIP_PACKAGES),
+                             prompt_install=False, requester=requester)
         return
     done: set[str] = set()
     for package in packages:
@@ -148,18 +224,29 @@ def _installPackages(packages: Sequence[str], installers: SlicerInstallers, requ
 
 def _installWithoutSkipped(requirement: str, pipInstall: Callable[[str], Any], done: set[str]) -> None:
     """Older Slicer: install with ``--no-deps``, then its own requirements the same way, skipping SKIP_PACKAGES."""
-    req = _requirement(requirement)
-    name = _canonical(req.name)
-    if name in done or name in {_canonical(s) for s in SKIP_PACKAGES}:
+    name = _requirement(requirement).name
+    if _canonical(name) in done or _skipped(name):
         return
-    done.add(name)
+    done.add(_canonical(name))
     if not isSatisfied(requirement):
         pipInstall(f"--no-deps {requirement}")
-    for dependency in metadata.requires(req.name) or []:
-        dep = _requirement(dependency)
-        if dep.marker is not None and not dep.marker.evaluate(_environment(extra="")):
+        importlib.invalidate_caches()  # pip ran in another process: make importlib.metadata look again
+        if installedVersion(name) is None:
+            raise RuntimeError(f"{name} is still not installed after pip ran; see pip's output in the Python console")
+    for dependency in knownRequirements(name):
+        _installWithoutSkipped(dependency, pipInstall, done)
+
+
+def findPipEnsure(importModule: Callable[[str], Any] = importlib.import_module) -> Optional[Callable[..., Any]]:
+    """Slicer's ``pip_ensure`` (`PIP_ENSURE_MODULES`, first found), or None on Slicer versions without it."""
+    for moduleName in PIP_ENSURE_MODULES:
+        try:
+            function = getattr(importModule(moduleName), "pip_ensure", None)
+        except ImportError:
             continue
-        _installWithoutSkipped(str(dep).split(";")[0].strip(), pipInstall, done)
+        if callable(function):
+            return function
+    return None
 
 
 def slicerInstallers() -> SlicerInstallers:
@@ -172,13 +259,12 @@ def slicerInstallers() -> SlicerInstallers:
         raise RuntimeError("MedSSL needs the PyTorch extension: install 'PyTorch' from the Extensions Manager, "
                            "restart Slicer and try again") from exc
     torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-    packaging = getattr(slicer, "packaging", None)
     return SlicerInstallers(
         confirm=lambda text, title: slicer.util.confirmOkCancelDisplay(text, title),
         installTorch=lambda requirement: torchLogic.installTorch(askConfirmation=False,
                                                                  torchVersionRequirement=requirement),
         pipInstall=slicer.util.pip_install,
-        pipEnsure=getattr(packaging, "pip_ensure", None))
+        pipEnsure=findPipEnsure())
 
 
 def parseInfo(lines: Sequence[str]) -> Optional[dict[str, Any]]:

@@ -14,8 +14,10 @@ module-logic base)::
     cases.append(TrainingCase([getNode("CT3")], getNode("CT3 corrected")))
     job = logic.continueTraining(job.outputs["package"], cases)   # writes liver_v2
     logic.jobs.wait()
-    # self-supervised pretraining runs the same way (arguments as in `medssl pretrain --help`):
-    logic.runMedSSL(["pretrain", "--help"], wait=True)
+    # self-supervised pretraining on unlabelled volumes (``--progress json`` is added), then fine-tuning from it:
+    logic.runMedSSL(["pretrain", "--method", "mae3d", "--images", "/data/unlabelled", "--out", "/data/run_mae",
+                     "--preset", "cpu"], wait=True, onLog=print)
+    logic.train("liver_mae", cases, FinetuneOptions(backbone="/data/run_mae/export"))
 
 Scene cases are exported to ``<medssl home>/slicer-training/<name>/imagesTr|labelsTr`` (one NRRD per
 channel, labels as ``.seg.nrrd`` on the first channel's grid), an optional folder in the same layout is
@@ -32,7 +34,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 from . import nodeio
-from .commands import FinetuneOptions, MedSSLCommand, finetuneArgs, weightsDownloadArgs, weightsImportArgs
+from .commands import (FinetuneOptions, MedSSLCommand, finetuneArgs, weightsDownloadArgs, weightsImportArgs,
+                       withJsonProgress)
 from .jobs import Job, JobRunner, Schedule
 from .packages import PackageInfo, isPackage, medsslHome, nextVersionName, packageFolder, readPackage, safeName
 from .process import RunnerFactory
@@ -235,8 +238,9 @@ class TrainLogic:
 
     def runMedSSL(self, args: Sequence[str], wait: bool = False, timeout: Optional[float] = None,
                   **callbacks) -> Job:
-        """Any medssl command (e.g. ``pretrain``) with progress; ``wait=True`` blocks until it ends."""
-        job = self.jobs.run(list(args), **callbacks)
+        """Any medssl command (e.g. ``pretrain``); ``--progress json`` is added where the command has it
+        (`MedSSLLib.commands.withJsonProgress`). ``wait=True`` blocks and raises RuntimeError on failure."""
+        job = self.jobs.run(withJsonProgress(args), **callbacks)
         return self._waitOrRaise(timeout, f"medssl {args[0]}") if wait else job
 
     def cancel(self) -> None:

@@ -245,7 +245,9 @@ class MedSSLSegmentLogic(ScriptedLoadableModuleLogic, SegmentLogic):
     """
 
     def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)  # also runs SegmentLogic.__init__ (cooperative super())
+        ScriptedLoadableModuleLogic.__init__(self)  # newer Slicer also runs SegmentLogic.__init__ (super())
+        if not hasattr(self, "jobs"):  # older Slicer: the base class does not call super().__init__()
+            SegmentLogic.__init__(self)
         self.jobs.schedule = slicerui.qtSchedule
 
     def getParameterNode(self):

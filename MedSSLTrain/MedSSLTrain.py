@@ -107,9 +107,8 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.removeObservers()
-        for logic in (self.logic, getattr(self, "segmentLogic", None)):
-            if logic:
-                logic.cancel()
+        for logic in filter(None, (self.logic, getattr(self, "segmentLogic", None))):
+            logic.cancel()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -286,10 +285,7 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _resetCurves(self) -> None:
         if self._curves is None:
             self._curves = TrainingCurves(slicer.mrmlScene)
-            viewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode", "MedSSL training view")
-            viewNode.SetHideFromEditors(True)
-            viewNode.SetPlotChartNodeID(self._curves.chart.GetID())
-            self.ui.plotWidget.setMRMLPlotViewNode(viewNode)
+            self.ui.plotWidget.setMRMLPlotViewNode(self._curves.createViewNode())
         self._curves.update(ProgressState())
 
     def onProgress(self, job) -> None:
@@ -358,7 +354,9 @@ class MedSSLTrainLogic(ScriptedLoadableModuleLogic, TrainLogic):
     """
 
     def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)  # also runs TrainLogic.__init__ (cooperative super())
+        ScriptedLoadableModuleLogic.__init__(self)  # newer Slicer also runs TrainLogic.__init__ (super())
+        if not hasattr(self, "jobs"):  # older Slicer: the base class does not call super().__init__()
+            TrainLogic.__init__(self)
         self.jobs.schedule = slicerui.qtSchedule
 
     def getParameterNode(self):

@@ -18,7 +18,7 @@ from medssl.ssl.losses.koleo import koleo_loss
 from medssl.ssl.losses.reconstruction import from_blocks, masked_mse, normalize_blocks, to_blocks
 from medssl.ssl.losses.voco import orthogonality_loss, position_loss, similarities
 from medssl.ssl.masking import exact_mask, expand_blocks, keep_indices, stratified_token_masks
-from medssl.ssl.methods.voco import overlap_labels
+from medssl.ssl.methods.voco import neighbour_distinct_volumes, overlap_labels
 from medssl.ssl.methods.volume_fusion import fuse, fusion_map
 from medssl.ssl.param_groups import layerwise_groups
 from medssl.ssl.views import crop_matrix, random_centre, resized_crop_extent, sample_view, signed_permutation
@@ -203,3 +203,13 @@ def test_layerwise_groups():
     assert lr_of[id(vit.blocks[0].attn.qkv.weight)] == pytest.approx(0.125)
     assert lr_of[id(vit.patch_embed.proj.weight)] == pytest.approx(0.0625 * 0.2)
     assert lr_of[id(named[-1][1])] == 1.0 and wd_of[id(vit.blocks[0].norm1.weight)] == 0.0
+
+
+@pytest.mark.parametrize("n_volumes, batch", [(2, 2), (2, 4), (3, 3), (5, 4), (4, 7)])
+def test_voco_inter_volume_partners_come_from_other_volumes(n_volumes, batch):
+    """Item i is compared with item (i + 1) % B: they must be different volumes (VoCo's inter-volume term)."""
+    for seed in range(20):
+        ids = neighbour_distinct_volumes(n_volumes, batch, np.random.default_rng(seed))
+        assert len(ids) == batch and all(0 <= v < n_volumes for v in ids)
+        assert all(ids[i] != ids[(i + 1) % batch] for i in range(batch))
+    assert neighbour_distinct_volumes(1, 3, np.random.default_rng(0)) == [0, 0, 0]

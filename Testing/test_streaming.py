@@ -57,3 +57,17 @@ def test_stream_buffer_is_one_roi_deep(net, monkeypatch):
     x = torch.randn(1, 2, 20, 24, 96)
     stream_probabilities(net, x, WindowSettings((16, 16, 16), 0.5, "gaussian", 0.125, 2), CPU, 5)
     assert stream_axis(x.shape[2:]) == 2 and sizes == [5 * 20 * 24 * 16]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_streamed_on_cuda_equals_monai(net):
+    """Windows run on the GPU, stitching stays on the CPU (as MONAI's ``device=cpu``)."""
+    x = torch.randn(1, 2, 40, 33, 50)
+    settings = WindowSettings((16, 16, 16), 0.5, "gaussian", 0.125, 2, (0,))
+    gpu, gpu_net = torch.device("cuda"), net.to("cuda")
+    try:
+        full = probabilities(gpu_net, x, settings, gpu)
+        streamed = stream_probabilities(gpu_net, x, settings, gpu, 5)
+    finally:
+        net.to("cpu")
+    assert streamed.device.type == "cpu" and torch.allclose(streamed, full, atol=1e-5)

@@ -113,6 +113,10 @@ def part_memory(tmp: Path, roi: int, threads: int) -> dict:
             "monai_full_map_s": mon["seconds"], "monai_full_map_peak_rss_mb": mon["peak_rss_mb"]}
 
 
+def _verdict(ok: bool) -> str:
+    return "meets" if ok else "MISSES"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backbone", default="resenc:tiny")
@@ -135,11 +139,12 @@ def main() -> int:
             print(f"[speed] Colin27 181x217x181, {args.backbone}, roi {args.roi}, overlap 0.5, gaussian:")
             print(f"  medssl predict end to end {speed['medssl_s']:.1f} s (peak RSS {speed['medssl_peak_rss_mb']:.0f} MB)")
             print(f"  bare MONAI sliding window {speed['monai_s']:.1f} s (peak RSS {speed['monai_peak_rss_mb']:.0f} MB)")
-            print(f"  time ratio medssl / MONAI = {speed['ratio']:.3f} (target <= 1.05)")
+            print(f"  time ratio medssl / MONAI = {speed['ratio']:.3f} (target <= 1.05: {_verdict(speed['ratio'] <= 1.05)})")
         if not args.skip_large:
             mem = part_memory(tmp, args.large_roi, args.threads)
             print(f"[memory] 512x512x300, 14 classes, resenc:test, roi {args.large_roi}:")
-            print(f"  medssl predict peak RSS {mem['medssl_peak_rss_mb']:.0f} MB in {mem['medssl_s']:.0f} s (target <= 3072 MB)")
+            print(f"  medssl predict peak RSS {mem['medssl_peak_rss_mb']:.0f} MB in {mem['medssl_s']:.0f} s (target <= 3072 MB: "
+                  f"{_verdict(mem['medssl_peak_rss_mb'] <= 3072)})")
             print(f"  bare MONAI full probability map peak RSS {mem['monai_full_map_peak_rss_mb']:.0f} MB "
                   f"in {mem['monai_full_map_s']:.0f} s")
             result["memory"] = mem

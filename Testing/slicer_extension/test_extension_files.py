@@ -80,7 +80,9 @@ def test_module_cmakelists_list_existing_files():
         assert f"set(MODULE_NAME {module})" in (REPO / module / "CMakeLists.txt").read_text()
         for item in listed(text, "MODULE_PYTHON_SCRIPTS") + listed(text, "MODULE_PYTHON_RESOURCES"):
             assert (REPO / module / item).is_file(), f"{module}: {item} is listed but missing"
-        assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest(SCRIPT" in text
+        assert "WITH_GENERIC_TESTS" in text  # peers.md section 11, rule B.9
+        assert re.search(r"if\(BUILD_TESTING\)\s*(#[^\n]*\n\s*)*slicer_add_python_unittest\(SCRIPT "
+                         + module + r"\.py\)\s*endif\(\)", text)
 
 
 def topLevelImports(path: Path) -> set:

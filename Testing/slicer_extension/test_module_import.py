@@ -1,9 +1,9 @@
 """The module files import and their Logic classes work headless, with the Qt-only Slicer parts stubbed.
 
 Only what cannot exist without Qt is replaced: ``qt``, ``slicer.ScriptedLoadableModule`` (with the base
-classes' constructor behaviour of Slicer 5.13: ``ScriptedLoadableModuleLogic.__init__`` calls
-``super().__init__()``), ``slicer.parameterNodeWrapper`` and ``slicer.i18n``. MRML, the logics and the
-medssl subprocesses are real.
+classes' constructor behaviour of Slicer 5.13, where ``ScriptedLoadableModuleLogic.__init__`` calls
+``super().__init__()``, and of older Slicer, where it does not), ``slicer.parameterNodeWrapper`` and
+``slicer.i18n``. MRML, the logics and the medssl subprocesses are real.
 """
 
 import importlib
@@ -38,13 +38,20 @@ class _ScriptedLoadableModuleLogic:
         return node
 
 
-def _stubModules(scheduled):
+class _OldScriptedLoadableModuleLogic(_ScriptedLoadableModuleLogic):
+    """The same base as in Slicer releases whose ``__init__`` does not call ``super().__init__()``."""
+
+    def __init__(self, parent=None):  # deliberately no super().__init__()
+        self.moduleName = self.__class__.__name__[:-len("Logic")]
+
+
+def _stubModules(scheduled, logicBase=_ScriptedLoadableModuleLogic):
     qt = types.ModuleType("qt")
     qt.QTimer = types.SimpleNamespace(singleShot=lambda ms, fn: scheduled.append(fn))
     scripted = types.ModuleType("slicer.ScriptedLoadableModule")
     for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleTest"):
         setattr(scripted, name, type(name, (), {}))
-    scripted.ScriptedLoadableModuleLogic = _ScriptedLoadableModuleLogic
+    scripted.ScriptedLoadableModuleLogic = logicBase
     wrapper = types.ModuleType("slicer.parameterNodeWrapper")
     wrapper.parameterNodeWrapper = lambda cls: (lambda node: types.SimpleNamespace(node=node, cls=cls))
     wrapper.Choice = wrapper.WithinRange = lambda *args: args
@@ -54,10 +61,10 @@ def _stubModules(scheduled):
             "slicer.i18n": i18n}
 
 
-@pytest.fixture
-def modules(monkeypatch, scene):
+@pytest.fixture(params=[_ScriptedLoadableModuleLogic, _OldScriptedLoadableModuleLogic], ids=["cooperative", "old"])
+def modules(request, monkeypatch, scene):
     scheduled = []
-    for name, module in _stubModules(scheduled).items():
+    for name, module in _stubModules(scheduled, request.param).items():
         monkeypatch.setitem(sys.modules, name, module)
     for folder in ("MedSSLSegment", "MedSSLTrain"):
         monkeypatch.syspath_prepend(str(REPO / folder))
@@ -69,13 +76,30 @@ def modules(monkeypatch, scene):
         sys.modules.pop(name, None)
 
 
-def test_logic_classes_combine_slicer_base_and_library_logic(modules):
+def test_logic_classes_combine_slicer_base_and_library_logic(modules, monkeypatch):
+    """Both Slicer bases: the library Logic is initialised exactly once and the Qt timer drives its jobs."""
+    from MedSSLLib.segment_logic import SegmentLogic
+    from MedSSLLib.train_logic import TrainLogic
+
     (loaded, _) = modules
+    inits = []
+
+    def counted(cls):
+        original = cls.__init__
+
+        def init(self, *args, **kwargs):
+            inits.append(cls)
+            original(self, *args, **kwargs)
+        return init
+
+    for cls in (SegmentLogic, TrainLogic):
+        monkeypatch.setattr(cls, "__init__", counted(cls))
     segmentLogic = loaded["MedSSLSegment"].MedSSLSegmentLogic()
     trainLogic = loaded["MedSSLTrain"].MedSSLTrainLogic()
     from MedSSLLib import slicerui
 
     assert segmentLogic.jobs.schedule is slicerui.qtSchedule and trainLogic.jobs.schedule is slicerui.qtSchedule
+    assert inits == [SegmentLogic, TrainLogic]
     assert segmentLogic.moduleName == "MedSSLSegment" and trainLogic.moduleName == "MedSSLTrain"
     parameterNode = segmentLogic.getParameterNode()
     assert parameterNode.cls.__name__ == "MedSSLSegmentParameterNode"

@@ -202,11 +202,25 @@ def test_real_medssl_predict_node_matches_file(scene, realMedssl, tinyPackage):
 
 
 def test_real_medssl_cancel_leaves_the_scene_unchanged(scene, realMedssl, tinyPackage):
-    volume, _ = makeVolume(scene, GEOMETRIES["oblique"])
+    """Cancel once the real medssl reports progress: its whole process tree stops, nothing enters the scene."""
+    psutil = pytest.importorskip("psutil")
+    from MedSSLLib.process import ProcessRunner
+
+    volume, _ = makeVolume(scene, GEOMETRIES["oblique"], np.float32, shape=(48, 48, 48))  # minutes of TTA windows
     before = sceneSnapshot(scene)
-    logic = SegmentLogic(realMedssl)
+    events = []
+
+    def recordingRunner(onEvent, onLog, onFinished):
+        return ProcessRunner(lambda event: (events.append(event), onEvent(event)), onLog, onFinished)
+
+    logic = SegmentLogic(realMedssl, runnerFactory=recordingRunner)
     job = logic.start([volume], tinyPackage, PredictOptions(device="cpu", tta=True))
+    assert waitFor(lambda: any(e["event"] == "progress" for e in events), timeout=120, poll=logic.jobs.poll)
+    root = psutil.Process(logic.jobs.runner.proc.pid)
+    tree = [root, *root.children(recursive=True)]
+    assert not job.finished and root.is_running()
     logic.cancel()
     logic.jobs.wait(timeout=60)
-    assert job.cancelled and processGone(logic.jobs.runner.proc.pid)
-    assert sceneSnapshot(scene) == before
+    assert job.cancelled and not job.ok and job.outputs == {}
+    assert all(processGone(process.pid) for process in tree)
+    assert sceneSnapshot(scene) == before and not job.tempDir.exists()

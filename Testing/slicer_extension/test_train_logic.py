@@ -187,6 +187,9 @@ def test_training_curves_follow_the_events(scene):
     assert [loss.GetValue(r, 1).ToDouble() for r in range(loss.GetNumberOfRows())] == pytest.approx([1, .5, 1 / 3, .25])
     assert curves.diceTable.GetTable().GetValue(0, 1).ToDouble() == pytest.approx(0.7)
     assert curves.chart.GetNumberOfPlotSeriesNodes() == 2 and curves.lossTable.GetHideFromEditors()
+    view = curves.createViewNode()
+    assert view.GetPlotChartNodeID() == curves.chart.GetID() and curves.createViewNode() is view
+    assert view.GetHideFromEditors() and view.GetScene() is scene
     curves.remove()
     assert sceneSnapshot(scene) == before
 
@@ -213,3 +216,61 @@ def test_training_set_table_rows_and_removal(scene):
     volumes, segmentations = removeCase(volumes, segmentations, 1, 1)
     assert [c.name for c in casesFromFlat(volumes, segmentations, 1)] == ["CT0", "CT2"]
     assert removeCase(volumes, segmentations, 1, 5) == (volumes, segmentations)
+
+
+def test_run_medssl_adds_json_progress_where_the_real_cli_has_it():
+    """`withJsonProgress` covers exactly the medssl subcommands whose parser offers ``--progress json``."""
+    pytest.importorskip("medssl.cli.main")
+    import argparse
+
+    from medssl.cli.main import build_parser
+
+    from MedSSLLib.commands import PROGRESS_COMMANDS, withJsonProgress
+
+    def commandsWithJsonProgress(parser, prefix=()):
+        found = set()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found |= commandsWithJsonProgress(sub, (*prefix, name))
+            elif "--progress" in action.option_strings and "json" in (action.choices or ()):
+                found.add(prefix)
+        return found
+
+    assert commandsWithJsonProgress(build_parser()) == set(PROGRESS_COMMANDS)
+    assert withJsonProgress(["pretrain", "--method", "mae3d"]) == ["pretrain", "--method", "mae3d",
+                                                                   "--progress", "json"]
+    assert withJsonProgress(["weights", "download", "x"])[-2:] == ["--progress", "json"]
+    for unchanged in (["pretrain", "--help"], ["predict", "--progress", "none"], ["weights", "list", "--json"],
+                      ["info", "--json"], ["pretrain", "--progress=bar"]):
+        assert withJsonProgress(unchanged) == unchanged
+    build_parser().parse_args(withJsonProgress(["weights", "download", "voco_b"]))
+
+
+@pytest.mark.slow
+def test_headless_pretraining_then_finetuning_from_its_export(scene, realMedssl, medsslHome, tmp_path):
+    """The README's scripting example, tiny: ``runMedSSL(["pretrain", ...])`` reports its steps (progress is
+    added by runMedSSL), then ``train`` fine-tunes from ``RUN/export`` and registers the package."""
+    import yaml
+
+    from MedSSLLib import nodeio
+
+    cases = [labelledCase(scene, obliqueRightHanded(), f"CT{i}", shape=(16, 16, 16), seed=i)[0] for i in range(2)]
+    images = tmp_path / "unlabelled"
+    images.mkdir()
+    for case in cases:
+        nodeio.writeVolume(case.volumes[0], images / f"{case.name}.nrrd")
+    config = tmp_path / "tiny_mae.yaml"
+    config.write_text(yaml.safe_dump({
+        "backbone": "resenc:test", "batch_size": 1, "patch_size": [16, 16, 16], "spacing": 2.0, "method": {"block": 4},
+        "loop": {"steps": 2, "checkpoint_every": 2, "log_every_s": 0, "num_workers": 0, "warmup_steps": 0}}))
+    logic, run = TrainLogic(realMedssl), tmp_path / "run_mae"
+    job = logic.runMedSSL(["pretrain", "--method", "mae3d", "--images", str(images), "--out", str(run),
+                           "--preset", "cpu", "--config", str(config), "--device", "cpu"], wait=True, timeout=600)
+    assert job.args[-2:] == ["--progress", "json"] and [s for s, _ in job.progress.losses] == [1, 2]
+    assert job.progress.result["task"] == "pretrain" and (run / "export" / "backbone.safetensors").is_file()
+    trained = logic.train("from_mae", cases, FinetuneOptions(backbone=str(run / "export"), steps=2, device="cpu"),
+                          timeout=600)
+    package = trained.outputs["package"]
+    assert package.path == modelsDir() / "from_mae" and [p.path for p in listPackages()] == [package.path]
+    assert str(run / "export") in json.dumps(json.loads((package.path / "metadata.json").read_text()))

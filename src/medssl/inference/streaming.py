@@ -64,7 +64,8 @@ class StreamingStitcher:
             for start, group in groups:
                 yield from self._finished(buffer.advance_to(start), pads, shape, axis)
                 for batch in _batches(list(group), self.settings.sw_batch_size):
-                    probs = predict(torch.cat([padded[(slice(None), slice(None), *w)] for w in batch]))
+                    windows_in = torch.cat([padded[(slice(None), slice(None), *w)] for w in batch])
+                    probs = predict(windows_in).cpu()  # stitched on the CPU, as MONAI does with device=cpu
                     for window, p in zip(batch, probs):
                         buffer.add(window, p * weight, weight)
             yield from self._finished(buffer.flush(), pads, shape, axis)

@@ -30,7 +30,6 @@ from ...models.registry import BACKBONES
 from ...planning.cache import VolumeSet
 from .. import intensity
 from ..base import METHODS, SSLMethod, check_input_size, prefixed
-from ..batches import pick_volume
 from ..ema import freeze, update_momentum
 from ..heads import ProjectionHead, pooled_features
 from ..losses.voco import orthogonality_loss, position_loss, similarities
@@ -71,6 +70,17 @@ def overlap_labels(offsets: np.ndarray, grid: Tuple[int, int]) -> np.ndarray:
     return np.outer(per_axis[0], per_axis[1]).ravel()
 
 
+def neighbour_distinct_volumes(n_volumes: int, batch_size: int, rng: np.random.Generator) -> List[int]:
+    """Volume index per batch item such that item ``i`` and its inter-volume partner ``(i + 1) % B`` come
+    from different volumes whenever that is possible (VoCo's inter-volume term compares two volumes)."""
+    ids = [int(rng.integers(n_volumes))]
+    for i in range(1, batch_size):
+        avoid = {ids[-1], ids[0]} if i == batch_size - 1 and n_volumes > 2 else {ids[-1]}
+        choices = [v for v in range(n_volumes) if v not in avoid] or list(range(n_volumes))
+        ids.append(int(rng.choice(choices)))
+    return ids
+
+
 @dataclass
 class VoCoViews:
     """Base crops, random crops and overlap labels of one step (see the module docstring)."""
@@ -79,11 +89,12 @@ class VoCoViews:
 
     def batch(self, volumes: VolumeSet, rng: np.random.Generator, batch_size: int) -> Dict[str, torch.Tensor]:
         """{"bases": (B, 9, 1, b, b, b), "crops": (B, n, 1, b, b, b), "labels": (B, n, 9)}."""
-        samples = [self._sample(volumes, rng) for _ in range(batch_size)]
+        ids = neighbour_distinct_volumes(len(volumes), batch_size, rng)
+        samples = [self._sample(volumes, v, rng) for v in ids]
         return {k: torch.stack([s[k] for s in samples]) for k in ("bases", "crops", "labels")}
 
-    def _sample(self, volumes: VolumeSet, rng: np.random.Generator) -> Dict[str, torch.Tensor]:
-        c, v = self.cfg, pick_volume(volumes, rng)
+    def _sample(self, volumes: VolumeSet, v: int, rng: np.random.Generator) -> Dict[str, torch.Tensor]:
+        c = self.cfg
         plane = [a for a in range(3) if a != c.slice_axis]
         units = np.ones(3)
         units[plane[0]], units[plane[1]] = c.grid
