@@ -7,7 +7,8 @@ asks once (one dialog for everything), then installs torch through the PyTorch e
 or a selective ``slicer.util.pip_install`` walk (older Slicer). torch, SimpleITK and timm are never
 installed by pip here. The dialog also lists what the packages pull in that is not installed yet, read from
 their metadata when installed, else (medssl) from ``Resources/medssl-requirements.txt``, a copy of the
-core's ``pyproject.toml`` dependencies. The Slicer functions are passed in (`SlicerInstallers`), so the
+core's ``pyproject.toml`` dependencies. medssl itself is installed from the copy bundled in the extension
+(`BUNDLED_CORE`, put there by CMake), or from ``$MEDSSL_CORE_REQUIREMENT`` / PyPI in a source checkout. The Slicer functions are passed in (`SlicerInstallers`), so the
 order and the skip rules are tested without Slicer.
 """
 
@@ -17,6 +18,7 @@ import importlib
 import json
 import os
 import platform
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +27,9 @@ from typing import Any, Callable, Optional, Sequence
 REQUIREMENTS_FILE = Path(__file__).parent / "Resources" / "requirements.txt"
 # The runtime requirements of medssl (its pyproject.toml dependencies), known before medssl is installed.
 MEDSSL_REQUIREMENTS_FILE = Path(__file__).parent / "Resources" / "medssl-requirements.txt"
+# The medssl core shipped inside the extension (pyproject.toml + src/medssl, copied there by CMake): pip installs
+# it from this folder, so the extension needs no medssl release on PyPI. Absent in a source checkout.
+BUNDLED_CORE = Path(__file__).parent / "core"
 # Where Slicer keeps pip_ensure: slicer.pydeps now, slicer.packaging in the first releases that had it.
 PIP_ENSURE_MODULES = ("slicer.pydeps", "slicer.packaging")
 TORCH_REQUIREMENT = ">=2.3"
@@ -60,12 +65,31 @@ def readRequirementLines(path: Path) -> list[str]:
     return [line for line in lines if line]
 
 
-def loadRequirements(path: Path = REQUIREMENTS_FILE) -> list[str]:
-    """Requirement lines of a requirements file; ``$MEDSSL_CORE_REQUIREMENT`` replaces the medssl line."""
-    requirements = readRequirementLines(path)
+def bundledCoreVersion(core: Optional[Path] = None) -> Optional[str]:
+    """``version = "..."`` of the bundled core's pyproject.toml, or None when no core is bundled."""
+    pyproject = (core or BUNDLED_CORE) / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(encoding="utf-8"), re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def coreRequirement(core: Optional[Path] = None) -> Optional[str]:
+    """``medssl @ file:///.../core`` for the bundled core, or None (then the requirements file's line is used)."""
     override = os.environ.get("MEDSSL_CORE_REQUIREMENT")
     if override:
-        requirements = [override if _canonical(_requirement(r).name) == "medssl" else r for r in requirements]
+        return override
+    core = core or BUNDLED_CORE
+    return f"medssl @ {core.resolve().as_uri()}" if bundledCoreVersion(core) else None
+
+
+def loadRequirements(path: Path = REQUIREMENTS_FILE) -> list[str]:
+    """Requirement lines of a requirements file; the medssl line becomes `coreRequirement` when there is one
+    (``$MEDSSL_CORE_REQUIREMENT``, else the core bundled with the extension)."""
+    requirements = readRequirementLines(path)
+    core = coreRequirement()
+    if core:
+        requirements = [core if _canonical(_requirement(r).name) == "medssl" else r for r in requirements]
     return requirements
 
 
@@ -88,6 +112,8 @@ def isSatisfied(requirement: str) -> bool:
     if req.marker is not None and not req.marker.evaluate(_environment()):
         return True
     version = installedVersion(req.name)
+    if version is not None and req.url and req.url == BUNDLED_CORE.resolve().as_uri() and bundledCoreVersion():
+        return version == bundledCoreVersion()  # the bundled core: reinstalled when the extension is updated
     return version is not None and (not req.specifier or req.specifier.contains(version, prereleases=True))
 
 
@@ -147,10 +173,18 @@ class InstallPlan:
         lines = []
         if self.torch:
             lines.append(f"- {self.torch} (PyTorch, through the PyTorch extension; the build that fits your GPU)")
-        lines += [f"- {package}" for package in self.packages]
+        lines += [f"- {_shown(package)}" for package in self.packages]
         lines += [f"- {requirement} (required by {by})" for requirement, by in self.dependencies]
-        lines += [f"- {package} (reinstalled, without touching torch or SimpleITK)" for package in self.reinstall]
+        lines += [f"- {_shown(package)} (reinstalled, without touching torch or SimpleITK)" for package in self.reinstall]
         return "\n".join(lines)
+
+
+def _shown(requirement: str) -> str:
+    """How the dialog names a requirement: the bundled core by name and version, not by its file URL."""
+    version = bundledCoreVersion()
+    if version and coreRequirement() == requirement:
+        return f"medssl {version} (the MedSSL core, shipped with this extension)"
+    return requirement
 
 
 def planInstall(requirements: Optional[Sequence[str]] = None, repair: bool = False) -> InstallPlan:

@@ -321,3 +321,53 @@ def test_backbone_choices(tinyPackage):
     assert [c.value for c in choices] == ["voco_b", *catalog.RANDOM_INIT_BACKBONES, str(tinyPackage)]
     assert choices[0].title == "VoCo-B (voco_b)" and "2.0 MB" in choices[0].description
     assert choices[-1].entry is None and "Labels: liver, spleen" in choices[-1].description
+
+
+def _bundle_core(folder: Path, version: str = "0.1.0") -> Path:
+    """The layout MedSSLLib/CMakeLists.txt installs as MedSSLLib/core (pyproject, README, LICENSE, src/medssl)."""
+    core = folder / "core"
+    (core / "src").mkdir(parents=True)
+    for name in ("README.md", "LICENSE", "NOTICE"):
+        shutil.copy(REPO / name, core / name)
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    (core / "pyproject.toml").write_text(text.replace('version = "0.1.0"', f'version = "{version}"', 1))
+    shutil.copytree(REPO / "src" / "medssl", core / "src" / "medssl", ignore=shutil.ignore_patterns("__pycache__"))
+    return core
+
+
+def test_cmake_bundles_every_file_the_core_needs():
+    text = (REPO / "MedSSLLib" / "CMakeLists.txt").read_text(encoding="utf-8")
+    files = text.split("set(MEDSSL_CORE_FILES", 1)[1].split(")", 1)[0].split()
+    assert set(files) == {"pyproject.toml", "README.md", "LICENSE", "NOTICE"}
+    assert all((REPO / f).is_file() for f in files) and "src/medssl" in text and "MedSSLLib/core" in text
+
+
+def test_bundled_core_is_the_medssl_requirement(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSSL_CORE_REQUIREMENT", raising=False)
+    assert install.bundledCoreVersion() is None  # a source checkout bundles nothing: PyPI's medssl line is kept
+    core = _bundle_core(tmp_path)
+    monkeypatch.setattr(install, "BUNDLED_CORE", core)
+    requirement = install.loadRequirements()[0]
+    assert requirement == f"medssl @ {core.resolve().as_uri()}"
+    assert install.isSatisfied(requirement)  # the medssl installed here is 0.1.0, as bundled
+    (core / "pyproject.toml").write_text((core / "pyproject.toml").read_text().replace('"0.1.0"', '"0.2.0"', 1))
+    assert install.bundledCoreVersion() == "0.2.0"
+    assert not install.isSatisfied(requirement)  # an updated extension reinstalls its core
+    plan = install.planInstall()
+    assert plan.packages[0] == requirement
+    assert "- medssl 0.2.0 (the MedSSL core, shipped with this extension)" in plan.describe().splitlines()
+
+
+@pytest.mark.slow
+def test_bundled_core_builds_a_wheel_with_its_data_files(tmp_path):
+    """pip can install the bundled folder: it builds, and the catalog and configs travel with the code."""
+    import subprocess
+    import zipfile
+
+    core = _bundle_core(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path / "wheels"), str(core)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    wheel, = (tmp_path / "wheels").glob("medssl-0.1.0-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"medssl/hub/catalog.json", "medssl/cli/main.py", "medssl/configs/finetune/quick.yaml"} <= names
