@@ -3,7 +3,9 @@
 The fakes are written by ``shared/fingerprints/make_fake_checkpoint.py`` (imported, not run as a process) with
 exactly the nesting, key order, shapes, dtypes and shared storages of the real files. Each fake is written
 once per test session (a process-wide cache in one temporary folder, removed at exit), whichever test file
-asks first; the 3.4 GB VoCo-H fake is written by its only user into its own ``tmp_path``.
+asks first; the 3.4 GB VoCo-H fake is written by its only user into its own ``tmp_path``. Ids without a
+fingerprint of their own (VoComni-L/H) get one built from the recorded ones (`vocomni_fingerprint`), and
+very large fakes can be written with one value per tensor (`constant_tensors`: a few bytes each).
 """
 from __future__ import annotations
 
@@ -66,6 +68,63 @@ def write_fake(name: str, out: Path, seed: int = 0, with_optional: bool = False,
     return out
 
 
+def vocomni_fingerprint(size: str) -> dict:
+    """The fingerprint of ``VoComni_{L,H}.pt`` (not fingerprinted itself), built from the recorded ones.
+
+    VoComni_B is the whole ``SwinUNETR(out_channels=21, feature_size=48)``: the 145 keys of VoCo_B_SSL_head plus
+    22 ``decoder1-5``/``out`` keys (``vocomni_b.json`` minus ``voco_b_ssl_head.json``). VoComni_L/H are the
+    VoCo_L/H_SSL_head keys plus those decoder keys with their channel sizes (multiples of 48) scaled to the
+    feature size 96/192; ``out`` keeps its 21 classes.
+    """
+    scale = {"L": 2, "H": 4}[size]
+    omni, head = fingerprint("vocomni_b"), fingerprint("voco_b_ssl_head")
+    tensors = dict(fingerprint(f"voco_{size.lower()}_ssl_head")["tensors"])
+    for key, spec in omni["tensors"].items():
+        if key in head["tensors"]:
+            continue
+        shape = list(spec["shape"])
+        for d in range(min(2, len(shape))):
+            if not (key.startswith("out.") and d == 0):  # out: (21 classes, F, 1, 1, 1)
+                shape[d] *= scale
+        tensors[key] = {**spec, "shape": shape}
+    return {**omni, "file_name": f"VoComni_{size}.pt", "tensors": tensors}
+
+
+def write_fingerprint_fake(fp: dict, out: Path, seed: int = 0, constant: bool = False,
+                           with_optional: bool = False) -> Path:
+    """Write a fake of the fingerprint dict ``fp``; ``constant``: the cheap kind (see `constant_tensors`)."""
+    import torch
+
+    mk = maker()
+    if constant:
+        mk.make_tensor = constant_tensors(mk)
+    torch.save(mk.build_checkpoint(fp, seed, with_optional), str(out))
+    return out
+
+
+def constant_tensors(mk):
+    """``mk.make_tensor`` but large floating tensors hold one value each, distinct per tensor, broadcast over
+    the shape (stride 0): the file keeps every key, shape, dtype, alias and nesting but costs a few bytes per
+    tensor, so a 4.6 GB VoComni-H or 1.4 GB 3DINO fake is written in a second. Loading it into a network and
+    comparing values still shows that every tensor reached its own key. Integer, small and specially
+    initialised tensors (Swin relative-position indices, norm statistics) are made as usual."""
+    import itertools
+    import math
+
+    import torch
+
+    make_tensor, counter = mk.make_tensor, itertools.count(1)
+
+    def make(spec: dict, gen):
+        shape = [int(n) for n in spec["shape"]]
+        dtype = mk.DTYPES[spec.get("dtype", "float32")]
+        if not dtype.is_floating_point or math.prod(shape) <= 4096 or spec.get("init") not in (None, "normal"):
+            return make_tensor(spec, gen)
+        return torch.full([1] * len(shape), next(counter) / 1024, dtype=dtype).expand(*shape)
+
+    return make
+
+
 def fake_checkpoint(name: str, seed: int = 0, with_optional: bool = False, device_tag: Optional[str] = None) -> Path:
     """A fake of fingerprint ``name``, written once per session."""
     global _DIR
@@ -86,3 +145,53 @@ def run_medssl(*args: str, env: Optional[dict] = None, timeout: float = 900) -> 
                 **(env or {})}
     return subprocess.run([sys.executable, "-m", "medssl", *args], capture_output=True, text=True, env=full_env,
                           timeout=timeout)
+
+
+def timed_load(spec: str, entry_id: str, catalog_id: Optional[str] = None, in_channels: int = 1,
+               num_classes: Optional[int] = None):
+    """Resolve ``spec`` (a file or a catalog id), build its network, load it: (net, report, seconds, source).
+
+    ``seconds``: {"resolve": read + convert + architecture, "build": network construction, "copy": the
+    checked copy of the weights (reads the file again)}; printed by the loading tests (run with ``-s``).
+    """
+    import time
+
+    from medssl.hub import catalog
+    from medssl.hub.pretrained import resolve_pretrained
+    from medssl.models import build_network
+
+    t0 = time.perf_counter()
+    source = resolve_pretrained(spec, catalog_id=catalog_id)
+    t1 = time.perf_counter()
+    net = build_network(source.arch, in_channels, num_classes or catalog.get_entry(entry_id).native_num_classes or 2)
+    t2 = time.perf_counter()
+    report = source.init_weights(net)
+    t3 = time.perf_counter()
+    seconds = {"resolve": t1 - t0, "build": t2 - t1, "copy": t3 - t2}
+    print(f"\n[load time] {entry_id}: {len(report.loaded)} tensors; resolve {seconds['resolve']:.2f}s, build "
+          f"{seconds['build']:.2f}s, copy {seconds['copy']:.2f}s")
+    return net, report, seconds, source
+
+
+def assert_loaded_exactly(net, report, path: Path, entry_id: str) -> None:
+    """Zero missing backbone tensors, no shape mismatch, unused file keys only where the entry allows them, and
+    every network tensor the converter maps a file tensor to holds that tensor's values."""
+    import torch
+
+    from medssl.hub import catalog
+    from medssl.hub.converters import CONVERTERS
+    from medssl.hub.pretrained import read_checkpoint, tensors_of
+
+    entry = catalog.get_entry(entry_id)
+    assert not [k for k in report.missing if k.startswith("encoder.")] and not report.shape_mismatch
+    params = net.state_dict(keep_vars=True)
+    loaded = {id(params[k]) for k in report.loaded}
+    backbone = [k for k in params if k.startswith("encoder.")]
+    assert backbone and all(id(params[k]) in loaded for k in backbone)
+    assert all(catalog.matches(k, entry.allowed_unexpected) for k in report.unexpected), report.unexpected
+    own = net.state_dict()
+    converted = CONVERTERS[entry.converter](tensors_of(read_checkpoint(path), path))
+    compared = [k for k in converted if k in own]
+    assert set(compared) >= set(report.loaded)
+    for key in compared:
+        assert torch.equal(own[key], converted[key]), key

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from helpers_backbones import FINGERPRINT_IDS, fake_checkpoint, fingerprint_names, write_fake
+from helpers_backbones import FINGERPRINT_IDS, fake_checkpoint, fingerprint_names, timed_load, write_fake
 
 from medssl.errors import CheckpointError, InputError
 from medssl.hub import catalog
@@ -62,8 +62,7 @@ def load_fake(path, entry_id, in_channels=1, num_classes=None):
 def test_released_checkpoint_loads_exactly(name, tmp_path):
     entry_id = FINGERPRINT_IDS[name]
     path = write_fake(name, tmp_path / "fake.pt") if name == "voco_h_ssl_head" else fake_checkpoint(name)
-    net, report, seconds = load_fake(path, entry_id)
-    print(f"{entry_id}: loaded {len(report.loaded)} tensors in {seconds:.2f}s")
+    net, report, _, _ = timed_load(str(path), entry_id, catalog_id=entry_id)  # prints the load time (-s)
     file_sd = tensors_of(read_checkpoint(path), path)
     own = net.state_dict()
     assert not [k for k in report.missing if k.startswith("encoder.")]

@@ -145,3 +145,45 @@ def test_swin_unetr_wrapper_computes_monai_swinunetr():
 def test_family_decoders_refuse_foreign_encoders(backbone, decoder):
     with pytest.raises(InputError, match=f"{decoder}"):
         build_network(resolve_arch(backbone, decoder, {"preset": "test"}), 1, 2)
+
+
+# feature strides (i, j, k) per resolution mode, from MIS-FM: PCT-Net stem scale (D, H, W) 0: (4,4,4),
+# 1: (2,4,4), 2: (1,4,4); FMUNet res_mode 1/2 convolve in-plane at the finest one/two levels
+_THICK1 = [(1, 1, 1), (2, 2, 1), (4, 4, 2), (8, 8, 4), (16, 16, 8)]
+_THICK2 = [(1, 1, 1), (2, 2, 1), (4, 4, 1), (8, 8, 2), (16, 16, 4)]
+_ISO = [(s, s, s) for s in (1, 2, 4, 8, 16)]
+MODE_STRIDES = {0: _ISO, 1: _THICK1, 2: _THICK2}
+
+
+@pytest.mark.parametrize("name,key,mode", [("pctnet", "resolution_mode", m) for m in (0, 1, 2)]
+                         + [("fmunet", "res_mode", m) for m in (0, 1, 2)])
+def test_every_resolution_mode_runs_at_its_strides(name, key, mode):
+    torch.manual_seed(0)
+    net = tiny(name, in_channels=1, num_classes=2, **{key: mode}).eval()
+    shape = {0: (32, 32, 32), 1: (32, 32, 16), 2: (32, 32, 8)}[mode]  # two voxels along K at the bottleneck
+    assert [as_triple(s) for s in net.encoder.feature_strides] == MODE_STRIDES[mode]
+    with torch.no_grad():
+        feats = net.encoder(torch.randn(1, 1, *shape))
+        y = net.decoder(feats)  # SegmentationNet.forward, without running the encoder twice
+    expected = [tuple(n // s for n, s in zip(shape, st)) for st in MODE_STRIDES[mode]]
+    assert [tuple(f.shape[2:]) for f in feats] == expected
+    assert y.shape == (1, 2, *shape) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", ["vit3d", "resenc", "swin_unetr", "pctnet", "fmunet"])
+def test_create_backbone_from_an_architecture_name(name):
+    """``medssl.create_backbone("ARCH:preset")``: a random encoder of that family with its declared features."""
+    import medssl
+    from medssl.hub.backbone_source import create_backbone
+
+    assert medssl.create_backbone is create_backbone
+    torch.manual_seed(0)
+    enc = medssl.create_backbone(f"{name}:test", in_channels=2)
+    assert enc.in_channels == 2 and enc is not None
+    reference = tiny(name, in_channels=2).encoder
+    assert type(enc) is type(reference) and list(enc.feature_channels) == list(reference.feature_channels)
+    assert {k: v.shape for k, v in enc.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    shape = SHAPES.get(name, DEFAULT_SHAPE)
+    with torch.no_grad():
+        feats = enc.eval()(torch.randn(1, 2, *shape))
+    assert [f.shape[1] for f in feats] == list(enc.feature_channels)

@@ -81,6 +81,29 @@ def test_no_network_is_reported_like_offline(monkeypatch):
         download.download(catalog.get_entry("voco_b"))
 
 
+def test_gated_repo_names_the_hf_login_and_hides_the_token(monkeypatch):
+    import httpx2
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError
+
+    from medssl.errors import InputError
+
+    url = "https://huggingface.co/AICONSlab/3DINO-ViT/resolve/main/3dino_vit_weights.pth"
+
+    def refuse(*args, **kwargs):  # what the Hub answers before the terms are accepted (403)
+        response = httpx2.Response(403, request=httpx2.Request("GET", url, headers={"authorization": "Bearer hf_x"}))
+        raise GatedRepoError("403 Client Error: Cannot access gated repo hf_x", response=response)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
+    with pytest.raises(InputError) as info:
+        download.download(catalog.get_entry("3dino_vit_l"), accept_licence=True)
+    msg = str(info.value)
+    assert msg.startswith("AICONSlab/3DINO-ViT is gated: accept its terms at https://huggingface.co/AICONSlab/")
+    assert "'hf auth login' (or set HF_TOKEN)" in msg and "huggingface-cli" not in msg and "hf_x" not in msg
+    assert msg == download.gated_message(catalog.get_entry("3dino_vit_l"))
+
+
 def test_download_verifies_records_and_resolves_from_the_cache(monkeypatch, tmp_path):
     import huggingface_hub
 
@@ -174,11 +197,26 @@ def _finetune(tmp_path, backbone: str, *extra: str):
 
 @pytest.mark.slow
 def test_finetune_cli_from_a_fake_openmind_checkpoint(tmp_path):
-    plan, net, meta = _finetune(tmp_path, str(fake_checkpoint("nnssl_resencl_mae")))
+    """Frozen backbone: the package's encoder must be the file's encoder.stem/stages (nnssl converter)."""
+    from medssl.hub.converters import CONVERTERS
+    from medssl.hub.pretrained import read_checkpoint, tensors_of
+
+    fake = fake_checkpoint("nnssl_resencl_mae")
+    plan, net, meta = _finetune(tmp_path, str(fake), "--freeze-backbone")
     assert plan.architecture.backbone == "resenc" and plan.architecture.backbone_kwargs["features_per_stage"][-1] == 320
     assert plan.normalization[0].scheme == "zscore" and plan.normalization[0].params["per_image"]  # nnssl's plan
     assert plan.spacing == (4.0, 4.0, 4.0) and plan.patch_size == (64, 64, 64)  # user overrides win
     assert meta["provenance"]["read_like"] == "openmind_resencl_mae"
+    assert meta["licence"].startswith(catalog.get_entry("openmind_resencl_mae").licence)  # the file's licence
+    own = net.state_dict()
+    converted = CONVERTERS["nnssl"](tensors_of(read_checkpoint(fake), fake))
+    encoder = [k for k in own if k.startswith("encoder.")]
+    assert len(encoder) > 400 and all(torch.equal(own[k], converted[k]) for k in encoder)
+    raw = tensors_of(read_checkpoint(fake), fake)
+    stem = "encoder.stem.convs.0.conv.weight"
+    assert torch.equal(own[stem], raw[stem])  # by hand: the same name in the file
+    fresh = [k for k in own if k.startswith(("decoder.stages.", "decoder.transpconvs.")) and k in raw]
+    assert fresh and not any(torch.equal(own[k], raw[k]) for k in fresh)  # nnssl: the decoder is built fresh
 
 
 @pytest.mark.slow

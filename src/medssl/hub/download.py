@@ -4,11 +4,12 @@ Layout: ``weights_dir()/<catalog id>/<file name>`` plus ``record.json`` (how the
 whether a licence was accepted). ``MEDSSL_HOME`` moves the whole cache (`.cache`).
 
 Downloads go through ``huggingface_hub.hf_hub_download`` (progress bar, resume of partial files, the user's
-own login: ``huggingface-cli login`` or ``HF_TOKEN``; medssl never reads, prints or stores a token). A known
-sha256 (and md5) is verified; an unknown one is recorded and reported. Gated or non-commercial weights need
-``accept_licence``. Offline (``HF_HUB_OFFLINE=1`` or no network) the error names the file to fetch by hand
-and the exact ``medssl weights import`` command. Files that are not on Hugging Face (MIS-FM, Google Drive)
-are always imported by hand.
+own login: ``hf auth login``, huggingface_hub's command since 0.34 and the only one from 1.0 on (older
+versions call it ``huggingface-cli login``), or ``HF_TOKEN``; medssl never reads, prints or stores a token).
+A known sha256 (and md5) is verified; an unknown one is recorded and reported. Gated or non-commercial
+weights need ``accept_licence``. Offline (``HF_HUB_OFFLINE=1`` or no network) the error names the file to
+fetch by hand and the exact ``medssl weights import`` command, licence-gated entries included. Files that
+are not on Hugging Face (MIS-FM, Google Drive) are always imported by hand.
 """
 from __future__ import annotations
 
@@ -104,8 +105,16 @@ def ensure_local(entry: CatalogEntry) -> Path:
                          f"{entry.file_name} by hand, then run: {import_command(entry)}")
     if entry.licence_requires_acceptance:
         raise InputError(f"{entry.id} is not downloaded yet and its licence ({entry.licence}) must be accepted: "
-                         f"run 'medssl weights download {entry.id} --accept-licence'")
+                         f"{_accept_and_fetch(entry)}")
     return download(entry)
+
+
+def _accept_and_fetch(entry: CatalogEntry) -> str:
+    """How to get a licence-gated file: download it (online), or fetch it by hand and import it (always)."""
+    by_hand = f"download {entry.file_name} by hand from {entry.source_text}, then run: {import_command(entry)}"
+    if offline():
+        return f"HF_HUB_OFFLINE is set, so {by_hand}"
+    return f"run 'medssl weights download {entry.id} --accept-licence', or {by_hand}"
 
 
 def event_tqdm(sink):
@@ -166,8 +175,7 @@ def _hf_download(entry: CatalogEntry, target: Path, tqdm_class=None) -> str:
         return hf_hub_download(src["repo_id"], entry.file_name, revision=src.get("revision"), local_dir=str(target),
                                **extra)
     except hf_errors.GatedRepoError:
-        raise InputError(f"{src['repo_id']} is gated: accept its terms at {entry.source_text} while logged in, then "
-                         f"log in here with 'huggingface-cli login' (or set HF_TOKEN) and retry") from None
+        raise InputError(gated_message(entry)) from None
     except hf_errors.LocalEntryNotFoundError as exc:  # no network (a subclass of EntryNotFoundError)
         raise InputError(_offline_message(entry, type(exc).__name__)) from None
     except (hf_errors.RepositoryNotFoundError, hf_errors.EntryNotFoundError) as exc:
@@ -175,6 +183,12 @@ def _hf_download(entry: CatalogEntry, target: Path, tqdm_class=None) -> str:
                          f"entry may be outdated: download the file by hand and run: {import_command(entry)}") from None
     except (hf_errors.HfHubHTTPError, OSError) as exc:
         raise InputError(_offline_message(entry, type(exc).__name__)) from None
+
+
+def gated_message(entry: CatalogEntry) -> str:
+    """What to do when Hugging Face refuses a gated repository (terms not accepted, or not logged in)."""
+    return (f"{entry.source['repo_id']} is gated: accept its terms at {entry.source_text} while logged in, then log "
+            f"in here with 'hf auth login' (or set HF_TOKEN) and retry")
 
 
 def _offline_message(entry: CatalogEntry, why: str) -> str:

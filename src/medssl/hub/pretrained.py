@@ -19,8 +19,10 @@ Loading rules (MAE's fine-tuning guard, timm's filter functions, nnssl/PyMIC pra
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -247,24 +249,72 @@ def _prepare(spec: str, decoder: Optional[str], catalog_id: Optional[str]):
 
 
 def resolve_pretrained(spec: str, decoder: Optional[str] = None, catalog_id: Optional[str] = None) -> BackboneSource:
-    """``--backbone ID|FILE`` (with ``catalog_id``: read FILE as that entry, or as that architecture family)."""
+    """``--backbone ID|FILE`` (with ``catalog_id``: read FILE as that entry, or as that architecture family).
+
+    A FILE carries the licence of the entry it is read like (see `file_licence`).
+    """
     entry, path, named, arch, defaults = _prepare(spec, decoder, catalog_id)
     policy, name = Policy(entry, arch.decoder != entry.arch["decoder"]), entry.id if named else str(path)
+    from_cache = catalog_id is None and spec == entry.id and not Path(spec).expanduser().is_file()
+    licence = entry.licence if from_cache else file_licence(entry, path)
     prov = {"backbone": spec, "init": "pretrained", "checkpoint": str(path), "family": entry.family,
-            "catalog_id": entry.id if named else None, "read_like": entry.id, "citation": entry.citation}
+            "catalog_id": entry.id if named else None, "read_like": entry.id, "citation": entry.citation,
+            "licence": licence}
     return BackboneSource(name, arch, defaults, lambda net: load_into(net, path, policy, name),
-                          licence=entry.licence if named else None, provenance=prov)
+                          licence=licence, provenance=prov)
+
+
+def file_licence(entry: catalog.CatalogEntry, path: Path) -> str:
+    """The licence a checkpoint file given by path carries: that of the entry it is read like.
+
+    A cached file was accepted when it was downloaded or imported (``--accept-licence``); a file given by path
+    was not, so when the entry's licence must be accepted (3DINO: CC BY-NC-ND, gated) it is shown on stderr,
+    as ``medssl weights download`` shows it, and recorded in the fine-tuned package's metadata.
+    """
+    licence = f"{entry.licence}; licence of {entry.id}, which {path.name} was read like"
+    if entry.licence_requires_acceptance:
+        print(f"note: {path} is read like {entry.id}, licensed {entry.licence} "
+              f"({entry.get('licence_url', entry.source_text)}); using it accepts that licence, and models "
+              f"fine-tuned from it carry it", file=sys.stderr)
+    return licence
 
 
 def structure_network(arch, in_channels: int, num_classes: int) -> torch.nn.Module:
-    """The network of ``arch`` for a shape check: on the meta device (no memory) when its code allows it."""
+    """The network of ``arch`` for a shape check, with no memory for its parameters.
+
+    On the meta device when its code allows it; else (MONAI SwinUNETR calls ``.item()`` while building) built
+    on the CPU with each parameter moved to the meta device as it is registered (`parameters_on_meta`), so
+    that checking a VoCo-H file does not allocate the 1.2 B parameters of its network.
+    """
     from ..models import build_network
 
     try:
         with torch.device("meta"):
             return build_network(arch, in_channels, num_classes)
-    except (RuntimeError, NotImplementedError):  # e.g. MONAI SwinUNETR calls .item() while building
-        return build_network(arch, in_channels, num_classes)
+    except (RuntimeError, NotImplementedError):
+        with parameters_on_meta():
+            return build_network(arch, in_channels, num_classes)
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """While active, every ``nn.Parameter`` registered on a module is replaced by a meta tensor of its shape.
+
+    The idea of Hugging Face accelerate's ``init_empty_weights`` (buffers stay real: Swin's relative-position
+    index is computed as usual). Not thread-safe: it patches ``nn.Module.register_parameter``.
+    """
+    original = torch.nn.Module.register_parameter
+
+    def register(module: torch.nn.Module, name: str, param: Optional[torch.nn.Parameter]) -> None:
+        if param is not None and param.device.type != "meta":
+            param = torch.nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
+        original(module, name, param)
+
+    torch.nn.Module.register_parameter = register  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
 def check_checkpoint(path: str | Path, catalog_id: Optional[str] = None
