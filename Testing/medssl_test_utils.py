@@ -61,6 +61,9 @@ def blob_labels(image: sitk.Image, n: int = 3) -> sitk.Image:
     return out
 
 
+NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}  # env for a subprocess that must see no CUDA GPU, even on a GPU machine
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m medssl ARGS`` in a subprocess (the way users and 3D Slicer run it)."""
     full_env = {**os.environ, **(env or {})}

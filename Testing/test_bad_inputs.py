@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from medssl_test_utils import run_cli
+from medssl_test_utils import NO_GPU, run_cli
 
 OUT_SENTINEL = b"previous result, must survive"
 
@@ -76,6 +76,8 @@ def build_case(name: str, tmp: Path, t1: Path, lab: Path, pkg: Path) -> tuple:
         "image_4d": (lambda: pr([_series(tmp, ref)]), r"4D with 2 time points; pick one by writing .*::t=0"),
         "nan_voxels": (lambda: pr([_image(tmp, "nan.nrrd", np.where(arr > 250, np.nan, arr).astype(np.float32), ref)]),
                        r"NaN or infinite voxels; replace them"),
+        "nan_nifti": (lambda: pr([_nifti_with(tmp, t1, np.nan)]), r"nan_nifti.nii.gz has 1 NaN or infinite voxels; replace"),
+        "inf_nifti": (lambda: pr([_nifti_with(tmp, t1, np.inf, ".nii")]), r"inf_nifti.nii has 1 NaN or infinite voxels; replace"),
         "constant_volume": (lambda: pr([_image(tmp, "const.nii.gz", np.full_like(arr, 7), ref)]),
                             r"same value \(7\) in every voxel"),
         "label_other_grid": (lambda: ft([str(t1)], [_image(tmp, "shifted.nii.gz", sitk.GetArrayFromImage(sitk.ReadImage(str(lab))),
@@ -123,6 +125,19 @@ def _zero_pixdim(tmp: Path, src: Path) -> str:
     return str(path)
 
 
+def _nifti_with(tmp: Path, src: Path, value: float, suffix: str = ".nii.gz") -> str:
+    """The scan as float32 NIfTI (written by nibabel) with one voxel set to ``value``: ITK's NIfTI reader would
+    read the NaN/Inf as 0 without a word."""
+    import nibabel as nib
+
+    img = nib.load(str(src))
+    arr = np.asarray(img.dataobj, dtype=np.float32)
+    arr[arr.shape[0] // 2, arr.shape[1] // 2, arr.shape[2] // 2] = value
+    path = tmp / f"{'nan' if np.isnan(value) else 'inf'}_nifti{suffix}"
+    nib.save(nib.Nifti1Image(arr, img.affine), str(path))
+    return str(path)
+
+
 def _resenc_checkpoint(tmp: Path) -> str:
     """An nnssl-style checkpoint of a tiny ResEnc (the wrong family for a SwinUNETR id)."""
     import torch
@@ -158,7 +173,7 @@ def _yaml(path: Path, text: str) -> str:
 
 
 CASES = ["missing_image", "missing_label", "truncated_nifti", "truncated_nrrd", "image_2d", "image_4d", "nan_voxels",
-         "constant_volume", "label_other_grid", "labels_outside_plan", "empty_labels", "float_labels", "count_mismatch",
+         "nan_nifti", "inf_nifti", "constant_volume", "label_other_grid", "labels_outside_plan", "empty_labels", "float_labels", "count_mismatch",
          "channel_mismatch", "package_missing_file", "package_tampered", "plan_newer_version", "overlap_out_of_range",
          "steps_out_of_range", "output_not_writable", "unknown_backbone", "config_typo", "resume_without_run",
          "device_without_gpu", "zero_spacing", "wrong_family_checkpoint", "truncated_checkpoint", "unknown_catalog_id",
@@ -170,7 +185,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(case, tmp_path, kmeans_t
     argv, pattern = build_case(case, tmp_path, kmeans_t1, kmeans_labels, tiny_package)
     (tmp_path / "out.nii.gz").write_bytes(OUT_SENTINEL)
     before = {p for p in tmp_path.rglob("*")}
-    proc = run_cli(*argv)
+    proc = run_cli(*argv, env=NO_GPU)  # CUDA hidden: 'device_without_gpu' holds on GPU machines too
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr

@@ -9,15 +9,17 @@ must verify. Prints the number of kills, how many hit before the first checkpoin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, Iterator, List, Optional
 
 DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
 
@@ -40,44 +42,95 @@ def pretrain_args(out: Path, steps: int, method: str) -> List[str]:
 
 
 def check_run_dir(run_dir: Path) -> int:
-    """Load every checkpoint in ``run_dir`` (weights_only); return how many there are."""
+    """Load every checkpoint in ``run_dir`` (weights_only); return how many there are. Hidden files are the
+    temporary files of atomic writes (a kill may leave one half-written; the next write removes it)."""
     from medssl.train.checkpoint import load_checkpoint
 
-    found = sorted(run_dir.rglob("*.pt"))
+    found = sorted(p for p in run_dir.rglob("*.pt") if not p.name.startswith("."))
     for path in found:
         load_checkpoint(path, "checkpoint")
     return len(found)
 
 
-def kill_once(args: List[str], resume: bool, delay: float) -> int:
-    """Start the command, SIGKILL it after ``delay`` seconds (or let it finish); return its exit code."""
-    proc = subprocess.Popen([sys.executable, "-m", "medssl", *args, *(["--resume"] if resume else [])],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        proc.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    return proc.returncode
+def checkpoint_step(run_dir: Path) -> Optional[int]:
+    """The step stored in ``checkpoint_last.pt`` (None before the first checkpoint)."""
+    from medssl.train.checkpoint import load_checkpoint
+
+    path = run_dir / "checkpoint_last.pt"
+    return int(load_checkpoint(path, "checkpoint")["step"]) if path.exists() else None
 
 
-def kill_loop(args: List[str], run_dir: Path, kills: int, rng: random.Random, lo: float, hi: float) -> dict:
-    """``kills`` random kills, then resume to the end. Every state in between must load."""
-    stats = {"kills": 0, "finished_early": 0, "checkpoints_loaded": 0}
-    started = False
+def kill_once(args: List[str], resume: bool, delay: float, after_checkpoint: bool = False) -> Dict[str, Any]:
+    """Start the command and SIGKILL it ``delay`` seconds after it starts (or, with ``after_checkpoint``, after
+    its first checkpoint event), unless it finishes first. Returns its exit code, whether the kill landed, and
+    the step the training loop started from (its ``start`` event)."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "medssl", *args, *(["--resume"] if resume else [])],
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        timer = threading.Timer(delay, proc.send_signal, (signal.SIGKILL,))
+        if not after_checkpoint:
+            timer.start()
+        initial, last = None, {}
+        for last in _events(proc.stdout):
+            if last.get("event") == "start" and "initial" in last:
+                initial = int(last["initial"])
+            armed = timer.is_alive() or timer.finished.is_set()
+            if after_checkpoint and last.get("event") == "checkpoint" and not armed:
+                timer.start()
+        code = proc.wait()
+        timer.cancel()
+        err.seek(0)
+        return {"code": code, "killed": code == -signal.SIGKILL, "initial": initial, "last": last,
+                "stderr": err.read()[-500:]}
+
+
+def _events(stream) -> Iterator[Dict[str, Any]]:
+    for line in stream:
+        with contextlib.suppress(ValueError):
+            yield json.loads(line)
+
+
+def kill_loop(args: List[str], run_dir: Path, kills: int, rng: random.Random, lo: float, hi: float,
+              after_checkpoint: bool = False) -> dict:
+    """``kills`` random kills, then resume to the end. Every state in between must load, and every resumed run
+    must start from the step of the checkpoint the kill left."""
+    stats = {"kills": 0, "finished_early": 0, "checkpoints_loaded": 0, "resumed_from": []}
+    started, saved = False, None
     for _ in range(kills):
-        code = kill_once(args, started, rng.uniform(lo, hi))
+        run = kill_once(args, started, rng.uniform(lo, hi), after_checkpoint)
+        _check_resumed(run, started, saved, stats)
         started = started or (run_dir / "checkpoint_last.pt").exists() or (run_dir / "plan.json").exists()
         stats["checkpoints_loaded"] += check_run_dir(run_dir) if run_dir.exists() else 0
-        if code == 0:
+        saved = checkpoint_step(run_dir)
+        if run["code"] == 0:
             stats["finished_early"] += 1
-            break
-        stats["kills"] += code == -signal.SIGKILL
-    final = subprocess.run([sys.executable, "-m", "medssl", *args, *(["--resume"] if started else [])],
-                           capture_output=True, text=True)
-    if final.returncode != 0:
-        raise RuntimeError(f"the run did not finish after the kills: {final.stderr[-500:]}")
-    stats["final_event"] = json.loads(final.stdout.strip().splitlines()[-1])
+            return _finish(stats, run, started, saved, args)
+        if not run["killed"]:
+            raise RuntimeError(f"the run failed instead of being killed: {run['stderr']}")
+        stats["kills"] += 1
+    return _finish(stats, None, started, saved, args)
+
+
+def _check_resumed(run: Dict[str, Any], resumed: bool, saved: Optional[int], stats: dict) -> None:
+    if resumed and run["initial"] is not None:
+        if run["initial"] < (saved or 0):
+            raise RuntimeError(f"--resume started at step {run['initial']}, before the checkpointed step {saved}")
+        stats["resumed_from"].append(run["initial"])
+
+
+def _finish(stats: dict, run: Optional[Dict[str, Any]], started: bool, saved: Optional[int], args: List[str]) -> dict:
+    """Resume to the end (unless ``run`` already finished) and record the final event."""
+    if run is None:
+        final = subprocess.run([sys.executable, "-m", "medssl", *args, *(["--resume"] if started else [])],
+                               capture_output=True, text=True)
+        if final.returncode != 0:
+            raise RuntimeError(f"the run did not finish after the kills: {final.stderr[-500:]}")
+        events = list(_events(final.stdout.splitlines()))
+        begun = [e for e in events if e.get("event") == "start" and "initial" in e]
+        _check_resumed({"initial": begun[0]["initial"] if begun else None}, started, saved, stats)
+        stats["final_event"] = events[-1]
+    else:
+        stats["final_event"] = run["last"]
     return stats
 
 

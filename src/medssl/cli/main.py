@@ -2,7 +2,8 @@
 
 Each command module defines ``add_parser(subparsers)`` and ``run(args) -> int``. Errors the user can fix are
 `MedSSLError`s: printed as one line ``error: ...`` on stderr (and as an ``error`` event with
-``--progress json``), exit code 2, no traceback unless ``--debug``.
+``--progress json``), exit code 2, no traceback unless ``--debug``. Running out of memory (MemoryError, a
+CUDA ``torch.OutOfMemoryError`` or the CPU allocator's RuntimeError) is reported the same way, with advice.
 """
 from __future__ import annotations
 
@@ -64,13 +65,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _report(err, err.exit_code, progress, args.debug)
     except KeyboardInterrupt:
         return _report("cancelled by the user", 130, progress, args.debug)
-    except MemoryError:
-        return _report("out of memory; use a smaller patch size, --device cpu or a machine with more memory",
-                       2, progress, args.debug)
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        from .common import is_out_of_memory, out_of_memory_message
+
+        if not is_out_of_memory(exc):
+            raise
+        return _report(out_of_memory_message(exc, args.command), 2, progress, args.debug, exc)
 
 
-def _report(err, code: int, progress: str, debug: bool) -> int:
-    if debug and isinstance(err, BaseException):
+def _report(err, code: int, progress: str, debug: bool, cause: Optional[BaseException] = None) -> int:
+    if debug and isinstance(cause or err, BaseException):
         traceback.print_exc()
     message = str(err)
     if progress == "json":

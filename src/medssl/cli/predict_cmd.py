@@ -39,11 +39,26 @@ def _check_outputs(args: argparse.Namespace) -> None:
         ensure_writable_dir(Path(o).resolve().parent, "output folder")
 
 
+def _write_outputs(args: argparse.Namespace, result, segments) -> None:
+    """Every output is written to a temporary file first and renamed only once all are complete: a failure
+    writing the probabilities or the uncertainty leaves the previous label map untouched too."""
+    from ..io.atomic import atomic_paths
+    from ..io.labels import write_label_map
+    from ..io.volume_io import write_image
+
+    outputs = [(args.output, lambda tmp: write_label_map(result.labels, segments, tmp))]
+    if result.probabilities is not None:
+        outputs.append((args.probabilities, lambda tmp: write_image(result.probabilities, tmp)))
+    if result.uncertainty is not None:
+        outputs.append((args.uncertainty, lambda tmp: write_image(result.uncertainty, tmp)))
+    with atomic_paths([Path(target) for target, _ in outputs]) as tmps:
+        for (_, write), tmp in zip(outputs, tmps):
+            write(tmp)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..events import make_sink
     from ..inference.predictor import Predictor
-    from ..io.labels import write_label_map
-    from ..io.volume_io import write_image
 
     _check_outputs(args)
     sink = make_sink(args.progress)
@@ -53,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
         result = predictor.predict(args.input, overlap=args.overlap, tta=args.tta, sw_batch_size=args.sw_batch_size,
                                    low_memory=True if args.low_memory else None,
                                    probabilities=bool(args.probabilities), uncertainty=bool(args.uncertainty), sink=sink)
-        write_label_map(result.labels, predictor.plan.labels, args.output)
-        if result.probabilities is not None:
-            write_image(result.probabilities, args.probabilities)
-        if result.uncertainty is not None:
-            write_image(result.uncertainty, args.uncertainty)
+        _write_outputs(args, result, predictor.plan.labels)
         sink.emit("done", task="predict", output=str(args.output), probabilities=args.probabilities,
                   uncertainty=args.uncertainty)
     finally:

@@ -24,6 +24,7 @@ from ..data.preprocess import Preprocessed, preprocess
 from ..errors import InputError
 from ..events import EtaClock, EventSink, NullSink
 from ..hub.package import load_package
+from ..io.dir_swap import recover_dir
 from ..io.geometry import image_from_ijk
 from ..io.volume_io import read_image
 from ..plan import Plan, check_channel_count
@@ -52,6 +53,7 @@ class Predictor:
     @classmethod
     def from_package(cls, path: str | Path, device: str = "auto") -> "Predictor":
         dev = resolve_device(device)
+        recover_dir(path)  # a package whose replacement was killed half-way is completed first
         plan, net, meta = load_package(path)
         return cls(plan, net, dev, meta)
 

@@ -49,13 +49,16 @@ def activation_bytes_per_voxel(net: torch.nn.Module, in_channels: int, side: int
 
 
 def estimate_training(net: torch.nn.Module, in_channels: int, patch: Sequence[int], batch: int,
-                      amp: bool, probe_side: Optional[int] = None) -> MemoryEstimate:
-    """Memory of one training step with AdamW for ``batch`` patches of size ``patch``."""
+                      amp: bool, probe_side: Optional[int] = None,
+                      optimised: Optional[torch.nn.Module] = None) -> MemoryEstimate:
+    """Memory of one training step with AdamW for ``batch`` patches of size ``patch`` through ``net``;
+    ``optimised`` is the module whose parameters the optimiser holds (default ``net``; for pretraining, the
+    SSL method with its heads and teacher)."""
     side = probe_side or 2 * max(int(getattr(net, "size_divisor", 16)), 8)
     per_voxel = activation_bytes_per_voxel(net, in_channels, side)
     voxels = batch * patch[0] * patch[1] * patch[2]
     acts = per_voxel * voxels * (0.6 if amp else 1.0)
-    params = sum(p.numel() for p in net.parameters()) * 16
+    params = sum(p.numel() for p in (optimised or net).parameters()) * 16
     return MemoryEstimate(params / GB, acts / GB)
 
 
@@ -78,16 +81,20 @@ def available_gb(device: torch.device) -> float:
 
 
 def check_training_fits(net: torch.nn.Module, in_channels: int, patch: Sequence[int], batch: int,
-                        device: torch.device, amp: bool, margin: float = 0.9) -> MemoryEstimate:
-    """Raise `ResourceError` with advice when one training step will not fit in ``device``'s free memory."""
-    est = estimate_training(net, in_channels, patch, batch, amp)
+                        device: torch.device, amp: bool, margin: float = 0.9,
+                        optimised: Optional[torch.nn.Module] = None, advice: Optional[str] = None) -> MemoryEstimate:
+    """Raise `ResourceError` with advice when one training step will not fit in ``device``'s free memory.
+
+    ``advice`` replaces the default suggestion (a smaller ``--patch-size``, ``batch_size: 1``), e.g. for
+    ``medssl pretrain``, whose patch is set in ``--config``."""
+    est = estimate_training(net, in_channels, patch, batch, amp, optimised=optimised)
     free = available_gb(device)
     if est.total_gb > margin * free:
         where = f"GPU {device}" if device.type == "cuda" else "this machine"
         smaller = [max(16, p // 2) for p in patch]
+        advice = advice or f"use a smaller patch (--patch-size {' '.join(map(str, smaller))}), batch_size 1 in --config"
         raise ResourceError(
             f"training needs about {est.total_gb:.1f} GB (patch {list(patch)}, batch {batch}) but {where} has "
-            f"{free:.1f} GB free; use a smaller patch (--patch-size {' '.join(map(str, smaller))}), batch_size 1 "
-            f"in --config" + (", or --device cpu" if device.type == "cuda" else "")
+            f"{free:.1f} GB free; {advice}" + (", or --device cpu" if device.type == "cuda" else "")
         )
     return est

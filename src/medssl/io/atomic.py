@@ -1,17 +1,20 @@
 """Atomic writes: a temporary file (or folder) beside the target, fsync, then rename.
 
 A crash, ``kill -9``, full disk or failed run at any moment leaves either the previous file or the new one,
-never a half-written one, and never deletes what was there before the new content is complete.
+never a half-written one, and never deletes what was there before the new content is complete. Temporary
+names carry the writer's pid (``.<name>-<pid>-XXXXXXXX``): the next write removes a killed writer's leftovers,
+and `atomic_dir` finishes a folder swap a kill interrupted (`medssl.io.dir_swap`).
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List, Sequence
 
 from ..errors import InputError, ResourceError
 
@@ -78,12 +81,70 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists (on this machine); our own pid counts as alive."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        return _windows_pid_alive(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists but belongs to someone else
+    return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    """OpenProcess + GetExitCodeProcess (STILL_ACTIVE = 259); access denied means it exists."""
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED
+    code = ctypes.c_ulong()
+    try:
+        return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == 259
+    finally:
+        kernel32.CloseHandle(handle)
+
+
+def _temp_prefix(name: str) -> str:
+    """Temporary files and folders carry the writer's pid, so a later run can tell a dead writer's leftovers
+    (removed) from a live writer's work in progress (left alone)."""
+    return f".{name}-{os.getpid()}-"
+
+
+TEMP_TAIL = re.compile(r"(\d+)-[a-z0-9_]{8}")  # <pid>-<the random part of tempfile.mkstemp/mkdtemp>
+
+
+def _dead_writer(entry: str, prefix: str, suffix: str) -> bool:
+    """``entry`` is ``<prefix><pid>-XXXXXXXX<suffix>`` written by a process that no longer runs."""
+    tail = entry[len(prefix): len(entry) - len(suffix)]
+    match = TEMP_TAIL.fullmatch(tail)
+    return bool(match) and not pid_alive(int(match.group(1)))
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Delete temporary files a killed writer of ``path`` left beside it (``.<stem>-<pid>-XXXX<suffix>``)."""
+    prefix, suffix = f".{path.name.split('.')[0]}-", _suffix(path.name)
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(path.parent):
+            if entry.startswith(prefix) and entry.endswith(suffix) and _dead_writer(entry, prefix, suffix):
+                with contextlib.suppress(OSError):
+                    (path.parent / entry).unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix); on success it replaces ``path`` atomically."""
     path = Path(path)
     ensure_writable_dir(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}-", suffix=_suffix(path.name), dir=path.parent)
+    remove_stale_temp_files(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path.name.split('.')[0]), suffix=_suffix(path.name),
+                                    dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
@@ -102,6 +163,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[List[Path]]:
+    """`atomic_path` for files that belong together (a segmentation and its probabilities): yields one
+    temporary path per target; only once every one has been written are they renamed over their targets, so
+    a failure while writing any of them leaves every previous file untouched."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(p)) for p in paths]
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -112,26 +182,34 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder`` (so a rename that publishes it publishes whole files)."""
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            fsync_file(Path(root) / name)
+        fsync_dir(Path(root))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, keep: tuple = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` (an existing ``path`` is
     moved aside first and removed only after the new folder is in place). Entries named in ``keep`` that
-    exist in the old folder are moved into the new one (e.g. a training sub-folder)."""
+    exist in the old folder are moved into the new one (e.g. a training sub-folder).
+
+    A kill at any moment is repaired by `recover_dir` (called here and before a run reads its state): see
+    `medssl.io.dir_swap` for the journal that makes every intermediate state recoverable.
+    """
+    from .dir_swap import recover_dir, swap_in
+
     path = Path(path)
     ensure_writable_dir(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    recover_dir(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        for name in keep:
-            if (path / name).exists() and not (tmp / name).exists():
-                os.replace(path / name, tmp / name)
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        fsync_tree(tmp)
+        swap_in(tmp, path, keep)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         _raise_os_error(exc, path)

@@ -1,7 +1,8 @@
 """Reading and writing images through SimpleITK: NIfTI, NRRD, MetaImage and DICOM series folders.
 
 Every reader returns a 3D scalar `sitk.Image` with its geometry untouched (spacing, origin, direction,
-oblique and left-handed included) or raises `InputError` with one line that says what to do. Writers are
+oblique and left-handed included) or raises `InputError` with one line that says what to do (NaN/Inf
+voxels in a NIfTI file included, which ITK would silently read as 0). Writers are
 atomic: they write a temporary file beside the target and rename it, so a failed run never leaves a
 half-written or overwritten output.
 """
@@ -17,7 +18,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from .atomic import atomic_path
-from .nifti_check import nifti_problem
+from .nifti_check import inspect_nifti, nifti_problem
 
 sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warnings go to stderr and mean nothing to users
 
@@ -50,11 +51,13 @@ def read_image(spec: str | os.PathLike, what: str = "image") -> sitk.Image:
 def _read_file(p: Path, what: str) -> sitk.Image:
     if not os.access(p, os.R_OK):
         raise InputError(f"{what} {p} cannot be read (permission denied); fix its permissions")
-    problem = nifti_problem(p)
-    if problem and "spacing" in problem:
-        raise InputError(f"{what} {p} has zero or negative {problem}; fix its header")
-    if problem:
-        raise InputError(f"{what} {p} cannot be read: {problem}; copy or export it again")
+    report = inspect_nifti(p)
+    if report.bad_spacing:
+        raise InputError(f"{what} {p} has zero or negative {report.problem}; fix its header")
+    if report.problem:
+        raise InputError(f"{what} {p} cannot be read: {report.problem}; copy or export it again")
+    if report.nonfinite:  # ITK's NIfTI reader silently turns them into 0, so check_finite cannot see them
+        raise InputError(nonfinite_message(f"{what} {p}", report.nonfinite))
     try:
         return sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -138,10 +141,13 @@ def check_finite(image: sitk.Image, name: str) -> None:
     arr = sitk.GetArrayViewFromImage(image)
     bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
     if bad:
-        raise InputError(
-            f"image {name} has {bad} NaN or infinite voxels; replace them (for example with the background "
-            f"value) before running medssl"
-        )
+        raise InputError(nonfinite_message(f"image {name}", bad))
+
+
+def nonfinite_message(subject: str, bad: int) -> str:
+    """The one-line error for ``bad`` NaN/Inf voxels in ``subject`` (e.g. ``"input image ct.nii.gz"``)."""
+    return (f"{subject} has {bad} NaN or infinite voxels; replace them (for example with the background value) "
+            f"before running medssl")
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:

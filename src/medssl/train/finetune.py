@@ -30,6 +30,7 @@ from ..hub.package import save_package
 from ..inference.devices import resolve_device
 from ..inference.resources import check_training_fits
 from ..io.atomic import ensure_writable_dir, write_text_atomic
+from ..io.dir_swap import recover_dir
 from ..io.labels import LabelMap, read_label_map
 from ..io.volume_io import read_image
 from ..models import build_from_plan
@@ -98,6 +99,7 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
 
 def _check_out(paths: RunPaths, resume: bool, overwrite: bool) -> None:
     ensure_writable_dir(paths.out.parent, "output folder")
+    recover_dir(paths.out)  # a kill while the package was being replaced: put it (and training/) back
     has_package = (paths.out / "plan.json").exists() or (paths.out / "weights.safetensors").exists()
     has_run = paths.plan.exists()  # a run killed before its plan was written holds nothing worth keeping
     if resume:

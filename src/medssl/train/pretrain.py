@@ -27,7 +27,9 @@ from ..errors import InputError
 from ..events import EventSink, NullSink
 from ..hub.ssl_export import save_export
 from ..inference.devices import resolve_device
+from ..inference.resources import check_training_fits
 from ..io.atomic import ensure_writable_dir, write_text_atomic
+from ..io.dir_swap import recover_dir
 from ..io.volume_io import find_images
 from ..models import resolve_arch
 from ..plan import Plan
@@ -120,6 +122,7 @@ def inputs_digest(files: Sequence[str]) -> str:
 
 def _check_out(paths: PretrainPaths, resume: bool, overwrite: bool) -> None:
     ensure_writable_dir(paths.out, "output folder")
+    recover_dir(paths.export)  # a kill while the export was being replaced
     if resume:
         if not paths.file("plan.json").exists():
             raise InputError(f"--resume: {paths.out} holds no interrupted pretraining run (no training/plan.json); "
@@ -188,14 +191,26 @@ def _volumes(files: List[str], plan: Plan, cfg: PretrainConfig, dist: DistContex
     return volumes if volumes is not None else cached_volumes(files, plan, cfg.cache_dir, build=False)
 
 
-def check_export(method: SSLMethod, plan: Plan) -> None:
+def check_export(method: SSLMethod, plan: Plan) -> torch.nn.Module:
     """Fail before training when the method's export would not load into the plan's network (nnssl's
-    ``verify_adaptation_plans``)."""
+    ``verify_adaptation_plans``); returns that network (with the export loaded)."""
     from ..hub.ssl_export import load_into
     from ..models import build_network
 
     net = build_network(plan.architecture, plan.num_channels, 2)
     load_into(method.export_state(), net, f"{plan.architecture.backbone} export")
+    return net
+
+
+def check_memory(net: torch.nn.Module, ssl: SSLMethod, plan: Plan, cfg: PretrainConfig, dev: torch.device,
+                 sink: EventSink) -> None:
+    """The fine-tuning memory estimate (`check_training_fits`) for the plan's network on ``batch_size``
+    patches, with the optimiser holding every parameter of the method (heads, teacher). Methods that pass
+    several crops per volume need somewhat more; the estimate is a lower bound for them."""
+    amp = dev.type == "cuda" and cfg.loop.amp != "off"
+    est = check_training_fits(net, plan.num_channels, plan.patch_size, cfg.batch_size, dev, amp, optimised=ssl,
+                              advice="use --batch-size 1 or a smaller patch_size in --config")
+    sink.emit("log", message=f"estimated training memory {est.total_gb:.2f} GB on {dev}")
 
 
 def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Optional[str] = None,
@@ -215,8 +230,10 @@ def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Opti
     volumes = _volumes(files, plan, cfg, dist, sink)
     torch.manual_seed(cfg.seed)
     ssl = build_method(method, plan.architecture, cfg.method, plan.patch_size)
-    check_export(ssl, plan)
+    net = check_export(ssl, plan)
     dev = _device(device, dist)
+    check_memory(net, ssl, plan, cfg, dev, sink)
+    del net
     result = _train(ssl.to(dev), volumes, cfg, paths, dev, dist, resume, sink)
     if dist.is_main:
         _export(paths, plan, ssl, method, result, dist)
