@@ -41,6 +41,9 @@ def test_root_cmakelists_has_the_extension_fields():
     icon = REPO / cmakeSet(text, "EXTENSION_ICONURL").split("/main/", 1)[1]
     header = icon.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (128, 128)
+    for url in cmakeSet(text, "EXTENSION_SCREENSHOTURLS").split():  # each screenshot is a PNG in this repository
+        assert (REPO / url.split("/main/", 1)[1]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any((REPO / name).is_file() for name in ("LICENSE", "LICENSE.txt", "LICENCE", "COPYING"))  # rule B.7
     for sub in ("MedSSLLib",) + MODULES:
         assert re.search(rf"add_subdirectory\({sub}\)", text)
     assert "include(${Slicer_EXTENSION_GENERATE_CONFIG})" in text and "include(${Slicer_EXTENSION_CPACK})" in text
