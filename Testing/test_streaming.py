@@ -71,3 +71,15 @@ def test_streamed_on_cuda_equals_monai(net):
     finally:
         net.to("cpu")
     assert streamed.device.type == "cpu" and torch.allclose(streamed, full, atol=1e-5)
+
+
+def test_finished_slices_come_in_small_chunks_and_still_equal_monai(net, monkeypatch):
+    """With a tiny chunk budget every finished block is one slice thick, and the result does not change."""
+    from medssl.inference import streaming
+    monkeypatch.setattr(streaming, "CHUNK_BYTES", 1)
+    x = torch.randn(1, 2, 20, 24, 40)
+    settings = WindowSettings((16, 16, 16), 0.5, "gaussian", 0.125, 2)
+    axis = stream_axis(x.shape[2:])
+    blocks = list(StreamingStitcher(settings).run(net, x, CPU, 5))
+    assert len(blocks) == x.shape[2 + axis] and all(b.shape[1 + axis] == 1 for _, b in blocks)
+    assert torch.allclose(stream_probabilities(net, x, settings, CPU, 5), probabilities(net, x, settings, CPU), atol=1e-6)

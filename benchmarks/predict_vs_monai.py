@@ -1,6 +1,6 @@
 """Benchmark: ``medssl predict`` end to end against bare MONAI ``sliding_window_inference``.
 
-    python benchmarks/predict_vs_monai.py [--backbone resenc:tiny] [--roi 96] [--repeats 2] [--skip-large]
+    python benchmarks/predict_vs_monai.py [--backbone resenc:tiny] [--roi 96] [--repeats 2] [--skip-speed] [--skip-large] [--skip-bare-large]
 
 Part 1 (speed): the Colin27 T1 (181x217x181, real scan) is segmented by a package on its native grid by
 (a) ``medssl predict`` in a subprocess: read, preprocess, sliding window, invert, write ``.seg.nrrd``;
@@ -101,7 +101,7 @@ def part_speed(tmp: Path, backbone: str, roi: int, repeats: int, threads: int) -
             "monai_peak_rss_mb": max(r["peak_rss_mb"] for r in monai)}
 
 
-def part_memory(tmp: Path, roi: int, threads: int) -> dict:
+def part_memory(tmp: Path, roi: int, threads: int, with_monai: bool = True) -> dict:
     rng = np.random.default_rng(0)
     vol = sitk.GetImageFromArray((rng.normal(size=(300, 512, 512)) * 100).astype(np.int16))
     vol.SetSpacing((0.8, 0.8, 1.5))
@@ -110,9 +110,11 @@ def part_memory(tmp: Path, roi: int, threads: int) -> dict:
     del vol
     pkg = make_package(tmp / "pkg_large", "resenc:test", 14, roi)
     med = run_json(MEDSSL_TIMED, str(pkg), str(path), str(tmp / "large_seg.nii.gz"), str(threads))
-    mon = run_json(BARE_MONAI, str(pkg), str(path), str(threads))
-    return {"medssl_s": med["seconds"], "medssl_peak_rss_mb": med["peak_rss_mb"],
-            "monai_full_map_s": mon["seconds"], "monai_full_map_peak_rss_mb": mon["peak_rss_mb"]}
+    result = {"medssl_s": med["seconds"], "medssl_peak_rss_mb": med["peak_rss_mb"]}
+    if with_monai:
+        mon = run_json(BARE_MONAI, str(pkg), str(path), str(threads))
+        result.update(monai_full_map_s=mon["seconds"], monai_full_map_peak_rss_mb=mon["peak_rss_mb"])
+    return result
 
 
 def _verdict(ok: bool) -> str:
@@ -128,6 +130,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--skip-large", action="store_true", help="skip part 2 (memory)")
     p.add_argument("--skip-speed", action="store_true", help="skip part 1 (speed)")
+    p.add_argument("--skip-bare-large", action="store_true", help="part 2 without the (slow, ~6 GB) bare MONAI run")
     args = p.parse_args()
     if not COLIN.exists():
         print("error: Colin27 is missing; install the Debian package mricron-data", file=sys.stderr)
@@ -143,12 +146,13 @@ def main() -> int:
             print(f"  bare MONAI sliding window {speed['monai_s']:.1f} s (peak RSS {speed['monai_peak_rss_mb']:.0f} MB)")
             print(f"  time ratio medssl / MONAI = {speed['ratio']:.3f} (target <= 1.05: {_verdict(speed['ratio'] <= 1.05)})")
         if not args.skip_large:
-            mem = part_memory(tmp, args.large_roi, args.threads)
+            mem = part_memory(tmp, args.large_roi, args.threads, not args.skip_bare_large)
             print(f"[memory] 512x512x300, 14 classes, resenc:test, roi {args.large_roi}:")
             print(f"  medssl predict peak RSS {mem['medssl_peak_rss_mb']:.0f} MB in {mem['medssl_s']:.0f} s (target <= 3072 MB: "
                   f"{_verdict(mem['medssl_peak_rss_mb'] <= 3072)})")
-            print(f"  bare MONAI full probability map peak RSS {mem['monai_full_map_peak_rss_mb']:.0f} MB "
-                  f"in {mem['monai_full_map_s']:.0f} s")
+            if "monai_full_map_peak_rss_mb" in mem:
+                print(f"  bare MONAI full probability map peak RSS {mem['monai_full_map_peak_rss_mb']:.0f} MB "
+                      f"in {mem['monai_full_map_s']:.0f} s")
             result["memory"] = mem
         print(json.dumps(result))
         print(f"benchmark wall time {time.time() - t0:.0f} s")

@@ -6,7 +6,8 @@ map (``compute_importance_map``) are visited in order of their start along one *
 the smallest cross-section). Once every window starting at or before ``s`` has been added, all slices before
 the next start are final: they are divided by the blending weight and handed out, and the buffer moves on.
 The buffer spans one ROI along the stream axis, so memory is ``classes x cross-section x roi`` instead of
-``classes x voxels``, and the result equals MONAI's up to float rounding (no extra windows, no halo).
+``classes x voxels``, and the result equals MONAI's up to float rounding (no extra windows, no halo). Finished
+slices are handed out in chunks of about `CHUNK_BYTES`, so the normalised copy stays small too.
 Padding and scan interval follow monai/inferers/utils.py (Apache-2.0).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from monai.data.utils import compute_importance_map, dense_patch_slices
 from .sliding_window import WindowCallback, WindowSettings, window_predictor
 
 Region = Tuple[slice, slice, slice]
+CHUNK_BYTES = 64 * 2**20  # finished slices are handed out in pieces of about this size
 
 
 def monai_padding(shape: Sequence[int], roi: Sequence[int]) -> List[Tuple[int, int]]:
@@ -62,20 +64,20 @@ class StreamingStitcher:
         groups = groupby(sorted(windows, key=lambda w: w[axis].start), key=lambda w: w[axis].start)
         with torch.inference_mode():
             for start, group in groups:
-                yield from self._finished(buffer.advance_to(start), pads, shape, axis)
+                for done in buffer.advance_to(start):
+                    yield from self._finished(done, pads, shape, axis)
                 for batch in _batches(list(group), self.settings.sw_batch_size):
                     windows_in = torch.cat([padded[(slice(None), slice(None), *w)] for w in batch])
                     probs = predict(windows_in).cpu()  # stitched on the CPU, as MONAI does with device=cpu
                     for window, p in zip(batch, probs):
                         buffer.add(window, p * weight, weight)
-            yield from self._finished(buffer.flush(), pads, shape, axis)
+            for done in buffer.flush():
+                yield from self._finished(done, pads, shape, axis)
 
     @staticmethod
-    def _finished(done: Optional[Tuple[int, torch.Tensor]], pads, shape, axis: int
+    def _finished(done: Tuple[int, torch.Tensor], pads, shape, axis: int
                   ) -> Iterator[Tuple[Region, torch.Tensor]]:
         """Crop a finished block (padded start along ``axis``, ``(K, ...)``) back to unpadded coordinates."""
-        if done is None:
-            return
         start, block = done
         lo, hi = start - pads[axis][0], start - pads[axis][0] + block.shape[1 + axis]
         keep = [slice(p[0], p[0] + s) for p, s in zip(pads, shape)]
@@ -104,21 +106,31 @@ class _RollingBuffer:
         self.sums[(slice(None), *local)] += weighted_probs
         self.weights[(slice(None), *local)] += weight
 
-    def advance_to(self, start: int) -> Optional[Tuple[int, torch.Tensor]]:
-        """Hand out the final slices ``[base, start)`` as probabilities and move the buffer to ``start``."""
+    def advance_to(self, start: int) -> Iterator[Tuple[int, torch.Tensor]]:
+        """Hand out the final slices ``[base, start)`` as probabilities, in chunks of `chunk_slices` (so the
+        normalised copy stays small), then move the buffer to ``start``. Consume it whole before adding."""
         n = start - self.base
         if n <= 0:
-            return None
-        done = (self.base, self._normalised(n))
+            return
+        yield from self._normalised_chunks(n)
         self.sums, self.weights = self._shifted(self.sums, n), self._shifted(self.weights, n)
         self.base = start
-        return done
 
-    def flush(self) -> Tuple[int, torch.Tensor]:
-        return self.base, self._normalised(self.depth)
+    def flush(self) -> Iterator[Tuple[int, torch.Tensor]]:
+        yield from self._normalised_chunks(self.depth)
 
-    def _normalised(self, n: int) -> torch.Tensor:
-        return self.sums.narrow(1 + self.axis, 0, n) / self.weights.narrow(1 + self.axis, 0, n)
+    @property
+    def chunk_slices(self) -> int:
+        """Slices per handed-out chunk: about CHUNK_BYTES of float32 probabilities, at least one slice."""
+        per_slice = 4 * self.sums.numel() // self.depth
+        return max(1, CHUNK_BYTES // per_slice)
+
+    def _normalised_chunks(self, n: int) -> Iterator[Tuple[int, torch.Tensor]]:
+        """(padded start, probabilities ``(K, ...)``) of the first ``n`` slices, chunk by chunk."""
+        d, step = 1 + self.axis, self.chunk_slices
+        for i in range(0, n, step):
+            m = min(step, n - i)
+            yield self.base + i, self.sums.narrow(d, i, m) / self.weights.narrow(d, i, m)
 
     def _shifted(self, t: torch.Tensor, n: int) -> torch.Tensor:
         """Move ``t`` by ``n`` slices towards the start, in place, in chunks of ``n`` (source and target never
