@@ -39,6 +39,20 @@ def test_save_load_round_trip_is_exact(tiny_package, tmp_path):
     assert meta2["weights_sha256"] == meta["weights_sha256"] and meta2["licence"] == "CC0-1.0"
 
 
+def test_package_files_are_readable_by_colleagues(tiny_package, tmp_path):
+    """Files get 0666 less the umask, not the 0600 of the writers' temporary files (a shared model folder)."""
+    import os
+
+    plan, net, _ = load_package(tiny_package)
+    old = os.umask(0o022)
+    try:
+        out = save_package(tmp_path / "shared", plan, net.state_dict(), {"licence": "CC0-1.0"})
+    finally:
+        os.umask(old)
+    assert {name: (out / name).stat().st_mode & 0o777 for name in ("weights.safetensors", "plan.json",
+            "metadata.json")} == dict.fromkeys(("weights.safetensors", "plan.json", "metadata.json"), 0o644)
+
+
 def test_tampered_weights_are_refused(tiny_package, tmp_path):
     pkg = copy(tiny_package, tmp_path)
     data = bytearray((pkg / "weights.safetensors").read_bytes())

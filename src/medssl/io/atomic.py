@@ -182,6 +182,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def usual_permissions(folder: Path) -> None:
+    """Give every file under ``folder`` the mode a plain ``open`` would (0666 less the umask): writers such as
+    safetensors create owner-only (0600) temporary files, which would make a shared model package unreadable
+    to colleagues."""
+    mode = 0o666 & ~_umask()
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            os.chmod(Path(root) / name, mode)
+
+
 def fsync_tree(folder: Path) -> None:
     """fsync every file and folder under ``folder`` (so a rename that publishes it publishes whole files)."""
     for root, _dirs, files in os.walk(folder):
@@ -208,6 +218,7 @@ def atomic_dir(path: str | os.PathLike, keep: tuple = ()) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        usual_permissions(tmp)
         fsync_tree(tmp)
         swap_in(tmp, path, keep)
     except OSError as exc:
