@@ -8,8 +8,9 @@ or a selective ``slicer.util.pip_install`` walk (older Slicer). torch, SimpleITK
 installed by pip here. The dialog also lists what the packages pull in that is not installed yet, read from
 their metadata when installed, else (medssl) from ``Resources/medssl-requirements.txt``, a copy of the
 core's ``pyproject.toml`` dependencies. medssl itself is installed from the copy bundled in the extension
-(`BUNDLED_CORE`, put there by CMake), or from ``$MEDSSL_CORE_REQUIREMENT`` / PyPI in a source checkout. The Slicer functions are passed in (`SlicerInstallers`), so the
-order and the skip rules are tested without Slicer.
+(`BUNDLED_CORE`, put there by CMake), or from ``$MEDSSL_CORE_REQUIREMENT`` / PyPI in a source checkout.
+The Slicer functions are passed in (`SlicerInstallers`), so the order and the skip rules are tested
+without Slicer.
 """
 
 from __future__ import annotations
@@ -112,8 +113,9 @@ def isSatisfied(requirement: str) -> bool:
     if req.marker is not None and not req.marker.evaluate(_environment()):
         return True
     version = installedVersion(req.name)
-    if version is not None and req.url and req.url == BUNDLED_CORE.resolve().as_uri() and bundledCoreVersion():
-        return version == bundledCoreVersion()  # the bundled core: reinstalled when the extension is updated
+    bundled = bundledCoreVersion()
+    if version is not None and bundled and req.url == BUNDLED_CORE.resolve().as_uri():
+        return version == bundled  # the bundled core: reinstalled when the extension is updated
     return version is not None and (not req.specifier or req.specifier.contains(version, prereleases=True))
 
 
@@ -138,11 +140,8 @@ def knownRequirements(name: str) -> list[str]:
 def missingDependencies(requirement: str, seen: set[str]) -> list[str]:
     """What ``requirement`` pulls in (transitively, as far as known) that is not installed at an accepted
     version; `SKIP_PACKAGES` and the names in ``seen`` are left out, and ``seen`` collects the names walked."""
-    from packaging.requirements import InvalidRequirement
-
-    try:
-        name = _requirement(requirement).name
-    except InvalidRequirement:
+    name = _requirementName(requirement)
+    if name is None:
         return []
     missing = []
     for dependency in knownRequirements(name):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -49,8 +50,8 @@ def read_label_names(path: Optional[str]) -> Optional[Dict[int, str]]:
         raise InputError(f"--label-names {path} must be a JSON object like {{\"1\": \"liver\"}} ({exc})") from None
 
 
-CPU_OOM_HINTS = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory",
-                 "can't allocate memory", "CUDA out of memory", "CUDA error: out of memory")
+CPU_OOM_HINTS = ("DefaultCPUAllocator: not enough memory", "can't allocate memory", "CUDA out of memory",
+                 "CUDA error: out of memory")
 OOM_ADVICE = {
     "finetune": "use a smaller --patch-size (e.g. half of it), batch_size: 1 in --config",
     "pretrain": "use --batch-size 1 or a smaller patch_size in --config",
@@ -62,8 +63,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """True for Python's MemoryError, torch's (CUDA) OutOfMemoryError and the CPU allocator's RuntimeError."""
     if isinstance(exc, MemoryError):
         return True
-    import sys
-
     torch = sys.modules.get("torch")  # never import torch just to classify an error
     oom_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
     if oom_type is not None and isinstance(exc, oom_type):

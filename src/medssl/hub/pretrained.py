@@ -255,7 +255,7 @@ def resolve_pretrained(spec: str, decoder: Optional[str] = None, catalog_id: Opt
     """
     entry, path, named, arch, defaults = _prepare(spec, decoder, catalog_id)
     policy, name = Policy(entry, arch.decoder != entry.arch["decoder"]), entry.id if named else str(path)
-    from_cache = catalog_id is None and spec == entry.id and not Path(spec).expanduser().is_file()
+    from_cache = named and catalog_id is None  # `entry_and_file` took the cached file of the id
     licence = entry.licence if from_cache else file_licence(entry, path)
     prov = {"backbone": spec, "init": "pretrained", "checkpoint": str(path), "family": entry.family,
             "catalog_id": entry.id if named else None, "read_like": entry.id, "citation": entry.citation,

@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, List, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 from ..errors import InputError, ResourceError
 
@@ -120,11 +120,16 @@ def _temp_prefix(name: str) -> str:
 TEMP_TAIL = re.compile(r"(\d+)-[a-z0-9_]{8}")  # <pid>-<the random part of tempfile.mkstemp/mkdtemp>
 
 
+def temp_writer_pid(tail: str) -> Optional[int]:
+    """The writer's pid in the ``<pid>-XXXXXXXX`` tail of a temporary name (None if it is not one of ours)."""
+    match = TEMP_TAIL.fullmatch(tail)
+    return int(match.group(1)) if match else None
+
+
 def _dead_writer(entry: str, prefix: str, suffix: str) -> bool:
     """``entry`` is ``<prefix><pid>-XXXXXXXX<suffix>`` written by a process that no longer runs."""
-    tail = entry[len(prefix): len(entry) - len(suffix)]
-    match = TEMP_TAIL.fullmatch(tail)
-    return bool(match) and not pid_alive(int(match.group(1)))
+    pid = temp_writer_pid(entry[len(prefix): len(entry) - len(suffix)])
+    return pid is not None and not pid_alive(pid)
 
 
 def remove_stale_temp_files(path: Path) -> None:
@@ -147,9 +152,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                                     dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield tmp
+        os.chmod(tmp, _usual_file_mode())  # after writing: mkstemp and some writers (safetensors) make 0600
         fsync_file(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)
@@ -182,11 +187,15 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def _usual_file_mode() -> int:
+    """The mode a plain ``open`` gives a new file: 0666 less the umask."""
+    return 0o666 & ~_umask()
+
+
 def usual_permissions(folder: Path) -> None:
-    """Give every file under ``folder`` the mode a plain ``open`` would (0666 less the umask): writers such as
-    safetensors create owner-only (0600) temporary files, which would make a shared model package unreadable
-    to colleagues."""
-    mode = 0o666 & ~_umask()
+    """Give every file under ``folder`` `_usual_file_mode`: writers such as safetensors create owner-only
+    (0600) files, which would make a shared model package unreadable to colleagues."""
+    mode = _usual_file_mode()
     for root, _dirs, files in os.walk(folder):
         for name in files:
             os.chmod(Path(root) / name, mode)

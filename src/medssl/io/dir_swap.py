@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from .atomic import TEMP_TAIL, fsync_dir, fsync_file, pid_alive
+from .atomic import fsync_dir, fsync_file, pid_alive, temp_writer_pid
 
 
 def _journal(path: Path, pid: int) -> Path:
@@ -76,7 +76,10 @@ def _writer_pid(entry: str, prefix: str) -> int | None:
     if not entry.startswith(prefix):
         return None
     tail = entry[len(prefix):]
-    match = TEMP_TAIL.fullmatch(tail) or re.fullmatch(r"(\d+)(\.json(\.part)?)?", tail)
+    pid = temp_writer_pid(tail)
+    if pid is not None:
+        return pid
+    match = re.fullmatch(r"(\d+)(\.json(\.part)?)?", tail)  # .old-<pid> folders and .swap-<pid> journals
     return int(match.group(1)) if match else None
 
 

@@ -121,12 +121,12 @@ def inspect_nifti(path: str | Path, count_nonfinite: bool = True) -> NiftiReport
     path = Path(path)
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return NiftiReport()
-    head, total, counter = None, 0, None
+    first, hdr, total, counter = True, None, 0, None
     try:
         for chunk in _header_first(_chunks(path)):
-            if head is None:
-                head = chunk[:HEADER_BYTES]
-                counter = _counter(parse_header(head), count_nonfinite)
+            if first:
+                first, hdr = False, parse_header(chunk[:HEADER_BYTES])
+                counter = _counter(hdr, count_nonfinite)
             if counter is not None:
                 counter.feed(chunk)
             total += len(chunk)
@@ -134,7 +134,7 @@ def inspect_nifti(path: str | Path, count_nonfinite: bool = True) -> NiftiReport
         return NiftiReport("the compressed data ends early (truncated file)")
     except zlib.error:
         return NiftiReport("the compressed data is damaged")
-    return _report(parse_header(head or b""), total, counter)
+    return _report(hdr, total, counter)
 
 
 def _header_first(chunks: Iterator[bytes]) -> Iterator[bytes]:
