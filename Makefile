@@ -1,5 +1,5 @@
 # MedSSL: two commands do all the set-up on a fresh machine.
-#   make demo   - create .venv, install medssl + the sample scans, fine-tune and segment (no network afterwards)
+#   make demo   - create .venv, install medssl + the sample scans, pretrain, fine-tune and segment (no network afterwards)
 #   make test   - the same set-up plus test tools, then the whole test suite
 # Variables: PYTHON (interpreter for the venv, default python3), VENV (default .venv).
 
@@ -29,14 +29,16 @@ $(VENV)/.medssl-installed: pyproject.toml constraints.txt
 	$(PIPC) -e .
 	# dynamic-network-architectures: --no-deps, its timm pin would pull a CUDA torch and a broken torchvision
 	$(PIP) install -q --no-deps "dynamic-network-architectures==0.4.4"
+	# unlabelled scans for the demo's pretraining: nibabel's anatomical test image and nilearn's bundled
+	# MNI152 template (nilearn with --no-deps: only its data files are read, no sklearn/pandas needed)
+	$(PIPC) "nibabel>=5"
+	$(PIP) install -q --no-deps "nilearn==0.14.1"
 	touch $@
 
 install-dev: install $(VENV)/.medssl-dev-installed
 
 $(VENV)/.medssl-dev-installed: pyproject.toml constraints.txt
 	$(PIPC) -e ".[dev]"
-	# nilearn only for its bundled MNI152 template (no sklearn/pandas needed)
-	$(PIP) install -q --no-deps "nilearn==0.14.1"
 	touch $@
 
 # Real scans for the demo and the tests: Debian packages mricron-data (Colin27 + AAL) and

@@ -35,7 +35,12 @@ def test_left_labels_lie_on_the_left_in_world_coordinates(colin):
 
 def test_demo_runs_end_to_end(tmp_path):
     summary = run_demo(tmp_path, steps=4, backbone="resenc:test", device="cpu", progress="none",
-                       spacing=(6.0, 6.0, 6.0), patch=(32, 32, 32))
+                       spacing=(6.0, 6.0, 6.0), patch=(32, 32, 32), pretrain="mae3d", pretrain_steps=2)
+    pre = summary["pretraining"]
+    assert not pre["reused"] and pre["settings"]["steps"] == 2 and len(pre["settings"]["scans"]) == 4
+    provenance = json.loads((tmp_path / "model" / "metadata.json").read_text())["provenance"]
+    assert provenance["init"] == "medssl-pretrain" and provenance["method"] == "mae3d"
+    assert provenance["pretrain_steps"] == 2 and provenance["backbone"] == f"mae3d:{pre['export']}"
     assert set(summary["right_hemisphere_dice"]) == {r[0] for r in REGIONS}
     seg = read_label_map(tmp_path / "segmentation.seg.nrrd")
     assert [s.name for s in seg.segments] == [r[0] for r in REGIONS]
@@ -45,3 +50,17 @@ def test_demo_runs_end_to_end(tmp_path):
     assert png.size[0] > 3 * 181 and png.mode == "RGB"
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 4
     assert region_labels()[1].color == REGIONS[0][1]
+
+
+def test_demo_reuses_its_pretraining_and_can_skip_it(tmp_path):
+    kwargs = dict(steps=2, backbone="resenc:test", device="cpu", progress="none", spacing=(6.0, 6.0, 6.0),
+                  patch=(32, 32, 32), pretrain="volume_fusion", pretrain_steps=2)
+    first = run_demo(tmp_path, **kwargs)["pretraining"]
+    again = run_demo(tmp_path, **kwargs)["pretraining"]
+    assert again["reused"] and again["export"] == first["export"] and again["seconds"] == first["seconds"]
+    changed = run_demo(tmp_path, **{**kwargs, "pretrain_steps": 3})["pretraining"]
+    assert not changed["reused"] and changed["settings"]["steps"] == 3
+    summary = run_demo(tmp_path, **{**kwargs, "pretrain": "none"})
+    assert summary["pretraining"] is None
+    provenance = json.loads((tmp_path / "model" / "metadata.json").read_text())["provenance"]
+    assert provenance["init"] == "random"

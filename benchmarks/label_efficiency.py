@@ -33,22 +33,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List
 
-COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
-ITK_T1 = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz")
-
-
-def unlabelled_volumes(exclude_demo_subject: bool) -> List[str]:
-    """The real scans available offline (see the module docstring); missing ones are skipped."""
-    import nibabel
-    import nilearn
-
-    mni = Path(nilearn.__file__).parent / "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-    candidates = [COLIN, mni, ITK_T1, Path(nibabel.__file__).parent / "tests/data/anatomical.nii"]
-    if exclude_demo_subject:
-        candidates = candidates[1:]
-    return [str(p) for p in candidates if p.exists()]
-
-
 def _single_thread() -> None:
     import torch
 
@@ -181,7 +165,9 @@ def main(argv: List[str] | None = None) -> int:
     os.environ.setdefault("MEDSSL_HOME", str(out / "home"))
     params = vars(args)
     t0 = time.time()
-    images = unlabelled_volumes(args.exclude_demo_subject)
+    from medssl.demo.unlabelled import unlabelled_scans
+
+    images = unlabelled_scans(include_demo_subject=not args.exclude_demo_subject)
     print(f"pretraining on {len(images)} unlabelled volume(s): {', '.join(Path(i).name for i in images)}")
     pre = pretrain_or_reuse(args.methods, images, out, params)
     inits = [("scratch", args.backbone)] + [(p["method"], p["export"]) for p in pre]

@@ -1,8 +1,12 @@
 """The MedSSL demo: learn brain regions from one labelled hemisphere, segment the other.
 
-    python -m medssl.demo [--out demo_out] [--steps N] [--backbone ID]
+    python -m medssl.demo [--out demo_out] [--steps N] [--backbone ID] [--pretrain {mae3d,volume_fusion,none}]
+        [--pretrain-steps N]
 
-Colin27 T1 + AAL (Debian ``mricron-data``) are grouped into eight coarse regions. The network is fine-tuned
+Colin27 T1 + AAL (Debian ``mricron-data``) are grouped into eight coarse regions. The backbone is first
+pretrained (mae3d, 600 steps) on the unlabelled real scans found offline (`.unlabelled`: Colin27, MNI152,
+ITK T1, nibabel's anatomical image); `benchmarks/label_efficiency.py` measured that this start helps. A later
+run with the same settings reuses that export (``<out>/pretrain``). The network is then fine-tuned
 on the *left* hemisphere only (right-hemisphere voxels carry the ignore label, so the loss is masked by
 world x), then segments the whole head; Dice is reported per region on the *right* hemisphere, which it
 never saw labelled. Writes ``segmentation.seg.nrrd`` (names, colours, terminology), ``overlay.png`` and
@@ -29,7 +33,9 @@ from ..train.losses import dice_per_class
 from .brain_regions import coarse_regions, find_demo_data, hemisphere_only, read_aal_names, region_labels
 from .overlay import render_overlay
 
-DEFAULTS = {"steps": 300, "spacing": [3.0, 3.0, 3.0], "patch": [48, 48, 48], "backbone": "resenc:tiny", "lr": 1e-2}
+DEFAULTS = {"steps": 300, "spacing": [3.0, 3.0, 3.0], "patch": [48, 48, 48], "backbone": "resenc:tiny", "lr": 1e-2,
+            "pretrain": "mae3d", "pretrain_steps": 600}
+PRETRAIN_METHODS = ("mae3d", "volume_fusion", "none")  # the methods that pretrain a CNN with its decoder's grid
 # Mirror left-right only (axis 0 in RAS): it keeps the anterior/posterior and superior/inferior cues that tell
 # lobes apart, and shows the network left-hemisphere anatomy on the right side.
 AUGMENT = {"mirror_axes": [0]}
@@ -54,26 +60,55 @@ def hemisphere_dice(pred: sitk.Image, truth: sitk.Image, hemisphere: str) -> Dic
     return {spec.name: float(s) for spec, s in zip(region_labels()[1:], scores)}
 
 
+def pretrained_backbone(out: Path, method: str, steps: int, backbone: str, device: str, sink,
+                        spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"]) -> Dict:
+    """Pretrain ``backbone`` with ``method`` (its CPU preset) on the unlabelled scans; returns the record
+    (export folder, method, steps, scans, seconds, reused). An export with the same settings is reused."""
+    from ..train.pretrain import pretrain
+    from .unlabelled import unlabelled_scans
+
+    settings = {"method": method, "steps": steps, "backbone": backbone, "spacing": list(spacing),
+                "patch": list(patch), "scans": unlabelled_scans()}
+    record_file, folder = out / "pretrain_record.json", out / "pretrain"
+    if record_file.exists() and (folder / "export" / "metadata.json").exists():
+        record = json.loads(record_file.read_text())
+        if record["settings"] == settings:
+            return {**record, "reused": True}
+    t0 = time.time()
+    overrides = {"loop": {"steps": steps, "checkpoint_every": 100}, "patch_size": list(patch),
+                 "spacing": list(spacing), "seed": 0}
+    export = pretrain(method, settings["scans"], folder, backbone=backbone, preset=f"{method}_cpu",
+                      overrides=overrides, device=device, overwrite=True, sink=sink)
+    record = {"settings": settings, "export": str(export), "seconds": round(time.time() - t0, 1)}
+    write_text_atomic(record_file, json.dumps(record, indent=1))
+    return {**record, "reused": False}
+
+
 def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,
-             spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"], lr: float = DEFAULTS["lr"]) -> Dict:
+             spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"], lr: float = DEFAULTS["lr"],
+             pretrain: str = DEFAULTS["pretrain"], pretrain_steps: int = DEFAULTS["pretrain_steps"]) -> Dict:
     from ..inference.predictor import Predictor
     from ..train.finetune import finetune
 
     t0 = time.time()
     files = prepare_data(out)
     sink = make_sink(progress)
+    pre = None if pretrain == "none" else pretrained_backbone(out, pretrain, pretrain_steps, backbone, device,
+                                                              sink, spacing, patch)
     overrides = {"loop": {"steps": steps, "validate_every": 0, "checkpoint_every": 50, "lr": lr},
                  "spacing": list(spacing), "patch_size": list(patch), "augment": AUGMENT}
-    package = finetune([str(files["t1"])], [str(files["train_labels"])], out / "model", backbone=backbone,
-                       preset="quick", overrides=overrides, device=device, overwrite=True, sink=sink)
+    package = finetune([str(files["t1"])], [str(files["train_labels"])], out / "model",
+                       backbone=pre["export"] if pre else backbone, preset="quick", overrides=overrides,
+                       device=device, overwrite=True, sink=sink)
     t_train = time.time() - t0
     result = Predictor.from_package(package, device).predict([str(files["t1"])], sink=sink)
     sink.close()
     write_label_map(result.labels, region_labels(), out / "segmentation.seg.nrrd")
     truth = read_image(files["regions"], "region labels")
     right, left = hemisphere_dice(result.labels, truth, "right"), hemisphere_dice(result.labels, truth, "left")
-    summary = {"backbone": backbone, "steps": steps, "right_hemisphere_dice": right, "left_hemisphere_dice": left,
-               "mean_right_dice": float(np.mean(list(right.values()))), "mean_left_dice": float(np.mean(list(left.values()))),
+    summary = {"backbone": backbone, "steps": steps, "pretraining": pre, "right_hemisphere_dice": right,
+               "left_hemisphere_dice": left, "mean_right_dice": float(np.mean(list(right.values()))),
+               "mean_left_dice": float(np.mean(list(left.values()))),
                "train_seconds": round(t_train, 1), "total_seconds": round(time.time() - t0, 1)}
     title = f"right hemisphere (unseen) mean Dice {summary['mean_right_dice']:.2f}"
     render_overlay(read_image(files["t1"]), result.labels, region_labels(), out / "overlay.png", title, right)
@@ -82,6 +117,11 @@ def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,
 
 
 def print_summary(summary: Dict, out: Path) -> None:
+    pre = summary["pretraining"]
+    if pre:
+        how = "reused from an earlier run" if pre["reused"] else f"{pre['seconds']:.0f} s"
+        print(f"\npretrained with {pre['settings']['method']} for {pre['settings']['steps']} steps on "
+              f"{len(pre['settings']['scans'])} unlabelled scans ({how}): {pre['export']}")
     print(f"\n{'region':24s} {'Dice right (unseen)':>20s} {'Dice left (trained)':>20s}")
     for name, value in summary["right_hemisphere_dice"].items():
         print(f"{name:24s} {value:20.3f} {summary['left_hemisphere_dice'][name]:20.3f}")
@@ -96,11 +136,15 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="training steps")
     p.add_argument("--backbone", default=DEFAULTS["backbone"], help="backbone to start from")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate (AdamW)")
+    p.add_argument("--pretrain", choices=PRETRAIN_METHODS, default=DEFAULTS["pretrain"],
+                   help="self-supervised pretraining on the unlabelled scans first (default mae3d; none: random init)")
+    p.add_argument("--pretrain-steps", type=int, default=DEFAULTS["pretrain_steps"], help="pretraining steps")
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", choices=["bar", "json", "none"], default="bar")
     args = p.parse_args(argv)
     try:
-        summary = run_demo(Path(args.out), args.steps, args.backbone, args.device, args.progress, lr=args.lr)
+        summary = run_demo(Path(args.out), args.steps, args.backbone, args.device, args.progress, lr=args.lr,
+                           pretrain=args.pretrain, pretrain_steps=args.pretrain_steps)
     except MedSSLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
