@@ -7,7 +7,7 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
-from medssl.demo.__main__ import run_demo
+from medssl.demo.__main__ import is_architecture, run_demo
 from medssl.demo.brain_regions import REGIONS, coarse_lookup, hemisphere_only, read_aal_names, region_labels
 from medssl.io.labels import read_label_map
 
@@ -64,3 +64,9 @@ def test_demo_reuses_its_pretraining_and_can_skip_it(tmp_path):
     assert summary["pretraining"] is None
     provenance = json.loads((tmp_path / "model" / "metadata.json").read_text())["provenance"]
     assert provenance["init"] == "random"
+
+
+def test_demo_pretrains_architectures_only():
+    """Released or local weights (``--backbone ID|FILE``) bring their own start: no demo pretraining."""
+    assert is_architecture("resenc:tiny") and is_architecture("swin_unetr")
+    assert not is_architecture("openmind_resencl_mae") and not is_architecture("/data/voco_b.pt")

@@ -4,7 +4,7 @@
         [--finetune-steps 100 300] [--finetune-lr 0.01] [--seeds 0 1 2] [--backbone resenc:tiny] [--patch 48]
         [--spacing 3] [--jobs 2] [--exclude-demo-subject] [--reuse-pretraining] [--out /tmp/medssl_label_efficiency]
 
-The defaults take about 70 minutes on two CPU cores (pretraining ~15 min, fine-tuning ~55 min).
+The defaults take about 80 minutes on two CPU cores (pretraining ~19 min, fine-tuning ~61 min).
 
 1. Pretraining: every method runs `medssl.train.pretrain.pretrain` with its CPU preset on the unlabelled
    real volumes (Colin27 T1 from mricron-data, MNI152 2009a T1 from nilearn, the ITK KmeansTest T1 and

@@ -24,6 +24,7 @@ from typing import Dict
 import numpy as np
 import SimpleITK as sitk
 
+from ..cli.common import positive_int
 from ..errors import MedSSLError
 from ..events import make_sink
 from ..io.atomic import ensure_writable_dir, write_text_atomic
@@ -84,6 +85,13 @@ def pretrained_backbone(out: Path, method: str, steps: int, backbone: str, devic
     return {**record, "reused": False}
 
 
+def is_architecture(spec: str) -> bool:
+    """Whether ``--backbone`` names an architecture (``resenc:tiny``), not released or local weights."""
+    from ..models import BACKBONES
+
+    return spec.partition(":")[0] in BACKBONES
+
+
 def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,
              spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"], lr: float = DEFAULTS["lr"],
              pretrain: str = DEFAULTS["pretrain"], pretrain_steps: int = DEFAULTS["pretrain_steps"]) -> Dict:
@@ -93,6 +101,9 @@ def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,
     t0 = time.time()
     files = prepare_data(out)
     sink = make_sink(progress)
+    if pretrain != "none" and not is_architecture(backbone):
+        sink.emit("log", message=f"{backbone} brings its own weights: the demo's pretraining is skipped")
+        pretrain = "none"
     pre = None if pretrain == "none" else pretrained_backbone(out, pretrain, pretrain_steps, backbone, device,
                                                               sink, spacing, patch)
     overrides = {"loop": {"steps": steps, "validate_every": 0, "checkpoint_every": 50, "lr": lr},
@@ -133,12 +144,12 @@ def print_summary(summary: Dict, out: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m medssl.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="training steps")
+    p.add_argument("--steps", type=positive_int, default=DEFAULTS["steps"], help="fine-tuning steps")
     p.add_argument("--backbone", default=DEFAULTS["backbone"], help="backbone to start from")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate (AdamW)")
     p.add_argument("--pretrain", choices=PRETRAIN_METHODS, default=DEFAULTS["pretrain"],
                    help="self-supervised pretraining on the unlabelled scans first (default mae3d; none: random init)")
-    p.add_argument("--pretrain-steps", type=int, default=DEFAULTS["pretrain_steps"], help="pretraining steps")
+    p.add_argument("--pretrain-steps", type=positive_int, default=DEFAULTS["pretrain_steps"], help="pretraining steps")
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", choices=["bar", "json", "none"], default="bar")
     args = p.parse_args(argv)
