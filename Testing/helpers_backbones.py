@@ -161,7 +161,7 @@ def timed_load(spec: str, entry_id: str, catalog_id: Optional[str] = None, in_ch
     from medssl.models import build_network
 
     t0 = time.perf_counter()
-    source = resolve_pretrained(spec, catalog_id=catalog_id)
+    source = resolve_pretrained(spec, catalog_id=catalog_id, accept_licence=True)
     t1 = time.perf_counter()
     net = build_network(source.arch, in_channels, num_classes or catalog.get_entry(entry_id).native_num_classes or 2)
     t2 = time.perf_counter()

@@ -113,10 +113,32 @@ def test_a_file_carries_the_licence_of_the_entry_it_is_read_like(tmp_path, capsy
             path = write_fingerprint_fake(fingerprint("3dino_vit_large"), tmp_path / "v.pth", constant=True)
         else:
             path = _tiny_vit_file(tmp_path / "tiny_vit.pth")
-        source = resolve_pretrained(str(path), catalog_id=catalog_id)
+        with pytest.raises(InputError, match=f"{path.name} is read like 3dino_vit_l, licensed CC BY-NC-ND.*"
+                                             "run again with --accept-licence"):
+            resolve_pretrained(str(path), catalog_id=catalog_id)
+        source = resolve_pretrained(str(path), catalog_id=catalog_id, accept_licence=True)
         assert source.licence.startswith(dino.licence) and "NC-ND" in source.licence
         err = capsys.readouterr().err
         assert "note:" in err and "3dino_vit_l" in err and dino.licence_url in err
+
+
+def test_finetune_from_a_3dino_like_file_needs_the_licence_accepted(tmp_path, kmeans_t1, kmeans_labels):
+    """``medssl finetune --backbone FILE`` read like 3DINO: one line without ``--accept-licence`` (nothing
+    written); with it, the package records the licence."""
+    import json
+
+    from medssl_test_utils import NO_GPU, run_cli
+
+    argv = ["finetune", "--images", str(kmeans_t1), "--labels", str(kmeans_labels), "--out", str(tmp_path / "m"),
+            "--backbone", str(_tiny_vit_file(tmp_path / "tiny_vit.pth")), "--steps", "2", "--patch-size", "32", "32", "32",
+            "--progress", "none"]
+    refused = run_cli(*argv, env=NO_GPU)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and not (tmp_path / "m").exists()
+    assert "tiny_vit.pth is read like 3dino_vit_l" in refused.stderr and "--accept-licence" in refused.stderr
+    accepted = run_cli(*argv, "--accept-licence", env=NO_GPU)
+    assert accepted.returncode == 0, accepted.stderr
+    meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert "CC BY-NC-ND" in json.dumps(meta) and meta["provenance"]["read_like"] == "3dino_vit_l"
 
 
 def test_licence_gated_weights_offline_name_the_import_command(tmp_path, capsys, monkeypatch):

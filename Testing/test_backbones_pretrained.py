@@ -51,7 +51,7 @@ def test_every_fingerprint_has_a_catalog_entry():
 
 def load_fake(path, entry_id, in_channels=1, num_classes=None):
     entry = catalog.get_entry(entry_id)
-    source = resolve_pretrained(str(path), catalog_id=entry_id)
+    source = resolve_pretrained(str(path), catalog_id=entry_id, accept_licence=True)
     net = build_network(source.arch, in_channels, num_classes or entry.native_num_classes or 2)
     start = time.perf_counter()
     report = source.init_weights(net)
@@ -255,7 +255,7 @@ def test_vit_blocks_load_chunked_or_plain(tmp_path):
     torch.save({"teacher": {**chunked, **head}, "epoch": 3}, tmp_path / "chunked.pth")
     torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "plain.pth")
     for file in ("chunked.pth", "plain.pth"):
-        source = resolve_pretrained(str(tmp_path / file), catalog_id="vit3d")
+        source = resolve_pretrained(str(tmp_path / file), catalog_id="vit3d", accept_licence=True)
         assert source.arch.backbone_kwargs["depth"] == 4 and source.arch.backbone_kwargs["img_size"] == 32
         net = build_network(source.arch, 1, 2)
         report = source.init_weights(net)

@@ -32,6 +32,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--label-names", metavar="JSON", help='names of label values, e.g. {"1": "liver"}')
     p.add_argument("--channel-names", nargs="+", metavar="NAME", help="names of the input channels")
     p.add_argument("--freeze-backbone", action="store_true", help="train the decoder only")
+    p.add_argument("--accept-licence", action="store_true",
+                   help="accept the licence of a --backbone FILE read like gated weights (3DINO: CC BY-NC-ND)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing package or run in --out")
     add_device(p)
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         out = finetune(args.images, args.labels, args.out, backbone=args.backbone, preset=args.preset,
                        config_yaml=args.config, overrides=overrides(args), val_images=args.val_images,
                        val_labels=args.val_labels, device=args.device, resume=args.resume, overwrite=args.overwrite,
-                       label_names=read_label_names(args.label_names), channel_names=args.channel_names, sink=sink)
+                       label_names=read_label_names(args.label_names), channel_names=args.channel_names, sink=sink,
+                       accept_licence=args.accept_licence)
     finally:
         sink.close()
     if args.progress != "json":

@@ -53,8 +53,9 @@ class BackboneSource:
     provenance: Dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_backbone(spec: str, decoder: Optional[str] = None) -> BackboneSource:
-    """See the module docstring; raises `InputError` naming the accepted forms."""
+def resolve_backbone(spec: str, decoder: Optional[str] = None, accept_licence: bool = False) -> BackboneSource:
+    """See the module docstring; raises `InputError` naming the accepted forms. ``accept_licence`` accepts the
+    licence of a checkpoint file read like a catalog entry whose licence must be accepted (3DINO)."""
     from ..models import BACKBONES, resolve_arch
     from .ssl_export import is_ssl_export, resolve_ssl_export
 
@@ -75,7 +76,7 @@ def resolve_backbone(spec: str, decoder: Optional[str] = None) -> BackboneSource
         return _from_package(path)
     from .pretrained import resolve_pretrained
 
-    return resolve_pretrained(spec, decoder=decoder)
+    return resolve_pretrained(spec, decoder=decoder, accept_licence=accept_licence)
 
 
 def _from_package(path: Path) -> BackboneSource:
@@ -112,7 +113,7 @@ def copy_matching(state: Dict[str, torch.Tensor], net: torch.nn.Module) -> LoadR
 
 
 def create_backbone(id_or_arch: str, checkpoint: Optional[str] = None, in_channels: int = 1,
-                    num_classes: int = 2) -> torch.nn.Module:
+                    num_classes: int = 2, accept_licence: bool = False) -> torch.nn.Module:
     """The encoder of a backbone, with pretrained weights when ``id_or_arch`` (or ``checkpoint``) has them.
 
     ``create_backbone("resenc:tiny")`` gives a random encoder; ``create_backbone("openmind_resencl_mae")``
@@ -120,14 +121,17 @@ def create_backbone(id_or_arch: str, checkpoint: Optional[str] = None, in_channe
     """
     from ..models import build_network
 
-    source = resolve_backbone(id_or_arch) if checkpoint is None else _with_checkpoint(id_or_arch, checkpoint)
+    if checkpoint is None:
+        source = resolve_backbone(id_or_arch, accept_licence=accept_licence)
+    else:
+        source = _with_checkpoint(id_or_arch, checkpoint, accept_licence)
     net = build_network(source.arch, in_channels, num_classes)
     if source.init_weights is not None:
         source.init_weights(net)
     return net.encoder
 
 
-def _with_checkpoint(id_or_arch: str, checkpoint: str) -> BackboneSource:
+def _with_checkpoint(id_or_arch: str, checkpoint: str, accept_licence: bool) -> BackboneSource:
     from .pretrained import resolve_pretrained
 
-    return resolve_pretrained(checkpoint, catalog_id=id_or_arch)
+    return resolve_pretrained(checkpoint, catalog_id=id_or_arch, accept_licence=accept_licence)

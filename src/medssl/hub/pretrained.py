@@ -248,15 +248,17 @@ def _prepare(spec: str, decoder: Optional[str], catalog_id: Optional[str]):
     return entry, path, named, arch, plan_defaults(entry, ckpt)
 
 
-def resolve_pretrained(spec: str, decoder: Optional[str] = None, catalog_id: Optional[str] = None) -> BackboneSource:
+def resolve_pretrained(spec: str, decoder: Optional[str] = None, catalog_id: Optional[str] = None,
+                       accept_licence: bool = False) -> BackboneSource:
     """``--backbone ID|FILE`` (with ``catalog_id``: read FILE as that entry, or as that architecture family).
 
-    A FILE carries the licence of the entry it is read like (see `file_licence`).
+    A FILE carries the licence of the entry it is read like (see `file_licence`; ``accept_licence`` accepts
+    one that must be accepted).
     """
     entry, path, named, arch, defaults = _prepare(spec, decoder, catalog_id)
     policy, name = Policy(entry, arch.decoder != entry.arch["decoder"]), entry.id if named else str(path)
     from_cache = named and catalog_id is None  # `entry_and_file` took the cached file of the id
-    licence = entry.licence if from_cache else file_licence(entry, path)
+    licence = entry.licence if from_cache else file_licence(entry, path, accept_licence)
     prov = {"backbone": spec, "init": "pretrained", "checkpoint": str(path), "family": entry.family,
             "catalog_id": entry.id if named else None, "read_like": entry.id, "citation": entry.citation,
             "licence": licence}
@@ -264,18 +266,22 @@ def resolve_pretrained(spec: str, decoder: Optional[str] = None, catalog_id: Opt
                           licence=licence, provenance=prov)
 
 
-def file_licence(entry: catalog.CatalogEntry, path: Path) -> str:
+def file_licence(entry: catalog.CatalogEntry, path: Path, accepted: bool = False) -> str:
     """The licence a checkpoint file given by path carries: that of the entry it is read like.
 
     A cached file was accepted when it was downloaded or imported (``--accept-licence``); a file given by path
-    was not, so when the entry's licence must be accepted (3DINO: CC BY-NC-ND, gated) it is shown on stderr,
-    as ``medssl weights download`` shows it, and recorded in the fine-tuned package's metadata.
+    was not, so when the entry's licence must be accepted (3DINO: CC BY-NC-ND, gated) `InputError` asks for
+    ``--accept-licence`` unless ``accepted``, as ``medssl weights download`` does; the accepted licence is shown
+    on stderr and recorded in the fine-tuned package's metadata.
     """
     licence = f"{entry.licence}; licence of {entry.id}, which {path.name} was read like"
+    where = f"{entry.licence} ({entry.get('licence_url', entry.source_text)})"
+    if entry.licence_requires_acceptance and not accepted:
+        raise InputError(f"{path.name} is read like {entry.id}, licensed {where}; read it, then run again with "
+                         f"--accept-licence to accept it")
     if entry.licence_requires_acceptance:
-        print(f"note: {path} is read like {entry.id}, licensed {entry.licence} "
-              f"({entry.get('licence_url', entry.source_text)}); using it accepts that licence, and models "
-              f"fine-tuned from it carry it", file=sys.stderr)
+        print(f"note: {path} is read like {entry.id}, licensed {where}; accepted with --accept-licence; "
+              f"models fine-tuned from it carry that licence", file=sys.stderr)
     return licence
 
 

@@ -71,8 +71,10 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
              preset: Optional[str] = "quick", config_yaml: Optional[str] = None, overrides: Optional[Dict] = None,
              val_images: Sequence[str] = (), val_labels: Sequence[str] = (), device: str = "auto",
              resume: bool = False, overwrite: bool = False, label_names: Optional[Dict[int, str]] = None,
-             channel_names: Optional[Sequence[str]] = None, sink: Optional[EventSink] = None) -> Path:
-    """Train and write the package ``out``; returns its path. See the module docstring."""
+             channel_names: Optional[Sequence[str]] = None, sink: Optional[EventSink] = None,
+             accept_licence: bool = False) -> Path:
+    """Train and write the package ``out``; returns its path. See the module docstring. ``accept_licence``:
+    see `resolve_backbone`."""
     sink = sink or NullSink()
     paths = RunPaths(Path(out))
     cfg = load_config(FinetuneConfig, "finetune", preset, config_yaml, overrides)
@@ -80,7 +82,7 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     dev = resolve_device(device)
     train_files = collect_cases(images, labels)
     val_files = collect_cases(val_images, val_labels) if val_images else []
-    source = resolve_backbone(backbone)
+    source = resolve_backbone(backbone, accept_licence=accept_licence)
     plan, train, val = _prepare_data(paths, train_files, val_files, source, cfg, resume, label_names, channel_names, sink)
     sink.emit("log", message=f"backbone {source.name}: {source.arch.backbone} + {source.arch.decoder} decoder; "
                              f"{len(train)} training and {len(val)} validation case(s); labels: "
