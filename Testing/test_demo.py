@@ -7,7 +7,8 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
-from medssl.demo.__main__ import is_architecture, run_demo
+from medssl.demo.__main__ import run_demo
+from medssl.hub.backbone_source import is_architecture
 from medssl.demo.brain_regions import REGIONS, coarse_lookup, hemisphere_only, read_aal_names, region_labels
 from medssl.io.labels import read_label_map
 

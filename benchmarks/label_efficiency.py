@@ -40,18 +40,17 @@ def _single_thread() -> None:
 
 
 def pretrain_job(method: str, images: List[str], out: str, args: Dict) -> Dict:
-    """One pretraining run; returns its wall time, loss, steps and loader-wait fraction."""
+    """One pretraining run through the demo's `pretrained_backbone` (the recipe the demo starts from; with
+    ``--reuse-pretraining`` an export of the same settings in ``out`` is kept); returns its wall time, loss,
+    steps and loader-wait fraction."""
     _single_thread()
-    from medssl.train.pretrain import pretrain
+    from medssl.demo.__main__ import pretrained_backbone
 
-    t0 = time.time()
-    overrides = {"loop": {"steps": args["pretrain_steps"], "num_workers": 1, "checkpoint_every": 10**6},
-                 "patch_size": [args["patch"]] * 3, "spacing": args["spacing"], "seed": 0,
-                 "cache_dir": str(Path(out).parent / "cache")}
-    export = pretrain(method, images, out, backbone=args["backbone"], preset=f"{method}_cpu", overrides=overrides,
-                      device="cpu", overwrite=True)
-    meta = json.loads((export / "metadata.json").read_text())
-    return {"method": method, "export": str(export), "seconds": round(time.time() - t0, 1), "steps": meta["steps"],
+    record = pretrained_backbone(Path(out), method, args["pretrain_steps"], args["backbone"], "cpu", None,
+                                 [args["spacing"]] * 3, [args["patch"]] * 3, scans=images,
+                                 reuse=args["reuse_pretraining"])
+    meta = json.loads((Path(record["export"]) / "metadata.json").read_text())
+    return {"method": method, "export": record["export"], "seconds": record["seconds"], "steps": meta["steps"],
             "data_wait_fraction": meta["data_wait_fraction"], "final_loss": meta["final_losses"].get("loss")}
 
 
@@ -127,22 +126,6 @@ def report(pre: List[Dict], fine: List[Dict], seeds: List[int], budgets: List[in
     return summary
 
 
-def pretrain_or_reuse(methods: List[str], images: List[str], out: Path, params: Dict) -> List[Dict]:
-    """Run the pretraining jobs; with ``--reuse-pretraining`` a finished export of an earlier run is kept."""
-    reused, calls = [], []
-    for m in methods:
-        record = out / f"pretrain_{m}" / "benchmark_record.json"
-        if params["reuse_pretraining"] and record.exists():
-            reused.append(json.loads(record.read_text()))
-        else:
-            calls.append((pretrain_job, m, images, str(out / f"pretrain_{m}"), params))
-    fresh = run_all(params["jobs"], calls)
-    for r in fresh:
-        (Path(r["export"]).parent / "benchmark_record.json").write_text(json.dumps(r))
-    by_method = {r["method"]: r for r in reused + fresh}
-    return [by_method[m] for m in methods]
-
-
 def main(argv: List[str] | None = None) -> int:
     from medssl.demo.__main__ import DEFAULTS as DEMO
 
@@ -169,7 +152,7 @@ def main(argv: List[str] | None = None) -> int:
 
     images = unlabelled_scans(include_demo_subject=not args.exclude_demo_subject)
     print(f"pretraining on {len(images)} unlabelled volume(s): {', '.join(Path(i).name for i in images)}")
-    pre = pretrain_or_reuse(args.methods, images, out, params)
+    pre = run_all(args.jobs, [(pretrain_job, m, images, str(out / f"pretrain_{m}"), params) for m in args.methods])
     inits = [("scratch", args.backbone)] + [(p["method"], p["export"]) for p in pre]
     calls = [(finetune_job, name, backbone, s, n, str(out / f"ft_{name}_{n}_{s}"), params)
              for n in sorted(args.finetune_steps, reverse=True) for name, backbone in inits for s in args.seeds]

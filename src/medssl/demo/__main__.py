@@ -19,7 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -27,6 +27,7 @@ import SimpleITK as sitk
 from ..cli.common import positive_int
 from ..errors import MedSSLError
 from ..events import make_sink
+from ..hub.backbone_source import is_architecture
 from ..io.atomic import ensure_writable_dir, write_text_atomic
 from ..io.labels import write_label_map
 from ..io.volume_io import read_image
@@ -62,16 +63,18 @@ def hemisphere_dice(pred: sitk.Image, truth: sitk.Image, hemisphere: str) -> Dic
 
 
 def pretrained_backbone(out: Path, method: str, steps: int, backbone: str, device: str, sink,
-                        spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"]) -> Dict:
-    """Pretrain ``backbone`` with ``method`` (its CPU preset) on the unlabelled scans; returns the record
-    (export folder, method, steps, scans, seconds, reused). An export with the same settings is reused."""
+                        spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"], scans: Optional[List[str]] = None,
+                        reuse: bool = True) -> Dict:
+    """Pretrain ``backbone`` with ``method`` (its CPU preset) on ``scans`` (default: the unlabelled scans);
+    returns the record (export folder, settings, seconds, reused). With ``reuse``, an export of the same
+    settings in ``out`` is kept. `benchmarks/label_efficiency.py` pretrains through this function too."""
     from ..train.pretrain import pretrain
     from .unlabelled import unlabelled_scans
 
     settings = {"method": method, "steps": steps, "backbone": backbone, "spacing": list(spacing),
-                "patch": list(patch), "scans": unlabelled_scans()}
+                "patch": list(patch), "scans": scans if scans is not None else unlabelled_scans()}
     record_file, folder = out / "pretrain_record.json", out / "pretrain"
-    if record_file.exists() and (folder / "export" / "metadata.json").exists():
+    if reuse and record_file.exists() and (folder / "export" / "metadata.json").exists():
         record = json.loads(record_file.read_text())
         if record["settings"] == settings:
             return {**record, "reused": True}
@@ -83,13 +86,6 @@ def pretrained_backbone(out: Path, method: str, steps: int, backbone: str, devic
     record = {"settings": settings, "export": str(export), "seconds": round(time.time() - t0, 1)}
     write_text_atomic(record_file, json.dumps(record, indent=1))
     return {**record, "reused": False}
-
-
-def is_architecture(spec: str) -> bool:
-    """Whether ``--backbone`` names an architecture (``resenc:tiny``), not released or local weights."""
-    from ..models import BACKBONES
-
-    return spec.partition(":")[0] in BACKBONES
 
 
 def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,

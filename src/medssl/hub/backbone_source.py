@@ -53,16 +53,23 @@ class BackboneSource:
     provenance: Dict[str, Any] = field(default_factory=dict)
 
 
+def is_architecture(spec: str) -> bool:
+    """Whether ``spec`` names a registered architecture (``resenc``, ``resenc:tiny``), not weights."""
+    from ..models import BACKBONES
+
+    return spec.partition(":")[0] in BACKBONES
+
+
 def resolve_backbone(spec: str, decoder: Optional[str] = None, accept_licence: bool = False) -> BackboneSource:
     """See the module docstring; raises `InputError` naming the accepted forms. ``accept_licence`` accepts the
     licence of a checkpoint file read like a catalog entry whose licence must be accepted (3DINO)."""
-    from ..models import BACKBONES, resolve_arch
+    from ..models import resolve_arch
     from .ssl_export import is_ssl_export, resolve_ssl_export
 
     if is_ssl_export(spec):  # RUN/export/backbone.safetensors, RUN/export or RUN of 'medssl pretrain'
         return resolve_ssl_export(spec)
-    name, _, preset = spec.partition(":")
-    if name in BACKBONES:
+    if is_architecture(spec):
+        name, _, preset = spec.partition(":")
         kwargs = {"preset": preset} if preset else {}
         arch = resolve_arch(name, decoder or DEFAULT_DECODER.get(name, "unet"), kwargs)
         return BackboneSource(spec, arch, provenance={"backbone": spec, "init": "random"})

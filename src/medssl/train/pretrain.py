@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from ..cli.common import OOM_ADVICE
 from ..errors import InputError
 from ..events import EventSink, NullSink
 from ..hub.ssl_export import save_export
@@ -209,7 +210,7 @@ def check_memory(net: torch.nn.Module, ssl: SSLMethod, plan: Plan, cfg: Pretrain
     several crops per volume need somewhat more; the estimate is a lower bound for them."""
     amp = dev.type == "cuda" and cfg.loop.amp != "off"
     est = check_training_fits(net, plan.num_channels, plan.patch_size, cfg.batch_size, dev, amp, optimised=ssl,
-                              advice="use --batch-size 1 or a smaller patch_size in --config")
+                              advice=OOM_ADVICE["pretrain"])
     sink.emit("log", message=f"estimated training memory {est.total_gb:.2f} GB on {dev}")
 
 
