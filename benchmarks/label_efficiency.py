@@ -55,13 +55,13 @@ def pretrain_job(method: str, images: List[str], out: str, args: Dict) -> Dict:
 
 
 def finetune_job(init: str, backbone: str, seed: int, steps: int, out: str, args: Dict) -> Dict:
-    """Fine-tune the demo task (its recipe: `medssl.demo.__main__.AUGMENT`, lr) from ``backbone`` for
+    """Fine-tune the demo task (its recipe: `medssl.demo.__main__.finetune_overrides`) from ``backbone`` for
     ``steps`` with ``seed``; returns the right- and left-hemisphere mean Dice (%)."""
     _single_thread()
     import numpy as np
     import torch
 
-    from medssl.demo.__main__ import AUGMENT, hemisphere_dice, prepare_data
+    from medssl.demo.__main__ import finetune_overrides, hemisphere_dice, prepare_data
     from medssl.inference.predictor import Predictor
     from medssl.io.volume_io import read_image
     from medssl.train.finetune import finetune
@@ -69,9 +69,9 @@ def finetune_job(init: str, backbone: str, seed: int, steps: int, out: str, args
     torch.manual_seed(seed)
     t0 = time.time()
     files = prepare_data(Path(out).parent / "demo_data")
-    loop = {"steps": steps, "validate_every": 0, "checkpoint_every": 10**6, "seed": seed, "lr": args["finetune_lr"]}
-    overrides = {"loop": loop, "seed": seed, "spacing": [args["spacing"]] * 3, "patch_size": [args["patch"]] * 3,
-                 "augment": AUGMENT}
+    overrides = finetune_overrides(steps, args["finetune_lr"], [args["spacing"]] * 3, [args["patch"]] * 3)
+    overrides["loop"].update(checkpoint_every=10**6, seed=seed)
+    overrides["seed"] = seed
     package = finetune([str(files["t1"])], [str(files["train_labels"])], out, backbone=backbone, preset="quick",
                        overrides=overrides, device="cpu", overwrite=True)
     pred = Predictor.from_package(package, "cpu").predict([str(files["t1"])])

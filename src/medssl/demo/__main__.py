@@ -62,6 +62,12 @@ def hemisphere_dice(pred: sitk.Image, truth: sitk.Image, hemisphere: str) -> Dic
     return {spec.name: float(s) for spec, s in zip(region_labels()[1:], scores)}
 
 
+def finetune_overrides(steps: int, lr: float, spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"]) -> Dict:
+    """The demo's fine-tuning recipe on top of the ``quick`` preset (also used by `benchmarks/label_efficiency.py`)."""
+    return {"loop": {"steps": steps, "validate_every": 0, "checkpoint_every": 50, "lr": lr},
+            "spacing": list(spacing), "patch_size": list(patch), "augment": AUGMENT}
+
+
 def pretrained_backbone(out: Path, method: str, steps: int, backbone: str, device: str, sink,
                         spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"], scans: Optional[List[str]] = None,
                         reuse: bool = True) -> Dict:
@@ -102,10 +108,9 @@ def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,
         pretrain = "none"
     pre = None if pretrain == "none" else pretrained_backbone(out, pretrain, pretrain_steps, backbone, device,
                                                               sink, spacing, patch)
-    overrides = {"loop": {"steps": steps, "validate_every": 0, "checkpoint_every": 50, "lr": lr},
-                 "spacing": list(spacing), "patch_size": list(patch), "augment": AUGMENT}
     package = finetune([str(files["t1"])], [str(files["train_labels"])], out / "model",
-                       backbone=pre["export"] if pre else backbone, preset="quick", overrides=overrides,
+                       backbone=pre["export"] if pre else backbone, preset="quick",
+                       overrides=finetune_overrides(steps, lr, spacing, patch),
                        device=device, overwrite=True, sink=sink)
     t_train = time.time() - t0
     result = Predictor.from_package(package, device).predict([str(files["t1"])], sink=sink)
