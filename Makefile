@@ -39,6 +39,9 @@ install-dev: install $(VENV)/.medssl-dev-installed
 
 $(VENV)/.medssl-dev-installed: pyproject.toml constraints.txt
 	$(PIPC) -e ".[dev]"
+	# upstream reference implementations for the equivalence tests (Testing/upstream.py): MONAI 1.3.0, the version
+	# VoCo trained with, beside (not over) the project's MONAI; imported only by the tests' child processes
+	$(PIP) install -q --no-deps --upgrade --target $(VENV)/reference/monai-1.3.0 "monai==1.3.0"
 	touch $@
 
 # Real scans for the demo and the tests: Debian packages mricron-data (Colin27 + AAL) and

@@ -1,17 +1,15 @@
 """Helpers for the backbone and weight tests: random-valued fakes of the released checkpoints.
 
-The fakes are written by ``shared/fingerprints/make_fake_checkpoint.py`` (imported, not run as a process) with
-exactly the nesting, key order, shapes, dtypes and shared storages of the real files. Each fake is written
+The fakes are written by ``fake_checkpoints.py`` (the project's own writer) from the recorded structures in
+``Testing/data/fingerprints`` with exactly the nesting, key order, shapes, dtypes and shared storages of the real files. Each fake is written
 once per test session (a process-wide cache in one temporary folder, removed at exit), whichever test file
 asks first; the 3.4 GB VoCo-H fake is written by its only user into its own ``tmp_path``. Ids without a
 fingerprint of their own (VoComni-L/H) get one built from the recorded ones (`vocomni_fingerprint`), and
-very large fakes can be written with one value per tensor (`constant_tensors`: a few bytes each).
+very large fakes can be written with one value per large tensor (``constant=True``: a few bytes each).
 """
 from __future__ import annotations
 
 import atexit
-import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -20,8 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+import fake_checkpoints
+from fake_checkpoints import structure as fingerprint
+from fake_checkpoints import structure_names as fingerprint_names
+
 REPO = Path(__file__).resolve().parent.parent
-FINGERPRINTS = REPO.parent / "shared" / "fingerprints"
 
 # fingerprint -> catalog id of the released file it describes
 FINGERPRINT_IDS: Dict[str, str] = {
@@ -38,34 +39,10 @@ _CACHE: Dict[Tuple, Path] = {}
 _DIR: Optional[Path] = None
 
 
-def maker():
-    """The ``make_fake_checkpoint`` module from the shared fingerprints folder."""
-    spec = importlib.util.spec_from_file_location("make_fake_checkpoint", FINGERPRINTS / "make_fake_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def fingerprint(name: str) -> dict:
-    return json.loads((FINGERPRINTS / f"{name}.json").read_text())
-
-
-def fingerprint_names() -> list:
-    return sorted(p.stem for p in FINGERPRINTS.glob("*.json"))
-
-
 def write_fake(name: str, out: Path, seed: int = 0, with_optional: bool = False, device_tag: Optional[str] = None,
                edit=None) -> Path:
     """Write a fake of fingerprint ``name`` to ``out``; ``edit(checkpoint)`` may change it before saving."""
-    import torch
-
-    mk = maker()
-    ckpt = mk.build_checkpoint(fingerprint(name), seed, with_optional)
-    if edit is not None:
-        edit(ckpt)
-    with mk.device_tag(device_tag):
-        torch.save(ckpt, str(out))
-    return out
+    return fake_checkpoints.write(fingerprint(name), out, seed, with_optional, device_tag=device_tag, edit=edit)
 
 
 def vocomni_fingerprint(size: str) -> dict:
@@ -92,37 +69,8 @@ def vocomni_fingerprint(size: str) -> dict:
 
 def write_fingerprint_fake(fp: dict, out: Path, seed: int = 0, constant: bool = False,
                            with_optional: bool = False) -> Path:
-    """Write a fake of the fingerprint dict ``fp``; ``constant``: the cheap kind (see `constant_tensors`)."""
-    import torch
-
-    mk = maker()
-    if constant:
-        mk.make_tensor = constant_tensors(mk)
-    torch.save(mk.build_checkpoint(fp, seed, with_optional), str(out))
-    return out
-
-
-def constant_tensors(mk):
-    """``mk.make_tensor`` but large floating tensors hold one value each, distinct per tensor, broadcast over
-    the shape (stride 0): the file keeps every key, shape, dtype, alias and nesting but costs a few bytes per
-    tensor, so a 4.6 GB VoComni-H or 1.4 GB 3DINO fake is written in a second. Loading it into a network and
-    comparing values still shows that every tensor reached its own key. Integer, small and specially
-    initialised tensors (Swin relative-position indices, norm statistics) are made as usual."""
-    import itertools
-    import math
-
-    import torch
-
-    make_tensor, counter = mk.make_tensor, itertools.count(1)
-
-    def make(spec: dict, gen):
-        shape = [int(n) for n in spec["shape"]]
-        dtype = mk.DTYPES[spec.get("dtype", "float32")]
-        if not dtype.is_floating_point or math.prod(shape) <= 4096 or spec.get("init") not in (None, "normal"):
-            return make_tensor(spec, gen)
-        return torch.full([1] * len(shape), next(counter) / 1024, dtype=dtype).expand(*shape)
-
-    return make
+    """Write a fake of the fingerprint dict ``fp``; ``constant``: one value per large tensor (a few bytes each)."""
+    return fake_checkpoints.write(fp, out, seed, with_optional, constant=constant)
 
 
 def fake_checkpoint(name: str, seed: int = 0, with_optional: bool = False, device_tag: Optional[str] = None) -> Path:

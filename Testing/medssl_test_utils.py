@@ -21,7 +21,6 @@ import SimpleITK as sitk
 ITK_DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
 MRICRON = Path("/usr/share/mricron/templates")
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
 
 
 def require(path: Path) -> Path:

@@ -116,11 +116,11 @@ def test_misfm_networks_keep_the_thick_slice_axis_last():
 
 
 def test_pctnet_window_index_uses_misfm_strides():
-    from helpers_backbones import maker
+    from fake_checkpoints import swin_relative_position_index
 
     from medssl.models.layers.pct_swin import pct_relative_position_index
 
-    ref = maker().relative_position_index_3d([6, 6, 6], [17, 11, 1])
+    ref = swin_relative_position_index([6, 6, 6], [17, 11, 1])
     assert torch.equal(pct_relative_position_index(6), ref) and int(ref.max()) == 290
 
 

@@ -8,6 +8,11 @@ are MONAI's, so VoCo / VoComni checkpoints map onto ``encoder.<key>`` / ``decode
 Features for ``x: (B, C, I, J, K)`` with feature size F (MONAI ``SwinUNETR.forward``):
 ``[enc0 (F, /1), enc1 (F, /2), enc2 (2F, /4), enc3 (4F, /8), hidden3 (8F, /16), dec4 (16F, /32)]``.
 Every side must be a multiple of 32. Presets (VoCo): ``B`` F=48, ``L`` F=96, ``H`` F=192; ``test`` F=12.
+
+``patch_merging`` picks the downsampling layout: ``"monai-1.5"`` (MONAI >= 1.5: each 2x2x2 sub-voxel once, the
+default for new networks) or ``"monai-1.3"`` (the layout VoCo / VoComni were trained with, see
+`..layers.swin_merging`); the weights' catalog entry sets it, so the same file computes the same features on any
+installed MONAI.
 """
 from __future__ import annotations
 
@@ -22,29 +27,34 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "test": {"feature_size": 12}, "B": {"feature_size": 48}, "L": {"feature_size": 96}, "H": {"feature_size": 192},
 }
 DEFAULTS: Dict[str, Any] = {"depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24], "window_size": 7,
-                            "drop_path_rate": 0.0, "use_checkpoint": False}
+                            "drop_path_rate": 0.0, "use_checkpoint": False, "patch_merging": "monai-1.5"}
+PATCH_MERGING = ("monai-1.5", "monai-1.3")
 DECODER_PARTS = ("decoder5", "decoder4", "decoder3", "decoder2", "decoder1")
 
 
 def monai_swin_unetr(in_channels: int, feature_size: int, depths, num_heads, window_size: int,
-                     drop_path_rate: float = 0.0, use_checkpoint: bool = False) -> nn.Module:
+                     drop_path_rate: float = 0.0, use_checkpoint: bool = False,
+                     patch_merging: str = "monai-1.5") -> nn.Module:
     """MONAI ``SwinUNETR(use_v2=True)`` with VoCo's settings (1 output channel; ``out`` is replaced later)."""
     from monai.networks.nets import SwinUNETR
 
+    from ..layers.swin_merging import PatchMergingMonai13
+
+    downsample = PatchMergingMonai13 if patch_merging == "monai-1.3" else "merging"
     return SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size, depths=tuple(depths),
                      num_heads=tuple(num_heads), window_size=window_size, dropout_path_rate=drop_path_rate,
-                     use_checkpoint=use_checkpoint, use_v2=True)
+                     use_checkpoint=use_checkpoint, use_v2=True, downsample=downsample)
 
 
 class SwinUNETREncoder(nn.Module):
     """The pretrained half of SwinUNETR v2; see the module docstring for the features it returns."""
 
     def __init__(self, in_channels: int, feature_size: int, depths, num_heads, window_size: int = 7,
-                 drop_path_rate: float = 0.0, use_checkpoint: bool = False) -> None:
+                 drop_path_rate: float = 0.0, use_checkpoint: bool = False, patch_merging: str = "monai-1.5") -> None:
         super().__init__()
         self.config = {"in_channels": in_channels, "feature_size": feature_size, "depths": list(depths),
                        "num_heads": list(num_heads), "window_size": window_size, "drop_path_rate": drop_path_rate,
-                       "use_checkpoint": use_checkpoint}
+                       "use_checkpoint": use_checkpoint, "patch_merging": patch_merging}
         net = monai_swin_unetr(**self.config)
         for name in ("swinViT", "encoder1", "encoder2", "encoder3", "encoder4", "encoder10"):
             setattr(self, name, getattr(net, name))
@@ -79,6 +89,8 @@ def resolve_kwargs(preset: str | None = None, **kwargs: Any) -> Dict[str, Any]:
         raise InputError(f"unknown swin_unetr preset {preset!r}.{did_you_mean(preset, PRESETS)} "
                          f"Known: {', '.join(PRESETS)}.")
     out: Dict[str, Any] = {**DEFAULTS, **PRESETS[preset or "B"], **kwargs}
+    if out["patch_merging"] not in PATCH_MERGING:
+        raise InputError(f"unknown swin_unetr patch_merging {out['patch_merging']!r}. Known: {', '.join(PATCH_MERGING)}.")
     out["depths"], out["num_heads"] = [int(d) for d in out["depths"]], [int(h) for h in out["num_heads"]]
     return {k: out[k] for k in sorted(out)}
 

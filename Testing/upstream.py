@@ -1,0 +1,41 @@
+"""Upstream reference implementations for the equivalence tests, installed beside the project by ``make test``.
+
+Packages whose version would clash with the project's own (MONAI 1.3.0, the version VoCo was trained with) are
+installed with ``pip install --no-deps --target`` into ``<venv>/reference/<name>`` and imported only in a child
+process that puts that folder first on ``sys.path``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REFERENCE = Path(sys.prefix) / "reference"
+SCRIPTS = Path(__file__).resolve().parent / "reference"
+
+
+def reference_folder(name: str) -> Path:
+    """``<venv>/reference/<name>``; skip the test when it is missing (fail under CI: ``make test`` installs it)."""
+    folder = REFERENCE / name
+    if not folder.is_dir():
+        message = f"upstream reference {name} is not installed in {REFERENCE} (run 'make test')"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+def run_reference(name: str, script: str, *args: str, timeout: float = 600) -> None:
+    """Run ``Testing/reference/<script>`` with the reference package ``name`` first on ``sys.path``."""
+    env = {**os.environ, "PYTHONPATH": str(reference_folder(name)), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def relative_error(ours, reference) -> float:
+    """``|ours - reference| / |reference|`` over the whole tensor (Frobenius norms)."""
+    return float((ours.double() - reference.double()).norm() / reference.double().norm().clamp_min(1e-30))
