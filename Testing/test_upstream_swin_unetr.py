@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers_backbones import fake_checkpoint, vocomni_fingerprint, write_fingerprint_fake
+from helpers_backbones import fake_checkpoint
 from upstream import relative_error, run_reference
 
-SHAPE = (64, 96, 128)  # non-cubic, every side a multiple of 32
+SHAPE = (32, 64, 96)  # non-cubic, every side a multiple of 32 (2x3 voxels at the 1/32 bottleneck)
 
 
 def medssl_outputs(entry_id: str, path, num_classes: int = 2):
@@ -51,12 +51,6 @@ def test_voco_encoder_equals_monai_1_3(name, entry_id, feature_size, tmp_path, o
 
 def test_vocomni_b_whole_network_equals_monai_1_3(tmp_path, one_thread):
     compare("vocomni_b", fake_checkpoint("vocomni_b"), 48, tmp_path, whole_net=True)
-
-
-def test_vocomni_l_structure_equals_monai_1_3(tmp_path, one_thread):
-    """VoComni-L (structure derived from VoCo-L + the VoComni decoder keys), one value per large tensor."""
-    path = write_fingerprint_fake(vocomni_fingerprint("L"), tmp_path / "VoComni_L.pt", constant=True)
-    compare("vocomni_l", path, 96, tmp_path, whole_net=True)
 
 
 def test_default_swin_unetr_keeps_monai_1_5_merging():

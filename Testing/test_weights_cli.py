@@ -217,6 +217,7 @@ def test_finetune_cli_from_a_fake_openmind_checkpoint(tmp_path):
     assert torch.equal(own[stem], raw[stem])  # by hand: the same name in the file
     fresh = [k for k in own if k.startswith(("decoder.stages.", "decoder.transpconvs.")) and k in raw]
     assert fresh and not any(torch.equal(own[k], raw[k]) for k in fresh)  # nnssl: the decoder is built fresh
+    assert meta["recipe"]["name"] == "nnssl" and meta["training"]["loop"]["optimizer"] == "sgd"  # nnssl's recipe
 
 
 @pytest.mark.slow
@@ -228,3 +229,4 @@ def test_finetune_cli_frozen_voco_backbone_keeps_the_pretrained_weights(tmp_path
     file_sd = torch.load(fake, weights_only=True)
     own = net.state_dict()
     assert all(torch.equal(own["encoder." + k], v) for k, v in file_sd.items())  # frozen: still the checkpoint
+    assert meta["recipe"]["name"] == "voco" and meta["training"]["loop"]["lr"] == 3e-4  # VoCo's recipe

@@ -51,6 +51,7 @@ class BackboneSource:
     init_weights: Optional[InitFn] = None
     licence: Optional[str] = None
     provenance: Dict[str, Any] = field(default_factory=dict)
+    recipe: Optional[str] = None  # the seed system's fine-tuning recipe (`medssl.hub.recipes`), None: medssl's
 
 
 def is_architecture(spec: str) -> bool:
@@ -98,7 +99,19 @@ def _from_package(path: Path) -> BackboneSource:
         return copy_matching(load_package_state(path), net)
 
     prov = {"backbone": str(path), "init": "package", "parent_plan_hash": plan.hash()}
-    return BackboneSource(str(path), plan.architecture, defaults, init, provenance=prov)
+    return BackboneSource(str(path), plan.architecture, defaults, init, provenance=prov,
+                          recipe=_package_recipe(path))
+
+
+def _package_recipe(path: Path) -> Optional[str]:
+    """The recipe a package was fine-tuned with: the bootstrap loop keeps training the same way."""
+    import json
+
+    try:
+        recipe = json.loads((path / "metadata.json").read_text()).get("recipe")
+    except (OSError, ValueError):
+        return None
+    return recipe.get("name") if isinstance(recipe, dict) else None
 
 
 def copy_matching(state: Dict[str, torch.Tensor], net: torch.nn.Module) -> LoadReport:

@@ -41,6 +41,7 @@ FIELDS: Dict[str, tuple] = {  # name -> (allowed types, required)
     "licence_requires_acceptance": (_BOOL, True), "citation": (_STR, True), "converter": (_STR, True),
     "native_num_classes": ((int, type(None)), True), "allowed_missing": (_LIST, True),
     "allowed_unexpected": (_LIST, True), "class_keys": (_LIST, True), "plan_defaults": (_DICT, True),
+    "recipe": (_STR, False),
     "verified_against": (_STR, False), "notes": (_STR, False),
 }
 
@@ -140,6 +141,8 @@ def _check_entry(e: Any, index: int) -> List[str]:
     if not all(isinstance(e["arch"].get(k), t) for k, t in
                (("decoder", str), ("backbone_kwargs", dict), ("decoder_kwargs", dict))):
         problems.append(f"{where}: arch needs decoder, backbone_kwargs and decoder_kwargs")
+    if "recipe" in e and e["recipe"] not in _recipe_names():
+        problems.append(f"{where}: recipe {e['recipe']!r} is not in recipes.json")
     for h, n in (("sha256", 64), ("md5", 32)):
         if e.get(h) is not None and not re.fullmatch(f"[0-9a-f]{{{n}}}", e[h]):
             problems.append(f"{where}: {h} must be {n} lower-case hex digits or null")
@@ -147,6 +150,12 @@ def _check_entry(e: Any, index: int) -> List[str]:
         if not all(isinstance(s, str) and s for s in e.get(k, [])):
             problems.append(f"{where}: {k} must be a list of non-empty strings")
     return problems + _check_source(e["source"], where) + _check_plan(e["plan_defaults"], where)
+
+
+def _recipe_names() -> List[str]:
+    from .recipes import recipes
+
+    return list(recipes())
 
 
 def validate_catalog(data: Any) -> List[str]:

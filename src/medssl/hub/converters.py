@@ -137,6 +137,7 @@ class FamilyFormat:
     converter: str
     template_id: str
     input_keys: Tuple[str, ...] = ()
+    fresh_input_layer: bool = False  # other channel counts: the input layer starts fresh (VoCo's rule)
 
 
 FORMATS: Dict[str, FamilyFormat] = {
@@ -145,7 +146,7 @@ FORMATS: Dict[str, FamilyFormat] = {
         "encoder.stem.convs.0.conv.weight", "encoder.stem.convs.0.all_modules.0.weight")),
     "swin_unetr": FamilyFormat("voco", "voco_b", (
         "encoder.swinViT.patch_embed.proj.weight", "encoder.encoder1.layer.conv1.conv.weight",
-        "encoder.encoder1.layer.conv3.conv.weight")),
+        "encoder.encoder1.layer.conv3.conv.weight"), fresh_input_layer=True),
     "pctnet": FamilyFormat("misfm_pctnet", "misfm_pctnet_ct10k", tuple(
         f"encoder.embeddings.{m}.proj.weight" for m in range(3))),
     "fmunet": FamilyFormat("misfm_fmunet", "misfm_fmunet_abd1k", ("encoder.project.weight",)),

@@ -59,7 +59,11 @@ class Policy:
     def __init__(self, entry: catalog.CatalogEntry, decoder_changed: bool = False) -> None:
         self.entry_id, self.family = entry.id, entry.family
         self.converter = CONVERTERS[entry.converter]
-        self.input_keys = FORMATS[entry.family].input_keys
+        fmt = FORMATS[entry.family]
+        # repeat-and-scale targets (nnssl's rule), or input layers left fresh when the channels differ (VoCo's
+        # fine-tuning: name-and-shape matching drops swinViT.patch_embed and encoder1's convs)
+        self.input_keys = () if fmt.fresh_input_layer else fmt.input_keys
+        self.fresh_input_keys = fmt.input_keys if fmt.fresh_input_layer else ()
         self.class_keys = list(entry.class_keys)
         self.allowed_missing = list(entry.allowed_missing) + self.class_keys
         self.allowed_unexpected = list(entry.allowed_unexpected)
@@ -140,10 +144,12 @@ def problems(own: Dict[str, torch.Tensor], report: LoadReport, policy: Policy, n
 
     ``unused_ok``: file keys that may stay unused besides the entry's ``allowed_unexpected``.
     """
-    n_miss, n_total = backbone_counts(own, report)
+    fresh = set(report.shape_mismatch) & set(policy.fresh_input_keys)
+    kept = LoadReport(report.loaded, [k for k in report.missing if k not in fresh])
+    n_miss, n_total = backbone_counts(own, kept)
     out = []
     if n_miss:
-        first = next(k for k in report.missing if k.startswith("encoder."))
+        first = next(k for k in kept.missing if k.startswith("encoder."))
         out.append(f"checkpoint {name} does not look like a {policy.family} checkpoint: {n_miss} of {n_total} "
                    f"backbone tensors missing (e.g. {first})")
     bad = [k for k in report.missing if not k.startswith("encoder.") and not catalog.matches(k, policy.allowed_missing)]
@@ -153,7 +159,7 @@ def problems(own: Dict[str, torch.Tensor], report: LoadReport, policy: Policy, n
     bad = [k for k in report.unexpected if k not in ok and not catalog.matches(k, policy.allowed_unexpected)]
     if bad:
         out.append(f"checkpoint {name}: {len(bad)} of its tensors fit no part of the network (e.g. {bad[0]})")
-    bad = [k for k in report.shape_mismatch if not catalog.matches(k, policy.class_keys)]
+    bad = [k for k in report.shape_mismatch if k not in fresh and not catalog.matches(k, policy.class_keys)]
     if bad:
         out.append(f"checkpoint {name}: {len(bad)} tensors have other shapes than the network's (e.g. {bad[0]})")
     return out
@@ -263,7 +269,7 @@ def resolve_pretrained(spec: str, decoder: Optional[str] = None, catalog_id: Opt
             "catalog_id": entry.id if named else None, "read_like": entry.id, "citation": entry.citation,
             "licence": licence}
     return BackboneSource(name, arch, defaults, lambda net: load_into(net, path, policy, name),
-                          licence=licence, provenance=prov)
+                          licence=licence, provenance=prov, recipe=entry.get("recipe"))
 
 
 def file_licence(entry: catalog.CatalogEntry, path: Path, accepted: bool = False) -> str:

@@ -90,14 +90,19 @@ def _is_tuple_field(f: dataclasses.Field) -> bool:
 
 
 def load_config(cls: Type[T], kind: str, preset: Optional[str] = None, user_yaml: Optional[str] = None,
-                overrides: Optional[Dict[str, Any]] = None) -> T:
-    """Defaults <- preset <- user YAML <- overrides (e.g. ``{"loop": {"steps": 50}}``)."""
+                overrides: Optional[Dict[str, Any]] = None, recipe: Optional[Dict[str, Any]] = None) -> T:
+    """Defaults <- preset <- recipe (the backbone's, `medssl.hub.recipes`) <- user YAML <- overrides
+    (e.g. ``{"loop": {"steps": 50}}``). A warm-up given in steps by the YAML or the overrides replaces a
+    recipe's warm-up fraction."""
     data: Dict[str, Any] = {}
     if preset:
         data = merge(data, read_yaml(preset_path(kind, preset)))
-    if user_yaml:
-        data = merge(data, read_yaml(user_yaml))
-    data = merge(data, overrides or {})
+    if recipe:
+        data = merge(data, recipe)
+    later = merge(read_yaml(user_yaml) if user_yaml else {}, overrides or {})
+    if "warmup_steps" in (later.get("loop") or {}) and isinstance(data.get("loop"), dict):
+        data["loop"] = {k: v for k, v in data["loop"].items() if k != "warmup_fraction"}
+    data = merge(data, later)
     return from_dict(cls, data, where=user_yaml or (preset and f"preset {preset}") or "config")
 
 

@@ -36,6 +36,7 @@ from ..io.volume_io import read_image
 from ..models import build_from_plan
 from ..plan import Plan
 from .checkpoint import load_checkpoint, save_checkpoint
+from ..hub.recipes import get_recipe
 from .config import FinetuneConfig, load_config, to_dict
 from .loop import TrainLoop
 from .planning import make_finetune_plan
@@ -77,12 +78,16 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     see `resolve_backbone`."""
     sink = sink or NullSink()
     paths = RunPaths(Path(out))
-    cfg = load_config(FinetuneConfig, "finetune", preset, config_yaml, overrides)
+    source = resolve_backbone(backbone, accept_licence=accept_licence)
+    recipe = get_recipe(source.recipe) if source.recipe else None
+    cfg = load_config(FinetuneConfig, "finetune", preset, config_yaml, overrides, recipe and recipe.finetune)
     _check_out(paths, resume, overwrite)
     dev = resolve_device(device)
     train_files = collect_cases(images, labels)
     val_files = collect_cases(val_images, val_labels) if val_images else []
-    source = resolve_backbone(backbone, accept_licence=accept_licence)
+    if recipe is not None:
+        sink.emit("log", message=f"fine-tuning recipe {recipe.name}: {recipe.title} (settings of --config and "
+                                 f"flags take precedence)")
     plan, train, val = _prepare_data(paths, train_files, val_files, source, cfg, resume, label_names, channel_names, sink)
     sink.emit("log", message=f"backbone {source.name}: {source.arch.backbone} + {source.arch.decoder} decoder; "
                              f"{len(train)} training and {len(val)} validation case(s); labels: "
@@ -220,6 +225,8 @@ def _train_and_package(paths: RunPaths, plan: Plan, net, train, val, cfg: Finetu
     if paths.best.exists():
         net.load_state_dict(load_checkpoint(paths.best, "best model")["model"])
     meta = _package_metadata(plan, cfg, source, result, train, val)
+    if source.recipe:
+        meta["recipe"] = get_recipe(source.recipe).record()
     save_package(paths.out, plan, net.state_dict(), meta)
     sink.emit("done", task="finetune", package=str(paths.out), best_mean_dice=result.best_metric,
               best_step=result.best_step, steps=result.step)

@@ -40,7 +40,9 @@ class LoopConfig:
     optimizer: str = "adamw"  # adamw | sgd
     momentum: float = 0.99
     schedule: str = "poly"  # poly | cosine | constant
+    poly_power: float = 0.9  # nnU-Net 0.9; MIS-FM 0.8
     warmup_steps: int = 0
+    warmup_fraction: Optional[float] = None  # set (by a recipe): warm-up is this fraction of ``steps``
     grad_clip: float = 12.0
     accumulate: int = 1
     amp: str = "auto"  # auto | bf16 | fp16 | off

@@ -29,13 +29,15 @@ def build_optimizer(groups: List[Dict[str, Any]], cfg) -> torch.optim.Optimizer:
         raise InputError("nothing to train: every parameter is frozen; unfreeze the backbone or the decoder")
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":  # L2 penalty in the gradient, as PyMIC's Adam (MIS-FM's fine-tuning)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
-    raise InputError(f"unknown optimizer {cfg.optimizer!r}; use adamw or sgd")
+    raise InputError(f"unknown optimizer {cfg.optimizer!r}; use adamw, adam or sgd")
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of the base LR at ``step`` (0-based).
+def lr_factor(step: int, total: int, warmup: int, schedule: str, power: float = 0.9) -> float:
+    """Multiplier of the base LR at ``step`` (0-based); ``power``: the poly exponent.
 
     Warm-up takes at most a fifth of the run, so a short run (``--steps 40``) still reaches the base LR.
     """
@@ -45,7 +47,7 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     t = (step - warmup) / max(1, total - warmup)
     t = min(max(t, 0.0), 1.0)
     if schedule == "poly":
-        return (1.0 - t) ** 0.9
+        return (1.0 - t) ** power
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * t))
     if schedule == "constant":
@@ -53,6 +55,13 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     raise InputError(f"unknown schedule {schedule!r}; use poly, cosine or constant")
 
 
+def warmup_steps(cfg) -> int:
+    """``cfg.warmup_steps``, or ``cfg.warmup_fraction`` of ``cfg.steps`` when a recipe gives a fraction."""
+    fraction = getattr(cfg, "warmup_fraction", None)
+    return cfg.warmup_steps if fraction is None else int(round(fraction * cfg.steps))
+
+
 def build_scheduler(opt: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LambdaLR:
-    lr_factor(0, cfg.steps, cfg.warmup_steps, cfg.schedule)  # validates the name early
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps, cfg.schedule))
+    warmup, power = warmup_steps(cfg), getattr(cfg, "poly_power", 0.9)
+    lr_factor(0, cfg.steps, warmup, cfg.schedule, power)  # validates the name early
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, warmup, cfg.schedule, power))
