@@ -35,7 +35,7 @@ def ensureDependencies(requester: str, repair: bool = False) -> bool:
         return False
     try:
         with slicer.util.tryWithErrorDisplay(_("Installing the MedSSL dependencies failed."), waitCursor=True):
-            return install.installDependencies(plan, install.slicerInstallers(), requester)
+            return install.installDependencies(plan, install.slicerInstallers(requester), requester)
     except Exception:  # already shown to the user by tryWithErrorDisplay
         return False
 
