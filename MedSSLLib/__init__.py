@@ -8,7 +8,7 @@
 - `nodeio`: volume/segmentation nodes <-> files through Slicer's storage nodes;
 - `segment_logic`, `train_logic`: the modules' logic, usable from Slicer's Python console;
 - `bundled_core`: where the medssl core is (bundled or the clone), put first on sys.path here;
-- `install`: first-use dependency installation and diagnostics;
+- `install`: first-use dependency installation and diagnostics; `support`: which Slicer MedSSL runs on;
 - `testing`: helpers for the test suite and the self-tests.
 
 Nothing here imports torch or medssl at import time.

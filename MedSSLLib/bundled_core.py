@@ -17,6 +17,7 @@ same file pip and the developers' ``make install`` read, so the two cannot drift
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -67,7 +68,13 @@ def readProject(root: Optional[Path] = None) -> dict:
 
 
 def coreVersion(root: Optional[Path] = None) -> str:
-    return str(readProject(root)["version"])
+    """``[project] version``; read with a pattern where ``tomllib`` is missing (an older Slicer's diagnostics)."""
+    try:
+        return str(readProject(root)["version"])
+    except ImportError:
+        text = ((root or coreRoot()) / "pyproject.toml").read_text(encoding="utf-8")
+        found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+        return found.group(1) if found else "unknown"
 
 
 def coreRequirements(root: Optional[Path] = None) -> list[str]:

@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from . import bundled_core
+from . import bundled_core, support
 
 NO_DEPS_FILE = Path(__file__).parent / "Resources" / "requirements-no-deps.txt"
 TORCH_REQUIREMENT = ">=2.3"
@@ -330,4 +330,5 @@ def basicDiagnostics() -> str:
     versions = ", ".join(f"{name} {installedVersion(name) or 'not installed'}" for name in names)
     root = bundled_core.findCoreRoot()
     where = f"MedSSL core: {root}" if root else "MedSSL core: not found (reinstall the extension)"
-    return f"{versions}\nPython {platform.python_version()}\n{where}"
+    reason = support.unsupportedReason()
+    return "\n".join(([reason] if reason else []) + [versions, f"Python {platform.python_version()}", where])

@@ -14,7 +14,7 @@ import qt
 import slicer
 from slicer.i18n import tr as _
 
-from . import install
+from . import install, support
 from .jobs import Job
 from .packages import medsslHome
 
@@ -28,6 +28,8 @@ def qtSchedule(delayMs: int, callback: Callable[[], None]) -> None:
 
 def ensureDependencies(requester: str, repair: bool = False) -> bool:
     """Install what is missing (``repair``: and reinstall medssl) after one confirmation; False if declined/failed."""
+    if not support.checkSupported():  # an older Slicer: one line saying which Slicer MedSSL needs
+        return False
     plan = install.planInstall(repair=repair)
     if plan.empty:
         return True
