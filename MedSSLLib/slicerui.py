@@ -59,7 +59,7 @@ def _installAndRefresh(ui, requester: str, runner) -> None:
 
 def refreshDiagnostics(ui, runner) -> None:
     """Run ``medssl info --json`` in the background and show versions, CUDA and GPU memory."""
-    if install.installedVersion("medssl") is None or runner.busy:
+    if not install.isSatisfied("medssl") or runner.busy:  # the core is there and its requirements are complete
         ui.diagnosticsTextEdit.setPlainText(install.basicDiagnostics())
         return
     ui.diagnosticsTextEdit.setPlainText(_("Asking medssl for versions and GPUs..."))

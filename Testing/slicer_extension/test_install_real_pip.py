@@ -71,7 +71,10 @@ def _unpackZip(tmp_path: Path) -> Path:
 def test_first_use_then_repair_installs_the_requirements_and_the_bundled_core_imports(slicer, route, wheelhouse,
                                                                                       tmp_path):
     python = clean_python.makeCleanPython(tmp_path)
-    env = {**clean_python.offlinePipEnvironment(wheelhouse), "HOME": str(tmp_path), "MEDSSL_HOME": str(tmp_path / "h")}
+    temp = tmp_path / "Temp with spaces"  # the constraints file goes here, as under "C:/Users/First Last" on Windows
+    temp.mkdir()
+    env = {**clean_python.offlinePipEnvironment(wheelhouse), "HOME": str(tmp_path), "MEDSSL_HOME": str(tmp_path / "h"),
+           "TMPDIR": str(temp), "TEMP": str(temp), "TMP": str(temp)}
     if route == "clone":  # Slicer appends the module folder; the module adds the clone (test_install_plan.py)
         folders, core = [REPO / "MedSSLSegment", REPO], REPO
     else:  # one module path: the unzipped folder holds both modules, MedSSLLib and MedSSLLib/core

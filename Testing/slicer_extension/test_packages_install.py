@@ -132,7 +132,8 @@ def test_diagnostics_from_the_real_medssl_info(realMedssl):
     text = install.formatDiagnostics(info)
     assert info["torch"].startswith("2.") and f"torch {info['torch']}" in text
     assert "CUDA available: no" in text and "GPU: none visible to torch" in text
-    assert "medssl 0.1.0" in install.basicDiagnostics() and f"MedSSL core: {REPO}" in install.basicDiagnostics() and sys.version.split()[0] in install.basicDiagnostics()
+    basic = install.basicDiagnostics()
+    assert "medssl 0.1.0" in basic and f"MedSSL core: {REPO}" in basic and sys.version.split()[0] in basic
 
 
 def test_backbone_choices(tinyPackage):
