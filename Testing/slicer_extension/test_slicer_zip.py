@@ -92,3 +92,34 @@ def test_make_slicer_zip_writes_dist(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and (tmp_path / f"MedSSL-{slicer_zip.version()}-slicer.zip").is_file(), out.stderr
     assert "Additional module paths" in out.stdout
+
+
+def test_zip_equals_what_the_real_cmake_install_writes(tmp_path):
+    """The root CMakeLists.txt configured, built and installed by CMake with Slicer's and CTK's real macros
+    (data/cmake): the installed qt-scripted-modules folder and the zip hold the same files, byte for byte
+    (the install also has the .pyc files CTK compiles)."""
+    import shutil
+    import sysconfig
+
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    build, prefix = tmp_path / "build", tmp_path / "install"
+    library = Path(sysconfig.get_config_var("LIBDIR") or sys.prefix) / "libpython.so"
+    configure = subprocess.run([cmake, "-S", str(REPO), "-B", str(build), "-DBUILD_TESTING=OFF",
+                                f"-DSlicer_DIR={Path(__file__).parent / 'data' / 'cmake' / 'Slicer'}",
+                                f"-DPYTHON_EXECUTABLE={sys.executable}", f"-DPYTHON_LIBRARIES={library}"],
+                               capture_output=True, text=True, timeout=120)
+    assert configure.returncode == 0, configure.stderr[-3000:]
+    for step in ([cmake, "--build", str(build)], [cmake, "--install", str(build), "--prefix", str(prefix)]):
+        out = subprocess.run(step, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    installed = prefix / "lib" / "Slicer-5.10" / "qt-scripted-modules"
+    cmakeFiles = {p.relative_to(installed).as_posix(): p for p in installed.rglob("*")
+                  if p.is_file() and p.suffix != ".pyc" and "__pycache__" not in p.parts}
+    assert any(p.suffix == ".pyc" for p in installed.rglob("*.pyc"))  # CTK's compile step ran
+    with zipfile.ZipFile(slicer_zip.buildZip(tmp_path / "dist")) as archive:
+        top = f"MedSSL-{slicer_zip.version()}/"
+        zipped = {name[len(top):]: archive.read(name) for name in archive.namelist()}
+    assert set(zipped) == set(cmakeFiles), sorted(set(zipped) ^ set(cmakeFiles))
+    assert all(zipped[name] == path.read_bytes() for name, path in cmakeFiles.items())
