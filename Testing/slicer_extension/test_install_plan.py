@@ -126,3 +126,34 @@ def test_modules_find_medssllib_when_run_from_a_clone():
         namespace = {"__file__": str(REPO / module / f"{module}.py"), "Path": Path, "sys": type("S", (), {"path": path})}
         exec(MODULE_BOOTSTRAP, namespace)
         assert path == [str(REPO / module), str(REPO)]
+
+
+def test_slicers_pip_install_is_chosen_by_its_signature(monkeypatch):
+    """5.12+: ``slicer.packaging.pip_install`` takes ``requester`` (its progress dialog names MedSSL); 5.10 has no
+    ``slicer.packaging`` and ``slicer.util.pip_install(requirements)`` is used. Signatures as in v5.12.0
+    packaging.py:517 and v5.10.0 util.py:3991."""
+    import types
+
+    import slicer
+
+    received = []
+
+    def pip_install_512(requirements, constraints=None, no_deps_requirements=None, skip_packages=None,
+                        blocking=True, show_progress=True, requester=None, parent=None, logCallback=None,
+                        completedCallback=None):
+        received.append((requirements, requester))
+
+    def pip_install_510(requirements):
+        received.append((requirements, None))
+
+    util = types.ModuleType("slicer.util")
+    util.pip_install = pip_install_510
+    monkeypatch.setattr(slicer, "util", util, raising=False)
+    monkeypatch.setitem(sys.modules, "slicer.util", util)
+    monkeypatch.setitem(sys.modules, "slicer.packaging", None)  # 5.10: import fails
+    assert install._pipInstaller("MedSSLTrain") is pip_install_510
+    packaging = types.ModuleType("slicer.packaging")
+    packaging.pip_install = pip_install_512
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    install._pipInstaller("MedSSLTrain")(["--no-deps", "x"])
+    assert received == [(["--no-deps", "x"], "MedSSLTrain")]
