@@ -39,9 +39,9 @@ def isCoreRoot(root: Path) -> bool:
     return (root / "pyproject.toml").is_file() and (root / "src" / "medssl" / "__init__.py").is_file()
 
 
-def findCoreRoot(candidates=CANDIDATE_ROOTS) -> Optional[Path]:
-    """The first candidate folder holding ``pyproject.toml`` and ``src/medssl``, or None."""
-    return next((Path(root) for root in candidates if isCoreRoot(Path(root))), None)
+def findCoreRoot(candidates=None) -> Optional[Path]:
+    """The first candidate folder (default `CANDIDATE_ROOTS`) holding ``pyproject.toml`` and ``src/medssl``."""
+    return next((Path(root) for root in candidates or CANDIDATE_ROOTS if isCoreRoot(Path(root))), None)
 
 
 def coreRoot() -> Path:

@@ -70,6 +70,19 @@ def _plain(req) -> str:
     return f"{req.name}{extras}{req.specifier}"
 
 
+def _requires(name: str) -> list:
+    """The installed distribution's requirements that apply here (unparsable lines skipped, as Slicer does)."""
+    from packaging.requirements import InvalidRequirement
+
+    parsed = []
+    for line in metadata.requires(name) or []:
+        try:
+            parsed.append(_requirement(line))
+        except InvalidRequirement:
+            continue
+    return [req for req in parsed if _applies(req)]
+
+
 def readRequirementLines(path: Path) -> list[str]:
     """Requirement lines of a requirements file (comments and blank lines dropped)."""
     lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
@@ -125,8 +138,7 @@ def isComplete(requirement: str, seen: Optional[set[str]] = None) -> bool:
     seen.add(name)
     if not isSatisfied(requirement):
         return False
-    dependencies = [_requirement(line) for line in (metadata.requires(req.name) or [])]
-    return all(isComplete(_plain(dep), seen) for dep in dependencies if _applies(dep))
+    return all(isComplete(_plain(dep), seen) for dep in _requires(req.name))
 
 
 def missingRequirements(requirements: Sequence[str]) -> list[str]:
@@ -195,8 +207,7 @@ def brokenDistributions(requirements: Sequence[str], seen: Optional[set[str]] = 
         if not isIntact(req.name):
             broken.append(f"{req.name}=={version}")
         if follow:
-            broken += brokenDistributions([_plain(_requirement(line)) for line in metadata.requires(req.name) or []
-                                           if _applies(_requirement(line))], seen)
+            broken += brokenDistributions([_plain(dep) for dep in _requires(req.name)], seen)
     return broken
 
 

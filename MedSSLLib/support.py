@@ -40,10 +40,17 @@ def unsupportedReason(findSpec: Callable[[str], object] = importlib.util.find_sp
 
 
 def checkSupported(display: Optional[Callable[[str], object]] = None) -> bool:
-    """True on a supported Slicer; else shows `unsupportedReason` (``slicer.util.errorDisplay``) and returns False."""
+    """True on a supported Slicer with the core in place; else shows why in one line (`unsupportedReason`, or
+    where the core was looked for) with ``slicer.util.errorDisplay`` and returns False."""
+    from . import bundled_core
+
     reason = unsupportedReason()
     if reason is None:
-        return True
+        try:
+            bundled_core.coreRoot()
+            return True
+        except bundled_core.CoreNotFound as exc:
+            reason = f"MedSSL cannot start: {exc}"
     if display is None:
         import slicer
 

@@ -66,3 +66,14 @@ def test_an_older_slicers_python_loads_the_modules_and_says_what_they_need(tmp_p
     shown, diagnostics = out.stdout.splitlines()[:2]
     assert shown.startswith("MedSSL needs Slicer 5.10 or later (Python 3.12; this Slicer has Python 3.9")
     assert diagnostics == shown
+
+
+def test_a_missing_core_is_one_line_too(monkeypatch, tmp_path):
+    from MedSSLLib import bundled_core
+
+    monkeypatch.setattr(bundled_core, "CANDIDATE_ROOTS", (tmp_path / "MedSSLLib" / "core", tmp_path))
+    shown = []
+    assert not support.checkSupported(shown.append)
+    assert shown == [f"MedSSL cannot start: the MedSSL core (src/medssl) was found neither in {tmp_path}/MedSSLLib/core "
+                     f"nor in {tmp_path}; reinstall the MedSSL extension, or add the module folders of a complete "
+                     f"clone of the repository"]
