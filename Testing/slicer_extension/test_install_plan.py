@@ -88,7 +88,8 @@ def test_plan_lists_only_what_is_missing_and_repair_reinstalls_the_no_deps_ones(
     plan = install.planInstall()
     assert plan.torch is None and plan.packages == [] and plan.reinstall == []  # all installed here
     assert plan.noDeps == ["surely-not-installed-medssl-test>=1"]
-    assert plan.describe().splitlines()[-1] == f"The MedSSL core (medssl 0.1.0 in {REPO}) is used from there: it is not installed."
+    coreLine = f"The MedSSL core (medssl 0.1.0 in {REPO}) is used from there: it is not installed."
+    assert plan.describe().splitlines()[-1] == coreLine
     assert not install.isSatisfied("medssl")  # the core's requirements are not complete
     repair = install.planInstall(repair=True)
     assert repair.packages == install.pipRequirements()  # pip sees every requirement and adds what is missing
@@ -123,7 +124,8 @@ def test_modules_find_medssllib_when_run_from_a_clone():
         source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
         assert source.index(MODULE_BOOTSTRAP) < source.index("from MedSSLLib")
         path = [str(REPO / module)]
-        namespace = {"__file__": str(REPO / module / f"{module}.py"), "Path": Path, "sys": type("S", (), {"path": path})}
+        fakeSys = type("S", (), {"path": path})
+        namespace = {"__file__": str(REPO / module / f"{module}.py"), "Path": Path, "sys": fakeSys}
         exec(MODULE_BOOTSTRAP, namespace)
         assert path == [str(REPO / module), str(REPO)]
 

@@ -36,7 +36,8 @@ import medssl, monai, huggingface_hub, safetensors, einops, yaml, PIL, tqdm, dyn
 child = subprocess.run([sys.executable, *bundled_core.launchArgs(), "info", "--json"], capture_output=True,
                        text=True) if withChild else None
 print(json.dumps({"version": medssl.__version__, "file": medssl.__file__,
-                  "child": child.stdout.strip().splitlines() if child else [], "child_error": child and child.stderr[-1500:]}))
+                  "child": child.stdout.strip().splitlines() if child else [],
+                  "child_error": child and child.stderr[-1500:]}))
 """
 
 
@@ -103,7 +104,8 @@ def test_first_use_then_repair_installs_the_requirements_and_the_bundled_core_im
     assert repair["plan"]["packages"] == install.pipRequirements()  # pip sees them all and adds what is missing
     assert sorted(repair["plan"]["reinstall"]) == [f"{name}=={metadata.version(name)}"
                                                    for name in ("dynamic-network-architectures", "einops")]
-    assert sorted(repair["calls"][1:]) == [["--force-reinstall", "--no-deps", r] for r in sorted(repair["plan"]["reinstall"])]
+    reinstalled = sorted(repair["plan"]["reinstall"])
+    assert sorted(repair["calls"][1:]) == [["--force-reinstall", "--no-deps", r] for r in reinstalled]
     assert repair["empty_after"]
     assert _lastJson(_run(python, ["-c", CHECK, "no-child", *folders], env))["version"] == "0.1.0"
 

@@ -74,6 +74,6 @@ def test_a_missing_core_is_one_line_too(monkeypatch, tmp_path):
     monkeypatch.setattr(bundled_core, "CANDIDATE_ROOTS", (tmp_path / "MedSSLLib" / "core", tmp_path))
     shown = []
     assert not support.checkSupported(shown.append)
-    assert shown == [f"MedSSL cannot start: the MedSSL core (src/medssl) was found neither in {tmp_path}/MedSSLLib/core "
-                     f"nor in {tmp_path}; reinstall the MedSSL extension, or add the module folders of a complete "
-                     f"clone of the repository"]
+    assert shown == [f"MedSSL cannot start: the MedSSL core (src/medssl) was found neither in "
+                     f"{tmp_path}/MedSSLLib/core nor in {tmp_path}; reinstall the MedSSL extension, or add the "
+                     f"module folders of a complete clone of the repository"]
