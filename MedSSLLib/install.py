@@ -263,6 +263,7 @@ def installDependencies(plan: InstallPlan, installers: SlicerInstallers, request
     if plan.torch:
         if installers.installTorch(plan.torch[len("torch"):]) is None:
             raise RuntimeError("PyTorch was not installed; install it from the PyTorch Utils module and try again")
+        importlib.invalidate_caches()  # the constraints below pin the torch just installed
     with tempfile.TemporaryDirectory(prefix="medssl-pip-") as folder:
         constraints = Path(folder) / "constraints.txt"
         constraints.write_text("".join(f"{line}\n" for line in constraintLines()), encoding="utf-8")

@@ -1,10 +1,10 @@
 """A clean Python like a fresh Slicer's, and a local wheel index, both built offline from this environment.
 
 - `makeCleanPython`: ``python -m venv --without-pip`` (no system site-packages), plus the packages a fresh
-  Slicer already has (pip, packaging, numpy, SimpleITK) and the ones the PyTorch extension installs first
-  (torch and what it requires). They are symlinked into a folder *outside* the venv and put on its path by a
-  ``.pth`` file: pip then sees them as installed but never uninstalls them ("outside environment"), so
-  nothing here can touch the environment they come from.
+  Slicer already has (pip, packaging, numpy, SimpleITK) and, now or later (`addToPath`, as the PyTorch
+  extension's ``installTorch`` would), torch and what it requires. They are symlinked into folders *outside*
+  the venv and put on its path by ``.pth`` files: pip then sees them as installed but never uninstalls them
+  ("outside environment"), so nothing here can touch the environment they come from.
 - `buildWheelhouse`: every other distribution the given requirements pull in, repacked as a wheel from the
   files its installed ``RECORD`` lists, for ``pip install --no-index --find-links`` (no network).
 """
@@ -50,22 +50,41 @@ def _topLevel(dist: metadata.Distribution) -> set[str]:
     return {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith(("..", "__pycache__"))}
 
 
-def makeCleanPython(folder: Path) -> Path:
-    """The interpreter of a new venv under ``folder`` that has only `SLICER_SHIPPED` and torch's closure."""
+def _linkDistributions(names: Iterable[str], folder: Path, skip: Iterable[str] = ()) -> Path:
+    """``folder`` with symlinks to the top-level entries of ``names`` and what they require (but ``skip``)."""
+    folder.mkdir()
+    for dist in closure(names, skip).values():
+        root = Path(dist.locate_file(""))
+        for entry in _topLevel(dist):
+            if not (folder / entry).exists():
+                (folder / entry).symlink_to(root / entry, target_is_directory=(root / entry).is_dir())
+    return folder
+
+
+def sitePackages(python: Path) -> Path:
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
+
+
+def addToPath(python: Path, folder: Path) -> None:
+    """A ``.pth`` file in the venv's site-packages naming ``folder`` (outside the venv: pip never removes it)."""
+    (sitePackages(python) / f"{folder.name}.pth").write_text(f"{folder}\n", encoding="utf-8")
+
+
+def makeCleanPython(folder: Path, withTorch: bool = True) -> tuple[Path, Path]:
+    """A new venv under ``folder`` that has only `SLICER_SHIPPED` (and torch with its closure, ``withTorch``).
+
+    Returns its interpreter and the folder standing for what the PyTorch extension installs (on the venv's path
+    when ``withTorch``; else `addToPath` puts it there, as ``installTorch`` would)."""
     venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
-    shipped = folder / "slicer-shipped"
-    shipped.mkdir()
-    for dist in {**closure(SLICER_SHIPPED), **closure(PYTORCH_EXTENSION)}.values():
-        root = Path(dist.locate_file(""))
-        for entry in _topLevel(dist):
-            if not (shipped / entry).exists():
-                (shipped / entry).symlink_to(root / entry, target_is_directory=(root / entry).is_dir())
-    (Path(site) / "slicer-shipped.pth").write_text(f"{shipped}\n", encoding="utf-8")
-    return python
+    addToPath(python, _linkDistributions(SLICER_SHIPPED, folder / "slicer-shipped"))
+    torch = _linkDistributions(PYTORCH_EXTENSION, folder / "pytorch-extension", skip=closure(SLICER_SHIPPED))
+    if withTorch:
+        addToPath(python, torch)
+    return python, torch
 
 
 def _wheelTag(dist: metadata.Distribution) -> str:

@@ -68,10 +68,12 @@ def _unpackZip(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow  # about 25 s each on an idle machine: a new venv, two real pip runs
-@pytest.mark.parametrize("slicer, route", [("5.10", "clone"), ("5.12", "zip")])
-def test_first_use_then_repair_installs_the_requirements_and_the_bundled_core_imports(slicer, route, wheelhouse,
-                                                                                      tmp_path):
-    python = clean_python.makeCleanPython(tmp_path)
+@pytest.mark.parametrize("slicer, route, withTorch", [("5.10", "clone", True), ("5.12", "zip", False)])
+def test_first_use_then_repair_installs_the_requirements_and_the_bundled_core_imports(slicer, route, withTorch,
+                                                                                      wheelhouse, tmp_path):
+    """5.10 from a clone with the PyTorch extension's torch already there; 5.12 from the zip on a Slicer without
+    torch: first use installs it (PyTorchUtils stand-in), then pins it for pip."""
+    python, torchFolder = clean_python.makeCleanPython(tmp_path, withTorch)
     temp = tmp_path / "Temp with spaces"  # the constraints file goes here, as under "C:/Users/First Last" on Windows
     temp.mkdir()
     env = {**clean_python.offlinePipEnvironment(wheelhouse), "HOME": str(tmp_path), "MEDSSL_HOME": str(tmp_path / "h"),
@@ -84,7 +86,11 @@ def test_first_use_then_repair_installs_the_requirements_and_the_bundled_core_im
     absent = subprocess.run([str(python), "-c", "import monai"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert absent.returncode != 0 and "No module named 'monai'" in absent.stderr  # a clean interpreter
 
-    first = _lastJson(_run(python, [HERE / "install_driver.py", "--slicer", slicer, *folders], env))
+    torchArgs = [] if withTorch else ["--torch-from", torchFolder]
+    first = _lastJson(_run(python, [HERE / "install_driver.py", "--slicer", slicer, *torchArgs, *folders], env))
+    assert first["torch"] == ([] if withTorch else [install.TORCH_REQUIREMENT])
+    assert f"torch=={metadata.version('torch')}" in first["constraints"][0]  # pip may not replace that torch
+    assert f"numpy=={metadata.version('numpy')}" in first["constraints"][0]
     assert first["plan"]["core"] == f"medssl {bundled_core.coreVersion(core)} in {core}"
     missing = [r for r in install.pipRequirements() if not r.startswith("numpy")]  # numpy: Slicer has it
     assert first["plan"]["packages"] == missing and first["empty_after"]
@@ -96,8 +102,7 @@ def test_first_use_then_repair_installs_the_requirements_and_the_bundled_core_im
     info = json.loads(checked["child"][-1])  # the child process the modules start: `medssl info --json`
     assert info["medssl"] == "0.1.0" and info["torch"].startswith("2."), checked["child_error"]
 
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, env=env).stdout.strip())
+    site = clean_python.sitePackages(python)
     (site / "dynamic_network_architectures" / "__init__.py").unlink()  # broken, its metadata still says installed
     (site / "einops").rename(site / "einops-moved")  # a requirement gone
     repair = _lastJson(_run(python, [HERE / "install_driver.py", "--slicer", slicer, "--repair", *folders], env))
