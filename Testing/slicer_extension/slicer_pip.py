@@ -74,4 +74,15 @@ def pip_install_512(requirements: Requirements, constraints=None, no_deps_requir
     _execute_python_module("pip", _build_pip_args(requirements, constraints, no_deps=False))
 
 
+def install_one_args_512(requirement: str, constraints=None) -> list:
+    """The pip arguments ``_pip_install_with_skips._install_one`` builds for one requirement (v5.12.0
+    packaging.py:1010-1013, main 1031-1034): ``name[extras]specifier``; the marker and any URL are dropped."""
+    from packaging.requirements import Requirement
+
+    req = Requirement(requirement)
+    extras_str = f"[{','.join(req.extras)}]" if req.extras else ""
+    install_str = f"{req.name}{extras_str}{req.specifier}"
+    return _build_pip_args(install_str, constraints, no_deps=True)
+
+
 PIP_INSTALLS = {"5.10": pip_install_510, "5.12": pip_install_512}

@@ -19,7 +19,7 @@ import pytest
 
 import clean_python
 from medssl_slicer_helpers import REPO
-from slicer_pip import pip_install_510
+from slicer_pip import _execute_python_module, install_one_args_512, pip_install_510
 
 from MedSSLLib import bundled_core, install
 
@@ -126,3 +126,14 @@ def test_the_old_single_string_is_split_by_slicer_and_refused_by_real_pip(tmp_pa
     with pytest.raises(ValueError, match="must be string or list"):
         pip_install_510(("--no-deps", "x"))  # a tuple is refused by Slicer: MedSSL passes lists
     assert os.environ["PIP_NO_INDEX"] == "1"
+
+
+def test_pip_ensure_would_drop_the_url_and_look_for_medssl_on_the_index(tmp_path, monkeypatch):
+    """Why MedSSL does not use 5.12's pip_ensure/skip_packages for its core: the URL never reaches pip."""
+    for key, value in clean_python.offlinePipEnvironment(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    args = install_one_args_512(f"medssl @ {REPO.as_uri()}")
+    assert args == ["install", "medssl", "--no-deps"]
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        _execute_python_module("pip", [*args, "--target", str(tmp_path / "target")])
+    assert "No matching distribution found for medssl" in failed.value.output
