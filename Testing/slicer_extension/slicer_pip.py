@@ -76,7 +76,7 @@ def pip_install_512(requirements: Requirements, constraints=None, no_deps_requir
 
 def install_one_args_512(requirement: str, constraints=None) -> list:
     """The pip arguments ``_pip_install_with_skips._install_one`` builds for one requirement (v5.12.0
-    packaging.py:1010-1013, main 1031-1034): ``name[extras]specifier``; the marker and any URL are dropped."""
+    packaging.py:1011-1013, main 1032-1034): ``name[extras]specifier``; the marker and any URL are dropped."""
     from packaging.requirements import Requirement
 
     req = Requirement(requirement)
