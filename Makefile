@@ -1,6 +1,7 @@
 # MedSSL: two commands do all the set-up on a fresh machine.
 #   make demo   - create .venv, install medssl + the sample scans, pretrain, fine-tune and segment (no network afterwards)
 #   make test   - the same set-up plus test tools, then the whole test suite
+#   make slicer-zip - dist/MedSSL-<version>-slicer.zip: the Slicer extension without a build (Python only)
 # Variables: PYTHON (interpreter for the venv, default python3), VENV (default .venv).
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 PIPC := $(PIP) install -q -c constraints.txt
 SAMPLE_DATA := /usr/share/mricron/templates/aal.nii.gz /usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz
 
-.PHONY: demo test install install-dev data bench clean
+.PHONY: demo test install install-dev data bench clean slicer-zip
 
 demo: install data
 	$(PY) -m medssl.demo --out demo_out
@@ -51,6 +52,10 @@ data:
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends mricron-data insighttoolkit5-examples; \
 	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends mricron-data insighttoolkit5-examples; \
 	else echo "install the Debian packages mricron-data and insighttoolkit5-examples (needs root)"; exit 1; fi
+
+# The extension as the CMake install lays it out (file lists read from the CMakeLists.txt files); no venv needed.
+slicer-zip:
+	$(PYTHON) Utilities/slicer_zip.py --out dist
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

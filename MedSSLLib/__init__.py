@@ -7,8 +7,13 @@
 - `packages`, `catalog`: local model packages and the pretrained-weight catalog, read without torch;
 - `nodeio`: volume/segmentation nodes <-> files through Slicer's storage nodes;
 - `segment_logic`, `train_logic`: the modules' logic, usable from Slicer's Python console;
-- `install`: first-use dependency installation and diagnostics;
+- `bundled_core`: where the medssl core is (bundled or the clone), put first on sys.path here;
+- `install`: first-use dependency installation and diagnostics; `support`: which Slicer MedSSL runs on;
 - `testing`: helpers for the test suite and the self-tests.
 
 Nothing here imports torch or medssl at import time.
 """
+
+from .bundled_core import activate
+
+activate()  # the medssl core is used from its folder, never pip-installed: first on sys.path

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from . import bundled_core
+
 PathLike = Union[str, os.PathLike]
 DEVICES = ("auto", "cuda", "cpu")
 PRESETS = ("quick", "standard")
@@ -55,7 +57,7 @@ def defaultCommand() -> MedSSLCommand:
     for name in ("MEDSSL_HOME", "HF_HOME", "HF_HUB_OFFLINE"):
         if name in os.environ:
             env[name] = os.environ[name]
-    return MedSSLCommand([executable, "-m", "medssl"], env)
+    return MedSSLCommand([executable, *bundled_core.launchArgs()], env)  # the core from its folder, never pip
 
 
 def _checkNoComma(paths: Sequence[PathLike]) -> None:

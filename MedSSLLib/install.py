@@ -1,16 +1,23 @@
 """Python dependencies of MedSSL inside Slicer: what is missing, one confirmation, installation, diagnostics.
 
-Nothing is installed at start-up. On first use `planInstall` lists what is missing and `installDependencies`
-asks once (one dialog for everything), then installs torch through the PyTorch extension
-(``PyTorchUtils.installTorch`` with a version requirement) and medssl with its requirements through
-``pip_ensure`` of ``slicer.pydeps`` (current Slicer; ``slicer.packaging`` in the first releases that had it)
-or a selective ``slicer.util.pip_install`` walk (older Slicer). torch, SimpleITK and timm are never
-installed by pip here. The dialog also lists what the packages pull in that is not installed yet, read from
-their metadata when installed, else (medssl) from ``Resources/medssl-requirements.txt``, a copy of the
-core's ``pyproject.toml`` dependencies. medssl itself is installed from the copy bundled in the extension
-(`BUNDLED_CORE`, put there by CMake), or from ``$MEDSSL_CORE_REQUIREMENT`` / PyPI in a source checkout.
-The Slicer functions are passed in (`SlicerInstallers`), so the order and the skip rules are tested
-without Slicer.
+The medssl core is never pip-installed: it is pure Python shipped with the extension (or the clone the modules
+run from) and is used from there (`MedSSLLib.bundled_core`). On first use `planInstall` lists what its
+requirements still miss and `installDependencies` asks once, then installs
+
+1. torch through the PyTorch extension (``PyTorchUtils.installTorch``, the build that fits the GPU);
+2. the core's other requirements (its ``pyproject.toml`` dependencies, minus torch and SimpleITK) in one
+   ``slicer.util.pip_install`` call, with a constraints file that pins torch, SimpleITK and numpy at the
+   versions Slicer already has, so pip picks compatible releases instead of replacing them;
+3. each ``Resources/requirements-no-deps.txt`` line (dynamic-network-architectures: its timm pin would pull
+   another torch) in a call of its own with ``--no-deps``.
+
+Every pip call passes a **list** of arguments: Slicer splits a string with ``shlex.split`` (v5.10.0
+``Base/Python/slicer/util.py`` ``pip_install``; v5.12.0 and main ``Base/Python/slicer/packaging.py``
+``_build_pip_args``), a list goes to pip as it is, on every version. SimpleITK is never installed by pip (Slicer
+has its own build). "Install / repair" (``repair=True``) passes every requirement to pip, which adds whatever
+a broken environment misses, and reinstalls (``--force-reinstall --no-deps``, same version) each distribution
+they pull in whose files are partly gone.
+The Slicer functions are passed in (`SlicerInstallers`), so the tests run this code with real pip.
 """
 
 from __future__ import annotations
@@ -19,24 +26,20 @@ import importlib
 import json
 import os
 import platform
-import re
+import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-REQUIREMENTS_FILE = Path(__file__).parent / "Resources" / "requirements.txt"
-# The runtime requirements of medssl (its pyproject.toml dependencies), known before medssl is installed.
-MEDSSL_REQUIREMENTS_FILE = Path(__file__).parent / "Resources" / "medssl-requirements.txt"
-# The medssl core shipped inside the extension (pyproject.toml + src/medssl, copied there by CMake): pip installs
-# it from this folder, so the extension needs no medssl release on PyPI. Absent in a source checkout.
-BUNDLED_CORE = Path(__file__).parent / "core"
-# Where Slicer keeps pip_ensure: slicer.pydeps now, slicer.packaging in the first releases that had it.
-PIP_ENSURE_MODULES = ("slicer.pydeps", "slicer.packaging")
+from . import bundled_core, support
+
+NO_DEPS_FILE = Path(__file__).parent / "Resources" / "requirements-no-deps.txt"
 TORCH_REQUIREMENT = ">=2.3"
-# Never installed by pip: torch comes from PyTorchUtils, SimpleITK is Slicer's own build, timm is only a
-# (pinned) requirement of dynamic-network-architectures that medssl does not use, requests ships with Slicer.
-SKIP_PACKAGES = ("torch", "torchvision", "torchaudio", "SimpleITK", "timm", "requests")
+# Never installed by pip here: torch comes from PyTorchUtils, SimpleITK is Slicer's own build.
+SKIP_PACKAGES = ("torch", "torchvision", "torchaudio", "SimpleITK")
+# Pinned at their installed version in every pip call (constraints file): pip must not replace them.
+PINNED_PACKAGES = SKIP_PACKAGES + ("numpy",)
 
 
 def _requirement(text: str):
@@ -44,12 +47,6 @@ def _requirement(text: str):
     from packaging.requirements import Requirement
 
     return Requirement(text)
-
-
-def _environment(extra: Optional[str] = None) -> dict:
-    from packaging.markers import default_environment
-
-    return {**default_environment(), "extra": extra} if extra is not None else default_environment()
 
 
 def _canonical(name: str) -> str:
@@ -60,42 +57,53 @@ def _skipped(name: str) -> bool:
     return _canonical(name) in {_canonical(s) for s in SKIP_PACKAGES}
 
 
+def _applies(req) -> bool:
+    """The requirement's marker (if any) holds here, outside any extra."""
+    from packaging.markers import default_environment
+
+    return req.marker is None or req.marker.evaluate({**default_environment(), "extra": ""})
+
+
+def _plain(req) -> str:
+    """``name[extras]specifier`` without marker or URL (one argument, no spaces)."""
+    extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+    return f"{req.name}{extras}{req.specifier}"
+
+
+def _requires(name: str) -> list:
+    """The installed distribution's requirements that apply here (unparsable lines skipped, as Slicer does)."""
+    from packaging.requirements import InvalidRequirement
+
+    parsed = []
+    for line in metadata.requires(name) or []:
+        try:
+            parsed.append(_requirement(line))
+        except InvalidRequirement:
+            continue
+    return [req for req in parsed if _applies(req)]
+
+
 def readRequirementLines(path: Path) -> list[str]:
     """Requirement lines of a requirements file (comments and blank lines dropped)."""
     lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
     return [line for line in lines if line]
 
 
-def bundledCoreVersion(core: Optional[Path] = None) -> Optional[str]:
-    """``version = "..."`` of the bundled core's pyproject.toml, or None when no core is bundled."""
-    pyproject = (core or BUNDLED_CORE) / "pyproject.toml"
-    if not pyproject.is_file():
-        return None
-    found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(encoding="utf-8"), re.MULTILINE)
-    return found.group(1) if found else None
+def pipRequirements(root: Optional[Path] = None) -> list[str]:
+    """The core's requirements that pip installs here: markers evaluated, torch and SimpleITK left out."""
+    reqs = [_requirement(line) for line in bundled_core.coreRequirements(root)]
+    return [_plain(req) for req in reqs if _applies(req) and not _skipped(req.name)]
 
 
-def coreRequirement(core: Optional[Path] = None) -> Optional[str]:
-    """``medssl @ file:///.../core`` for the bundled core, or None (then the requirements file's line is used)."""
-    override = os.environ.get("MEDSSL_CORE_REQUIREMENT")
-    if override:
-        return override
-    core = core or BUNDLED_CORE
-    return f"medssl @ {core.resolve().as_uri()}" if bundledCoreVersion(core) else None
-
-
-def loadRequirements(path: Path = REQUIREMENTS_FILE) -> list[str]:
-    """Requirement lines of a requirements file; the medssl line becomes `coreRequirement` when there is one
-    (``$MEDSSL_CORE_REQUIREMENT``, else the core bundled with the extension)."""
-    requirements = readRequirementLines(path)
-    core = coreRequirement()
-    if core:
-        requirements = [core if _canonical(_requirement(r).name) == "medssl" else r for r in requirements]
-    return requirements
+def noDepsRequirements(path: Optional[Path] = None) -> list[str]:
+    return readRequirementLines(path or NO_DEPS_FILE)
 
 
 def installedVersion(name: str) -> Optional[str]:
-    """Version of an installed distribution, read from its metadata (nothing is imported)."""
+    """Version of an installed distribution (metadata, nothing imported); medssl: the core used from its folder."""
+    if _canonical(name) == "medssl":
+        root = bundled_core.findCoreRoot()
+        return bundled_core.coreVersion(root) if root else None
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -103,127 +111,144 @@ def installedVersion(name: str) -> Optional[str]:
 
 
 def isSatisfied(requirement: str) -> bool:
-    """The distribution is installed at a version the requirement accepts (URL requirements: installed)."""
+    """Installed at an accepted version (``medssl``: the core is there and all its requirements are complete)."""
     from packaging.requirements import InvalidRequirement
 
     try:
         req = _requirement(requirement)
     except InvalidRequirement:
         return False
-    if req.marker is not None and not req.marker.evaluate(_environment()):
+    if not _applies(req):
         return True
     version = installedVersion(req.name)
-    bundled = bundledCoreVersion()
-    if version is not None and bundled and req.url == BUNDLED_CORE.resolve().as_uri():
-        return version == bundled  # the bundled core: reinstalled when the extension is updated
-    return version is not None and (not req.specifier or req.specifier.contains(version, prereleases=True))
+    if version is None or (req.specifier and not req.specifier.contains(version, prereleases=True)):
+        return False
+    if _canonical(req.name) == "medssl":
+        return not missingRequirements(pipRequirements()) and not _missingNoDeps(noDepsRequirements())
+    return True
 
 
-def knownRequirements(name: str) -> list[str]:
-    """Runtime requirements of a distribution that apply here (no extras, markers evaluated, markers removed).
-
-    Read from the installed metadata; for medssl before it is installed from ``medssl-requirements.txt``;
-    otherwise none are known (pip resolves them during the installation).
-    """
-    try:
-        lines = metadata.requires(name) or []
-    except metadata.PackageNotFoundError:
-        lines = readRequirementLines(MEDSSL_REQUIREMENTS_FILE) if _canonical(name) == "medssl" else []
-    known = []
-    for line in lines:
-        req = _requirement(line)
-        if req.marker is None or req.marker.evaluate(_environment(extra="")):
-            known.append(str(req).split(";")[0].strip())
-    return known
+def isComplete(requirement: str, seen: Optional[set[str]] = None) -> bool:
+    """Satisfied, and so is everything its installed metadata requires (skipped packages aside)."""
+    seen = set() if seen is None else seen
+    req = _requirement(requirement)
+    name = _canonical(req.name)
+    if name in seen or _skipped(name):
+        return True
+    seen.add(name)
+    if not isSatisfied(requirement):
+        return False
+    return all(isComplete(_plain(dep), seen) for dep in _requires(req.name))
 
 
-def missingDependencies(requirement: str, seen: set[str]) -> list[str]:
-    """What ``requirement`` pulls in (transitively, as far as known) that is not installed at an accepted
-    version; `SKIP_PACKAGES` and the names in ``seen`` are left out, and ``seen`` collects the names walked."""
-    name = _requirementName(requirement)
-    if name is None:
-        return []
-    missing = []
-    for dependency in knownRequirements(name):
-        depName = _canonical(_requirement(dependency).name)
-        if depName in seen or _skipped(depName):
-            continue
-        seen.add(depName)
-        if not isSatisfied(dependency):
-            missing.append(dependency)
-        missing += missingDependencies(dependency, seen)
-    return missing
+def missingRequirements(requirements: Sequence[str]) -> list[str]:
+    """The requirements that are not installed, or whose own requirements are not (pip must see them)."""
+    return [r for r in requirements if not isComplete(r)]
+
+
+def _missingNoDeps(requirements: Sequence[str]) -> list[str]:
+    return [r for r in requirements if not isSatisfied(r)]  # --no-deps: their own requirements are not ours
 
 
 @dataclass
 class InstallPlan:
-    """What the first-use dialog lists."""
+    """What the first-use dialog lists and `installDependencies` installs."""
 
-    torch: Optional[str] = None  # e.g. "torch>=2.3" when torch is missing or too old
-    packages: list[str] = field(default_factory=list)
-    reinstall: list[str] = field(default_factory=list)  # "repair": reinstalled with --no-deps
-    dependencies: list[tuple[str, str]] = field(default_factory=list)  # (requirement, pulled in by): listed only
+    torch: Optional[str] = None  # "torch>=2.3" when torch is missing or too old (installed by PyTorchUtils)
+    packages: list[str] = field(default_factory=list)  # one pip call, pip resolves their requirements
+    noDeps: list[str] = field(default_factory=list)  # one --no-deps pip call each
+    reinstall: list[str] = field(default_factory=list)  # repair: "name==version", --force-reinstall --no-deps each
+    core: str = ""  # "medssl 0.1.0 in <folder>"
 
     @property
     def empty(self) -> bool:
-        return self.torch is None and not self.packages and not self.reinstall
+        return self.torch is None and not self.packages and not self.noDeps and not self.reinstall
 
     def describe(self) -> str:
         lines = []
         if self.torch:
             lines.append(f"- {self.torch} (PyTorch, through the PyTorch extension; the build that fits your GPU)")
-        lines += [f"- {_shown(package)}" for package in self.packages]
-        lines += [f"- {requirement} (required by {by})" for requirement, by in self.dependencies]
-        lines += [f"- {_shown(package)} (reinstalled, without touching torch or SimpleITK)" for package in self.reinstall]
+        lines += [f"- {package}" for package in self.packages]
+        lines += [f"- {package} (without its own requirements)" for package in self.noDeps]
+        lines += [f"- {package} (reinstalled)" for package in self.reinstall]
+        if self.packages:
+            lines.append("and what these require; torch, SimpleITK and numpy stay as they are")
+        if self.core:
+            lines.append(f"The MedSSL core ({self.core}) is used from there: it is not installed.")
         return "\n".join(lines)
 
 
-def _shown(requirement: str) -> str:
-    """How the dialog names a requirement: the bundled core by name and version, not by its file URL."""
-    version = bundledCoreVersion()
-    if version and coreRequirement() == requirement:
-        return f"medssl {version} (the MedSSL core, shipped with this extension)"
-    return requirement
+def isIntact(name: str) -> bool:
+    """Every file the distribution's RECORD lists is still there (caches and scripts aside)."""
+    try:
+        files = metadata.distribution(name).files or []
+    except metadata.PackageNotFoundError:
+        return False
+    kept = [f for f in files if not str(f).startswith("..") and "__pycache__" not in str(f)
+            and not str(f).endswith(".pyc")]
+    return all(Path(f.locate()).exists() for f in kept)
 
 
-def planInstall(requirements: Optional[Sequence[str]] = None, repair: bool = False) -> InstallPlan:
-    """Missing pieces; with ``repair`` (the "Install / repair" button) the MedSSL packages are reinstalled too.
+def brokenDistributions(requirements: Sequence[str], seen: Optional[set[str]] = None,
+                        follow: bool = True) -> list[str]:
+    """``name==version`` of each installed distribution the requirements pull in (transitively when ``follow``)
+    whose files are partly gone: pip thinks it installed, so only ``--force-reinstall`` brings it back."""
+    seen = set() if seen is None else seen
+    broken = []
+    for requirement in requirements:
+        req = _requirement(requirement)
+        name = _canonical(req.name)
+        if name in seen or _skipped(name) or not _applies(req):
+            continue
+        seen.add(name)
+        version = installedVersion(req.name)
+        if version is None:
+            continue
+        if not isIntact(req.name):
+            broken.append(f"{req.name}=={version}")
+        if follow:
+            broken += brokenDistributions([_plain(dep) for dep in _requires(req.name)], seen)
+    return broken
 
-    What a missing package pulls in is listed as its dependency; a missing requirement of an installed
-    package is installed itself. A broken torch is repaired in the PyTorch Utils module.
-    """
-    requirements = list(requirements if requirements is not None else loadRequirements())
+
+def planInstall(repair: bool = False) -> InstallPlan:
+    """What is missing; ``repair`` (the "Install / repair" button) also hands every requirement to pip (which adds
+    what they miss) and reinstalls, same version and ``--no-deps``, what has lost files. A broken torch is
+    repaired in the PyTorch Utils module."""
+    root = bundled_core.coreRoot()
     torchRequirement = f"torch{TORCH_REQUIREMENT}"
     torch = None if isSatisfied(torchRequirement) else torchRequirement
-    missing = [r for r in requirements if not isSatisfied(r)]
-    seen = {_canonical(name) for name in map(_requirementName, requirements) if name}
-    packages, dependencies = list(missing), []
-    for requirement in requirements:
-        pulledIn = missingDependencies(requirement, seen)
-        if requirement in missing:
-            dependencies += [(dependency, _requirementName(requirement)) for dependency in pulledIn]
-        else:
-            packages += pulledIn
-    return InstallPlan(torch, packages, [r for r in requirements if r not in missing] if repair else [], dependencies)
+    packages = pipRequirements(root)
+    noDeps = noDepsRequirements()
+    missingNoDeps = _missingNoDeps(noDeps)
+    core = f"medssl {bundled_core.coreVersion(root)} in {root}"
+    if repair:
+        seen: set[str] = set()
+        broken = brokenDistributions(packages, seen) + brokenDistributions(noDeps, seen, follow=False)
+        return InstallPlan(torch, packages, missingNoDeps, broken, core)
+    return InstallPlan(torch, missingRequirements(packages), missingNoDeps, [], core)
 
 
-def _requirementName(requirement: str) -> Optional[str]:
-    from packaging.requirements import InvalidRequirement
-
-    try:
-        return _requirement(requirement).name
-    except InvalidRequirement:
-        return None
+def constraintLines(names: Sequence[str] = PINNED_PACKAGES) -> list[str]:
+    """``name==version`` for each of ``names`` that is installed (a pip constraints file)."""
+    return [f"{name}=={version}" for name in names if (version := installedVersion(name)) is not None]
 
 
 @dataclass
 class SlicerInstallers:
-    """The Slicer functions `installDependencies` calls (real ones from `slicerInstallers`, fakes in tests)."""
+    """The Slicer functions `installDependencies` calls (real ones from `slicerInstallers`)."""
 
     confirm: Callable[[str, str], bool]
     installTorch: Callable[[str], Any]
-    pipInstall: Callable[[str], Any]
-    pipEnsure: Optional[Callable[..., Any]] = None  # pip_ensure(list[Requirement], skip_packages=...)
+    pipInstall: Callable[[list], Any]  # slicer.util.pip_install with a list of arguments
+
+
+def pipCalls(plan: InstallPlan, constraintsFile: str) -> list[list[str]]:
+    """The argument lists of the pip calls for ``plan`` (each a ``list``, as pip_install needs for spaces)."""
+    calls = [["-c", constraintsFile, *plan.packages]] if plan.packages else []
+    calls += [["--no-deps", package] for package in plan.noDeps]
+    calls += [["--force-reinstall", "--no-deps", package] for package in plan.reinstall]
+    return calls
 
 
 def installDependencies(plan: InstallPlan, installers: SlicerInstallers, requester: str = "MedSSL",
@@ -238,51 +263,38 @@ def installDependencies(plan: InstallPlan, installers: SlicerInstallers, request
     if plan.torch:
         if installers.installTorch(plan.torch[len("torch"):]) is None:
             raise RuntimeError("PyTorch was not installed; install it from the PyTorch Utils module and try again")
-    for requirement in plan.reinstall:
-        installers.pipInstall(f"--force-reinstall --no-deps {requirement}")
-    if plan.packages:
-        _installPackages(plan.packages, installers, requester)
+        importlib.invalidate_caches()  # the constraints below pin the torch just installed
+    with tempfile.TemporaryDirectory(prefix="medssl-pip-") as folder:
+        constraints = Path(folder) / "constraints.txt"
+        constraints.write_text("".join(f"{line}\n" for line in constraintLines()), encoding="utf-8")
+        for args in pipCalls(plan, os.fspath(constraints)):
+            installers.pipInstall(list(args))
+    importlib.invalidate_caches()  # pip ran in another process: make importlib.metadata look again
+    still = missingRequirements(plan.packages) + _missingNoDeps(plan.noDeps + plan.reinstall)
+    still += [r for r in plan.reinstall if not isIntact(_requirement(r).name)]
+    if still:
+        raise RuntimeError(f"{', '.join(still)} still not installed after pip ran; see pip's output in the "
+                           f"Python console")
     return True
 
 
-def _installPackages(packages: Sequence[str], installers: SlicerInstallers, requester: str) -> None:
-    if installers.pipEnsure is not None:  # Slicer's pip_check reads req.name and req.marker: Requirement objects
-        installers.pipEnsure([_requirement(p) for p in packages], skip_packages=list(SKIP_PACKAGES),
-                             prompt_install=False, requester=requester)
-        return
-    done: set[str] = set()
-    for package in packages:
-        _installWithoutSkipped(package, installers.pipInstall, done)
+def _pipInstaller(requester: str) -> Callable[[list], Any]:
+    """``slicer.packaging.pip_install`` with ``requester`` (its progress dialog names MedSSL) where it takes one
+    (5.12+), else ``slicer.util.pip_install`` (5.10); chosen by signature, not by version."""
+    import inspect
+
+    import slicer.util
+
+    try:
+        from slicer.packaging import pip_install
+    except ImportError:
+        return slicer.util.pip_install
+    if "requester" in inspect.signature(pip_install).parameters:
+        return lambda args: pip_install(args, requester=requester)
+    return pip_install
 
 
-def _installWithoutSkipped(requirement: str, pipInstall: Callable[[str], Any], done: set[str]) -> None:
-    """Older Slicer: install with ``--no-deps``, then its own requirements the same way, skipping SKIP_PACKAGES."""
-    name = _requirement(requirement).name
-    if _canonical(name) in done or _skipped(name):
-        return
-    done.add(_canonical(name))
-    if not isSatisfied(requirement):
-        pipInstall(f"--no-deps {requirement}")
-        importlib.invalidate_caches()  # pip ran in another process: make importlib.metadata look again
-        if installedVersion(name) is None:
-            raise RuntimeError(f"{name} is still not installed after pip ran; see pip's output in the Python console")
-    for dependency in knownRequirements(name):
-        _installWithoutSkipped(dependency, pipInstall, done)
-
-
-def findPipEnsure(importModule: Callable[[str], Any] = importlib.import_module) -> Optional[Callable[..., Any]]:
-    """Slicer's ``pip_ensure`` (`PIP_ENSURE_MODULES`, first found), or None on Slicer versions without it."""
-    for moduleName in PIP_ENSURE_MODULES:
-        try:
-            function = getattr(importModule(moduleName), "pip_ensure", None)
-        except ImportError:
-            continue
-        if callable(function):
-            return function
-    return None
-
-
-def slicerInstallers() -> SlicerInstallers:
+def slicerInstallers(requester: str = "MedSSL") -> SlicerInstallers:
     """The real functions inside the Slicer application (the PyTorch extension must be installed)."""
     import slicer
 
@@ -296,8 +308,7 @@ def slicerInstallers() -> SlicerInstallers:
         confirm=lambda text, title: slicer.util.confirmOkCancelDisplay(text, title),
         installTorch=lambda requirement: torchLogic.installTorch(askConfirmation=False,
                                                                  torchVersionRequirement=requirement),
-        pipInstall=slicer.util.pip_install,
-        pipEnsure=findPipEnsure())
+        pipInstall=_pipInstaller(requester))
 
 
 def parseInfo(lines: Sequence[str]) -> Optional[dict[str, Any]]:
@@ -326,7 +337,10 @@ def formatDiagnostics(info: Optional[dict[str, Any]]) -> str:
 
 
 def basicDiagnostics() -> str:
-    """Versions from package metadata only (before medssl is installed or when ``medssl info`` fails)."""
+    """Versions from package metadata only (before the requirements are installed or when ``medssl info`` fails)."""
     names = ("medssl", "torch", "monai", "SimpleITK", "dynamic-network-architectures")
     versions = ", ".join(f"{name} {installedVersion(name) or 'not installed'}" for name in names)
-    return f"{versions}\nPython {platform.python_version()}"
+    root = bundled_core.findCoreRoot()
+    where = f"MedSSL core: {root}" if root else "MedSSL core: not found (reinstall the extension)"
+    reason = support.unsupportedReason()
+    return "\n".join(([reason] if reason else []) + [versions, f"Python {platform.python_version()}", where])

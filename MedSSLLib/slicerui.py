@@ -14,7 +14,7 @@ import qt
 import slicer
 from slicer.i18n import tr as _
 
-from . import install
+from . import install, support
 from .jobs import Job
 from .packages import medsslHome
 
@@ -28,6 +28,8 @@ def qtSchedule(delayMs: int, callback: Callable[[], None]) -> None:
 
 def ensureDependencies(requester: str, repair: bool = False) -> bool:
     """Install what is missing (``repair``: and reinstall medssl) after one confirmation; False if declined/failed."""
+    if not support.checkSupported():  # an older Slicer: one line saying which Slicer MedSSL needs
+        return False
     plan = install.planInstall(repair=repair)
     if plan.empty:
         return True
@@ -35,7 +37,7 @@ def ensureDependencies(requester: str, repair: bool = False) -> bool:
         return False
     try:
         with slicer.util.tryWithErrorDisplay(_("Installing the MedSSL dependencies failed."), waitCursor=True):
-            return install.installDependencies(plan, install.slicerInstallers(), requester)
+            return install.installDependencies(plan, install.slicerInstallers(requester), requester)
     except Exception:  # already shown to the user by tryWithErrorDisplay
         return False
 
@@ -57,7 +59,7 @@ def _installAndRefresh(ui, requester: str, runner) -> None:
 
 def refreshDiagnostics(ui, runner) -> None:
     """Run ``medssl info --json`` in the background and show versions, CUDA and GPU memory."""
-    if install.installedVersion("medssl") is None or runner.busy:
+    if not install.isSatisfied("medssl") or runner.busy:  # the core is there and its requirements are complete
         ui.diagnosticsTextEdit.setPlainText(install.basicDiagnostics())
         return
     ui.diagnosticsTextEdit.setPlainText(_("Asking medssl for versions and GPUs..."))

@@ -1,5 +1,6 @@
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -14,6 +15,10 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
+
+_repository = Path(__file__).resolve().parents[1]  # run from a clone: MedSSLLib is beside the module folder
+if (_repository / "MedSSLLib" / "__init__.py").is_file() and str(_repository) not in sys.path:
+    sys.path.append(str(_repository))
 
 from MedSSLLib import slicerui
 from MedSSLLib.catalog import backboneChoices

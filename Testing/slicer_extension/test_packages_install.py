@@ -1,9 +1,9 @@
-"""Package listing, weight catalog, command lines and dependency installation (no torch import in Slicer)."""
+"""Package listing, weight catalog, command lines and diagnostics (no torch import in Slicer).
 
-import importlib
+The dependency installation is tested with real pip in test_install_real_pip.py and test_install_plan.py."""
+
 import shutil
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -126,192 +126,14 @@ def test_medssl_cli_accepts_the_command_lines(realMedssl):
     assert parser.parse_args(predict).tta and parser.parse_args(finetune).resume
 
 
-def test_requirements_never_list_torch_or_simpleitk(monkeypatch):
-    requirements = install.loadRequirements()
-    names = [r.split(">")[0].split("=")[0].strip().lower() for r in requirements]
-    assert "medssl" in names and "dynamic-network-architectures" in names
-    assert not {"torch", "simpleitk", "torchvision"} & set(names)
-    monkeypatch.setenv("MEDSSL_CORE_REQUIREMENT", "medssl @ file:///wheels/medssl-0.1.0-py3-none-any.whl")
-    assert install.loadRequirements()[0].startswith("medssl @ file:")
-
-
-def fakePipEnsure(calls):
-    """Stands in for slicer.pydeps.pip_ensure: reads what its pip_check reads (req.marker, req.name)."""
-    from packaging.requirements import Requirement
-
-    def pipEnsure(requirements, constraints=None, skip_packages=None, prompt_install=True, prompt_restart=True,
-                  requester=None, skip_in_testing=True, show_progress=True):
-        assert isinstance(requirements, list) and all(isinstance(r, Requirement) for r in requirements)
-        assert all(r.marker is None and r.name for r in requirements)
-        calls.append(("ensure", [str(r) for r in requirements],
-                      {"skip_packages": skip_packages, "prompt_install": prompt_install, "requester": requester}))
-
-    return pipEnsure
-
-
-def test_install_plan_and_one_confirmation():
-    assert install.isSatisfied("numpy>=1.0") and not install.isSatisfied("numpy>=999")
-    assert not install.isSatisfied("surely-not-installed-package")
-    assert install.planInstall(["numpy>=1.0"]).empty  # torch 2.13 here satisfies torch>=2.3
-    plan = install.planInstall(["numpy>=999", "numpy>=1.0"])
-    assert plan.torch is None and plan.packages == ["numpy>=999"] and plan.reinstall == []
-    calls = []
-    installers = install.SlicerInstallers(
-        confirm=lambda text, title: calls.append(("confirm", text)) or True,
-        installTorch=lambda req: calls.append(("torch", req)) or object(),
-        pipInstall=lambda req: calls.append(("pip", req)),
-        pipEnsure=fakePipEnsure(calls))
-    assert install.installDependencies(install.InstallPlan("torch>=2.3", ["medssl>=0.1.0"]), installers, "MedSSLTrain")
-    assert [c[0] for c in calls] == ["confirm", "torch", "ensure"]
-    assert "torch>=2.3" in calls[0][1] and "medssl>=0.1.0" in calls[0][1]
-    assert calls[1] == ("torch", ">=2.3")
-    assert calls[2][1] == ["medssl>=0.1.0"] and calls[2][2]["prompt_install"] is False
-    assert calls[2][2]["requester"] == "MedSSLTrain"
-    assert {"torch", "SimpleITK", "timm"} <= set(calls[2][2]["skip_packages"])
-
-
-class HiddenMetadata:
-    """``importlib.metadata`` as a Slicer sees it where the ``hidden`` distributions are not installed."""
-
-    PackageNotFoundError = metadata.PackageNotFoundError
-
-    def __init__(self, hidden):
-        self.hidden = set(hidden)
-
-    def _check(self, name):
-        if name.lower().replace("_", "-") in self.hidden:
-            raise metadata.PackageNotFoundError(name)
-
-    def version(self, name):
-        self._check(name)
-        return metadata.version(name)
-
-    def requires(self, name):
-        self._check(name)
-        return metadata.requires(name)
-
-
-def test_dialog_lists_what_medssl_pulls_in_before_it_is_installed(monkeypatch):
-    """Before medssl is installed its requirements come from the resource file; torch and SimpleITK stay out."""
-    monkeypatch.setattr(install, "metadata", HiddenMetadata({"medssl", "monai", "safetensors", "einops"}))
-    plan = install.planInstall(["medssl>=0.1.0", "dynamic-network-architectures>=0.4"])
-    assert plan.packages == ["medssl>=0.1.0"]  # dynamic-network-architectures is installed here
-    assert plan.dependencies == [("monai>=1.4", "medssl"), ("safetensors>=0.4", "medssl"), ("einops>=0.7", "medssl")]
-    text = plan.describe()
-    assert "- medssl>=0.1.0\n" in text and "- monai>=1.4 (required by medssl)" in text
-    assert "einops>=0.7 (required by medssl)" in text and "torch" not in text and "SimpleITK" not in text
-    calls = []
-    installers = install.SlicerInstallers(lambda t, title: calls.append(t) or True, calls.append, calls.append,
-                                          fakePipEnsure(calls))
-    install.installDependencies(plan, installers)
-    assert "monai>=1.4 (required by medssl)" in calls[0]
-    assert calls[1][1] == ["medssl>=0.1.0"]  # pip_ensure resolves the dependencies itself
-
-
-def test_a_missing_requirement_of_an_installed_package_is_installed(monkeypatch):
-    monkeypatch.setattr(install, "metadata", HiddenMetadata({"einops"}))
-    plan = install.planInstall(["medssl>=0.1.0", "dynamic-network-architectures>=0.4"])
-    assert plan.packages == ["einops>=0.7"] and plan.dependencies == [] and not plan.empty
-
-
-def test_medssl_requirements_resource_matches_pyproject():
-    import tomllib
-
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert install.readRequirementLines(install.MEDSSL_REQUIREMENTS_FILE) == declared
-    installed = [r for r in metadata.requires("medssl") if "extra ==" not in r]
-    assert installed == declared, "the installed medssl is older than pyproject.toml: reinstall it"
-
-
-def test_repair_reinstalls_medssl_without_its_dependencies():
-    plan = install.planInstall(["medssl>=0.1.0", "numpy>=999"], repair=True)
-    assert plan.torch is None and plan.packages == ["numpy>=999"] and plan.reinstall == ["medssl>=0.1.0"]
-    calls = []
-    installers = install.SlicerInstallers(lambda t, title: calls.append(t) or True, calls.append, calls.append)
-    assert install.installDependencies(plan, installers)
-    assert "medssl>=0.1.0 (reinstalled" in calls[0]
-    assert calls[1:] == ["--force-reinstall --no-deps medssl>=0.1.0", "--no-deps numpy>=999"]
-
-
-def test_declined_installation_installs_nothing():
-    calls = []
-    installers = install.SlicerInstallers(lambda t, title: False, lambda r: calls.append(r), calls.append)
-    assert not install.installDependencies(install.InstallPlan("torch>=2.3", ["medssl"]), installers)
-    assert calls == []
-
-
-def test_selective_pip_fallback_skips_torch_and_simpleitk():
-    """Older Slicer (no pip_ensure): --no-deps install, then own requirements minus the skipped ones."""
-    calls = []
-    installers = install.SlicerInstallers(lambda t, title: True, lambda r: object(), calls.append, None)
-    install.installDependencies(install.InstallPlan(None, ["medssl>=99"]), installers)
-    assert calls == ["--no-deps medssl>=99"]  # medssl's own requirements are installed here, torch is skipped
-
-
-def writeDistribution(site: Path, name: str, requires=()):
-    """What pip leaves behind: ``<name>-1.0.dist-info/METADATA``."""
-    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
-    info.mkdir(parents=True)
-    lines = ["Metadata-Version: 2.1", f"Name: {name}", "Version: 1.0", *[f"Requires-Dist: {r}" for r in requires]]
-    (info / "METADATA").write_text("\n".join(lines) + "\n")
-
-
-def test_pip_fallback_reads_the_metadata_pip_just_wrote(tmp_path, monkeypatch):
-    """The walk sees a package pip installed a moment ago (caches invalidated) and installs its requirements."""
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    calls = []
-    realInvalidate = importlib.invalidate_caches
-    monkeypatch.setattr(importlib, "invalidate_caches", lambda: calls.append("invalidate") or realInvalidate())
-
-    def pipInstall(args):
-        calls.append(args)
-        name = args.split()[-1].split(">")[0]
-        writeDistribution(site, name, ["medssl-test-dep>=1.0", "torch>=2.3", "pytest>=7; extra == 'dev'"]
-                          if name == "medssl-test-plugin" else [])
-
-    installers = install.SlicerInstallers(lambda t, title: True, lambda r: object(), pipInstall, None)
-    install.installDependencies(install.InstallPlan(None, ["medssl-test-plugin>=1.0"]), installers)
-    assert calls == ["--no-deps medssl-test-plugin>=1.0", "invalidate", "--no-deps medssl-test-dep>=1.0", "invalidate"]
-    failing = install.SlicerInstallers(lambda t, title: True, lambda r: object(), lambda args: None, None)
-    with pytest.raises(RuntimeError, match="medssl-other-plugin is still not installed after pip ran"):
-        install.installDependencies(install.InstallPlan(None, ["medssl-other-plugin"]), failing)
-
-
-def test_pip_ensure_is_found_in_slicer_pydeps_then_slicer_packaging(monkeypatch):
-    import types
-
-    def module(name, function=None):
-        m = types.ModuleType(name)
-        if function is not None:
-            m.pip_ensure = function
-        return m
-
-    def current(requirements, **kw):
-        return "pydeps"
-
-    def earlier(requirements, **kw):
-        return "packaging"
-
-    monkeypatch.delitem(sys.modules, "slicer.pydeps", raising=False)
-    monkeypatch.delitem(sys.modules, "slicer.packaging", raising=False)
-    assert install.findPipEnsure() is None  # slicer-core: neither exists, as in Slicer < 5.11
-    monkeypatch.setitem(sys.modules, "slicer.packaging", module("slicer.packaging", earlier))
-    assert install.findPipEnsure() is earlier
-    monkeypatch.setitem(sys.modules, "slicer.pydeps", module("slicer.pydeps", current))
-    assert install.findPipEnsure() is current
-    monkeypatch.setitem(sys.modules, "slicer.pydeps", module("slicer.pydeps"))  # a module without pip_ensure
-    assert install.findPipEnsure() is earlier
-
-
 def test_diagnostics_from_the_real_medssl_info(realMedssl):
     job = TrainLogic(realMedssl).runMedSSL(["info", "--json"], wait=True, timeout=120)
     info = install.parseInfo(job.log)
     text = install.formatDiagnostics(info)
     assert info["torch"].startswith("2.") and f"torch {info['torch']}" in text
     assert "CUDA available: no" in text and "GPU: none visible to torch" in text
-    assert "medssl 0.1.0" in install.basicDiagnostics() and sys.version.split()[0] in install.basicDiagnostics()
+    basic = install.basicDiagnostics()
+    assert "medssl 0.1.0" in basic and f"MedSSL core: {REPO}" in basic and sys.version.split()[0] in basic
 
 
 def test_backbone_choices(tinyPackage):
@@ -323,51 +145,3 @@ def test_backbone_choices(tinyPackage):
     assert choices[-1].entry is None and "Labels: liver, spleen" in choices[-1].description
 
 
-def _bundle_core(folder: Path, version: str = "0.1.0") -> Path:
-    """The layout MedSSLLib/CMakeLists.txt installs as MedSSLLib/core (pyproject, README, LICENSE, src/medssl)."""
-    core = folder / "core"
-    (core / "src").mkdir(parents=True)
-    for name in ("README.md", "LICENSE", "NOTICE"):
-        shutil.copy(REPO / name, core / name)
-    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
-    (core / "pyproject.toml").write_text(text.replace('version = "0.1.0"', f'version = "{version}"', 1))
-    shutil.copytree(REPO / "src" / "medssl", core / "src" / "medssl", ignore=shutil.ignore_patterns("__pycache__"))
-    return core
-
-
-def test_cmake_bundles_every_file_the_core_needs():
-    text = (REPO / "MedSSLLib" / "CMakeLists.txt").read_text(encoding="utf-8")
-    files = text.split("set(MEDSSL_CORE_FILES", 1)[1].split(")", 1)[0].split()
-    assert set(files) == {"pyproject.toml", "README.md", "LICENSE", "NOTICE"}
-    assert all((REPO / f).is_file() for f in files) and "src/medssl" in text and "MedSSLLib/core" in text
-
-
-def test_bundled_core_is_the_medssl_requirement(tmp_path, monkeypatch):
-    monkeypatch.delenv("MEDSSL_CORE_REQUIREMENT", raising=False)
-    assert install.bundledCoreVersion() is None  # a source checkout bundles nothing: PyPI's medssl line is kept
-    core = _bundle_core(tmp_path)
-    monkeypatch.setattr(install, "BUNDLED_CORE", core)
-    requirement = install.loadRequirements()[0]
-    assert requirement == f"medssl @ {core.resolve().as_uri()}"
-    assert install.isSatisfied(requirement)  # the medssl installed here is 0.1.0, as bundled
-    (core / "pyproject.toml").write_text((core / "pyproject.toml").read_text().replace('"0.1.0"', '"0.2.0"', 1))
-    assert install.bundledCoreVersion() == "0.2.0"
-    assert not install.isSatisfied(requirement)  # an updated extension reinstalls its core
-    plan = install.planInstall()
-    assert plan.packages[0] == requirement
-    assert "- medssl 0.2.0 (the MedSSL core, shipped with this extension)" in plan.describe().splitlines()
-
-
-@pytest.mark.slow
-def test_bundled_core_builds_a_wheel_with_its_data_files(tmp_path):
-    """pip can install the bundled folder: it builds, and the catalog and configs travel with the code."""
-    import subprocess
-    import zipfile
-
-    core = _bundle_core(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path / "wheels"), str(core)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    wheel, = (tmp_path / "wheels").glob("medssl-0.1.0-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"medssl/hub/catalog.json", "medssl/cli/main.py", "medssl/configs/finetune/quick.yaml"} <= names
