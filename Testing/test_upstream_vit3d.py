@@ -81,6 +81,17 @@ def test_vit3d_equals_3dino(case, golden, encoder, one_thread):
     assert_close(tokens["patch"], ref["patch_tokens"], f"{case} patch tokens")
 
 
+def test_vit3d_masked_tokens_equal_3dino(golden, encoder, one_thread):
+    """iBOT masking as in pretraining: masked patch embeddings replaced by the mask token before the position
+    embedding (DINOv2 ``prepare_tokens_with_masks``); medssl's SSL method holds the mask token."""
+    x, masks, ref = golden["inputs"]["noncubic"], golden["inputs"]["masks"], golden["outputs"]["masked"]
+    assert masks.dtype == torch.bool and 0 < int(masks.sum()) < masks.numel()
+    with torch.no_grad():
+        tokens = encoder[1].forward_tokens(x, mask=masks, mask_token=golden["weights"]["mask_token"].view(-1))
+    assert_close(tokens["cls"], ref["cls"], "masked class token")
+    assert_close(tokens["patch"], ref["patch_tokens"], "masked patch tokens")
+
+
 def test_vit3d_two_channels_equal_3dino_channel_merge(golden, encoder, one_thread):
     """Two channels: each runs through the one-channel ViT, features concatenated channel-major (3DINO)."""
     x, ref = golden["inputs"]["two_channels"], golden["outputs"]["two_channels"]

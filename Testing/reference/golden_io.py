@@ -63,7 +63,8 @@ def load(path: Path) -> dict:
     meta = json.loads(path.with_suffix(".json").read_text())
     weights = {k: flat[f"weight/{k}"].float() if flat[f"weight/{k}"].is_floating_point() else flat[f"weight/{k}"]
                for k in meta["weights_in_file_order"]}
-    inputs = {k.split("/", 1)[1]: v.float() for k, v in flat.items() if k.startswith("input/")}
+    inputs = {k.split("/", 1)[1]: v.float() if v.is_floating_point() else v for k, v in flat.items()
+              if k.startswith("input/")}
     outputs: Dict[str, Dict[str, object]] = {}
     for key in sorted(k for k in flat if k.startswith("output/")):
         _, case, what, *index = key.split("/")

@@ -13,7 +13,8 @@ only smaller: width 128, 2 heads of 64, depth 6 in 3 chunks (of 2, padded with `
 patch 16, ``img_size`` 48 (a 3^3 position embedding). Every tensor and input is random (``random_weights.py``).
 Cases: cubic 48^3 (the training grid: no resampling, batch 2), non-cubic 64 x 32 x 80 (trilinear resampling
 of the position embedding to 4 x 2 x 5), cubic 32^3 (resampled to 2^3) and a two-channel non-cubic input
-(3DINO's ``UNETRHead.forward_features_multi``: channels as batch, then merged along features). Outputs per
+(3DINO's ``UNETRHead.forward_features_multi``: channels as batch, then merged along features); the
+non-cubic input again with a random iBOT mask (``forward_features(x, masks)``, as pretraining runs). Outputs per
 case: ``get_intermediate_layers(n=[0, 2, 3, 5], norm=True, reshape=True)`` (the skips a UNETR head takes, as
 3DINO takes blocks 5/11/17/23 of ViT-L), ``forward`` (the normed class token) and the normed patch tokens of
 ``forward_features``.
@@ -75,6 +76,11 @@ def main() -> None:
     inputs = {name: torch.randn(shape, generator=g).half().float() for name, shape in CASES.items()}
     with torch.no_grad():
         outputs = {name: case_outputs(net, x) for name, x in inputs.items()}
+        x = inputs["noncubic"]
+        masks = torch.rand(x.shape[0], net.patch_embed(x).shape[1], generator=g) < 0.4
+        masked = net.forward_features(x, masks)
+        inputs["masks"] = masks
+        outputs["masked"] = {"cls": masked["x_norm_clstoken"], "patch_tokens": masked["x_norm_patchtokens"]}
     meta = {"upstream": "https://github.com/AICONSlab/3DINO", "commit": upstream_commit(args.checkout),
             "licence": "CC BY-NC-ND 4.0: numbers only, no code", "class": "dinov2.models.vision_transformer."
             "DinoVisionTransformer3d(block_fn=partial(NestedTensorBlock, attn_class=MemEffAttention))",
