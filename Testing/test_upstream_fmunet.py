@@ -15,6 +15,9 @@ import torch
 from helpers_backbones import fake_checkpoint
 from upstream import relative_error, run_reference
 
+# sha256 of openmedlab/MIS-FM @1506d65 net/fmunet.py (the released file's code); PyMIC 0.6.2 ships the same bytes
+MISFM_FMUNET_SHA256 = "ec5d6ca2bbdcb9d3e0d940435d3a72c984780610f69eef90efc8b85fcb03c33e"
+
 
 def medssl_net(path, num_classes: int):
     from medssl.hub.pretrained import resolve_pretrained
@@ -60,7 +63,7 @@ def test_released_fmunet_structure_equals_pymic(tmp_path, one_thread):
     out = tmp_path / "reference.pt"
     run_reference("pymic-0.6.2", "pymic_fmunet.py", str(path), str(out), "--shape", "32", "48", "64")
     ref = torch.load(out, weights_only=True)
-    assert ref["pymic"] == "0.6.2"
+    assert ref["pymic"] == "0.6.2" and ref["sha256"] == MISFM_FMUNET_SHA256
     compare(path, ref)
 
 

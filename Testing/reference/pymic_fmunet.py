@@ -8,10 +8,10 @@ PyMIC's ``pymic/net/net3d/fmunet.py`` is byte-identical to MIS-FM's ``net/fmunet
         [--depth 2] [--class-num 5] [--batch 1] [--seed 0] [--create SEED]
 
 ``--create SEED`` first writes CHECKPOINT in PyMIC's nesting (``{"iteration", "model_state_dict"}``) from the
-network PyMIC builds, every tensor randomised (``random_weights.py``). Writes ``{"pymic": version, "input":
-(B, 1, D, H, W), "encoder": [x0 .. x4], "decoder": [d0 .. d3], "outputs": [out0 .. out3]}``: the encoder and
-decoder maps exactly as ``FMUNet.forward`` computes them, and the four outputs of its deep supervision
-(``out_layers[i](d_i)``; ``outputs[0]`` is the prediction), in PyMIC's (D, H, W) order.
+network PyMIC builds, every tensor randomised (``random_weights.py``). Writes ``{"pymic": version, "sha256": of
+PyMIC's fmunet.py, "input": (B, 1, D, H, W), "encoder": [x0 .. x4], "decoder": [d0 .. d3], "outputs": [out0 ..
+out3]}``: the encoder and decoder maps exactly as ``FMUNet.forward`` computes them, and the four outputs of its
+deep supervision (``out_layers[i](d_i)``; ``outputs[0]`` is the prediction), in PyMIC's (D, H, W) order.
 """
 from __future__ import annotations
 
@@ -42,8 +42,11 @@ def main() -> None:
     ap.add_argument("--create", type=int, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    import pymic.net.net3d.fmunet as module
+    import hashlib
     from importlib.metadata import version
+    from pathlib import Path
+
+    import pymic.net.net3d.fmunet as module
 
     net = build(args)
     if args.create is not None:
@@ -61,7 +64,8 @@ def main() -> None:
         outputs = [layer(d) for layer, d in zip(net.out_layers, decoder)]
         whole = net(x)  # stage 'train' + multiscale_pred: the list of the four outputs
     assert all(torch.equal(a, b) for a, b in zip(whole, outputs)), "FMUNet.forward differs from its parts"
-    torch.save({"pymic": version("PyMIC"), "module": module.__file__, "input": x, "encoder": encoder,
+    digest = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
+    torch.save({"pymic": version("PyMIC"), "sha256": digest, "input": x, "encoder": encoder,
                 "decoder": decoder, "outputs": outputs}, args.out)
 
 
