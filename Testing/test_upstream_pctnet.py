@@ -6,7 +6,7 @@ resolution_mode 1 as released, every tensor random) from a checkout and kept onl
 nesting (``{"iteration", "model_state_dict"}``) and read by medssl as a user's file (``resolve_pretrained``:
 converter, architecture read from the shapes, checked load, the whole network); every encoder map, the
 decoder maps and the four outputs (prediction and deep supervision) must agree to < 1e-4 relative on the
-non-cubic input. medssl works in (I, J, K) = MIS-FM's (D, H, W) reversed.
+non-cubic input, for the released resolution_mode 1 and, same weights, resolution_mode 2. medssl works in (I, J, K) = MIS-FM's (D, H, W) reversed.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def golden():
     return load(GOLDEN)
 
 
-def medssl_net(golden, tmp_path):
+def medssl_net(golden, tmp_path, **override):
     """medssl's PCT-Net from the golden weights in the released file's nesting.
 
     A PCT-Net file does not record MIS-FM's ``input_size`` (the pretraining patch; it decides which Swin
@@ -47,7 +47,7 @@ def medssl_net(golden, tmp_path):
     for key in ("feature_chns", "depths", "num_heads"):
         assert kwargs[key] == config[key], key
     assert kwargs["window_sizes"] == [3, 3, 2]  # read from the bias tables: 1/16 shrunk to its 2x2x3 grid
-    arch = dataclasses.replace(source.arch, backbone_kwargs={**kwargs, "input_size": config["input_size"]})
+    arch = dataclasses.replace(source.arch, backbone_kwargs={**kwargs, "input_size": config["input_size"], **override})
     net = build_network(arch, 1, config["class_num"])
     report = source.init_weights(net)
     assert not report.missing and not report.unexpected and not report.shape_mismatch, report.summary()
@@ -67,11 +67,13 @@ def test_golden_file_names_its_upstream(golden):
     assert any(k.endswith("relative_position_index") for k in golden["weights"])
 
 
-def test_pctnet_equals_misfm(golden, tmp_path, one_thread):
+@pytest.mark.parametrize("case", ["noncubic", "mode2"])
+def test_pctnet_equals_misfm(case, golden, tmp_path, one_thread):
+    """Released resolution_mode 1; ``mode2``: the same weights as resolution_mode 2 (in-plane stem and head)."""
     from medssl.models.layers.axes import reverse_spatial
 
-    net = medssl_net(golden, tmp_path)
-    x, ref = golden["inputs"]["noncubic"], golden["outputs"]["noncubic"]
+    net = medssl_net(golden, tmp_path, **(golden["meta"]["mode2"] if case == "mode2" else {}))
+    x, ref = golden["inputs"][case], golden["outputs"][case]
     dec = net.decoder
     with torch.no_grad():
         feats = net.encoder(reverse_spatial(x))

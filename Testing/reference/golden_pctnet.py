@@ -17,7 +17,9 @@ input_size [16, 32, 48] (D, H, W), so the token grids 8x8x12, 4x4x6 and 2x2x3 ta
 ``net/transformer.py``: padding to whole windows, shifted windows with their mask, PCT-Net's relative-position
 strides (3w-1, 2w-1, 1) and, at 1/16, a window shrunk to the grid's smallest side (2, no shift). Every tensor
 (BatchNorm statistics and PReLU slopes included) is random (``random_weights.py``); MIS-FM asserts that the
-input equals ``input_size``, so there is one non-cubic input. Outputs: the maps medssl's encoder
+input equals ``input_size``, so there is one non-cubic input. The same weights also run as resolution_mode 2
+(in-plane stem and head, ``embeddings[2]``/``pred_heads[2]``) on an 8 x 32 x 48 input, whose token grids are
+the same (case ``mode2``). Outputs: the maps medssl's encoder
 returns (``embeddings[1]``: x0, x1; ``pyramid_ct``: e2, e3, e4), the decoder maps d3, d2 and the four
 outputs of ``PCTNet.forward`` (prediction + deep supervision), all in MIS-FM's (D, H, W) order.
 """
@@ -36,6 +38,7 @@ CONFIG = {"in_chns": 1, "class_num": 5, "input_size": [16, 32, 48], "feature_chn
           "dropout": [0, 0, 0.2, 0.2, 0.2], "depths": [2, 2, 2], "num_heads": [2, 4, 8], "window_sizes": [3, 3, 3],
           "resolution_mode": 1, "multiscale_pred": True}
 BATCH, SEED = 1, 5
+MODE2_INPUT = [8, 32, 48]  # resolution_mode 2 (stem (1, 4, 4)) with the same token grids, so the same weights
 
 
 class _EvalDropPath(nn.Module):
@@ -96,15 +99,19 @@ def main() -> None:
     net = randomize_(PCTNet(dict(CONFIG)), SEED, fp16_grid=True).eval()
     g = torch.Generator().manual_seed(SEED + 1)
     x = torch.randn(BATCH, 1, *CONFIG["input_size"], generator=g).half().float()
+    mode2 = PCTNet({**CONFIG, "resolution_mode": 2, "input_size": MODE2_INPUT})
+    mode2.load_state_dict(net.state_dict(), strict=True)
+    x2 = torch.randn(BATCH, 1, *MODE2_INPUT, generator=g).half().float()
     with torch.no_grad():
-        outputs = {"noncubic": outputs_of(net, x)}
+        outputs = {"noncubic": outputs_of(net, x), "mode2": outputs_of(mode2.eval(), x2)}
     meta = {"upstream": "https://github.com/openmedlab/MIS-FM", "commit": upstream_commit(args.checkout),
             "licence": "Apache-2.0", "class": "net.pct_net.PCTNet", "config": CONFIG, "seed": SEED,
+            "mode2": {"resolution_mode": 2, "input_size": MODE2_INPUT},
             "axis_order": "(B, C, D, H, W): SimpleITK array order, medssl's (I, J, K) reversed",
             "stubbed": "timm.models.layers (DropPath eval-mode identity, to_3tuple, trunc_normal_)",
             "released_nesting": "PyMIC {'iteration': int, 'model_state_dict': state, 'optimizer_state_dict'}",
             "script": "Testing/reference/golden_pctnet.py"}
-    save(args.out, net.state_dict(), {"noncubic": x}, outputs, meta)
+    save(args.out, net.state_dict(), {"noncubic": x, "mode2": x2}, outputs, meta)
     print(f"wrote {args.out}.safetensors ({args.out.with_suffix('.safetensors').stat().st_size} bytes)")
 
 
