@@ -43,6 +43,7 @@ $(VENV)/.medssl-dev-installed: pyproject.toml constraints.txt
 	# upstream reference implementations for the equivalence tests (Testing/upstream.py): MONAI 1.3.0, the version
 	# VoCo trained with, beside (not over) the project's MONAI; imported only by the tests' child processes
 	$(PIP) install -q --no-deps --upgrade --target $(VENV)/reference/monai-1.3.0 "monai==1.3.0"
+	$(PIP) install -q --no-deps --upgrade --target $(VENV)/reference/pymic-0.6.2 "PyMIC==0.6.2"
 	touch $@
 
 # Real scans for the demo and the tests: Debian packages mricron-data (Colin27 + AAL) and
