@@ -43,14 +43,16 @@ def sample_view(volume: np.ndarray, centre: Sequence[float], matrix: np.ndarray,
     return view[0]
 
 
-def signed_permutation(rng: np.random.Generator, p_flip: float, p_rot90: float) -> np.ndarray:
-    """Random flips (each axis with ``p_flip``) and quarter turns (each axis pair with ``p_rot90``, 1-3 turns):
-    a 3x3 signed permutation matrix (MONAI RandFlip / RandRotate90 semantics, as 3DINO uses them)."""
+def signed_permutation(rng: np.random.Generator, p_flip: float, p_rot90: float,
+                       rot90_pairs: Sequence[Tuple[int, int]] = PAIRS) -> np.ndarray:
+    """Random flips (each axis with ``p_flip``) and quarter turns (each axis pair of ``rot90_pairs`` with
+    ``p_rot90``, 1-3 turns): a 3x3 signed permutation matrix (MONAI RandFlip / RandRotate90 semantics; 3DINO
+    turns in all three pairs, VoCo in-plane only, MONAI's default ``spatial_axes=(0, 1)``)."""
     q = np.eye(3)
     for axis in range(3):
         if rng.random() < p_flip:
             q[:, axis] = -q[:, axis]
-    for a, b in PAIRS:
+    for a, b in rot90_pairs:
         if rng.random() < p_rot90:
             r = np.eye(3)
             for _ in range(int(rng.integers(1, 4))):

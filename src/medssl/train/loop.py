@@ -37,7 +37,8 @@ class LoopConfig:
     lr: float = 1e-3
     weight_decay: float = 3e-5
     weight_decay_end: Optional[float] = None  # set: cosine weight-decay schedule to this value (DINOv2)
-    optimizer: str = "adamw"  # adamw | sgd
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    amsgrad: bool = False  # Adam/AdamW with AMSGrad (VoCo's pretraining)
     momentum: float = 0.99
     schedule: str = "poly"  # poly | cosine | constant
     poly_power: float = 0.9  # nnU-Net 0.9; MIS-FM 0.8

@@ -28,12 +28,16 @@ def build_optimizer(groups: List[Dict[str, Any]], cfg) -> torch.optim.Optimizer:
     if not any(g["params"] for g in groups):
         raise InputError("nothing to train: every parameter is frozen; unfreeze the backbone or the decoder")
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=_amsgrad(cfg))
     if cfg.optimizer == "adam":  # L2 penalty in the gradient, as PyMIC's Adam (MIS-FM's fine-tuning)
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=_amsgrad(cfg))
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
     raise InputError(f"unknown optimizer {cfg.optimizer!r}; use adamw, adam or sgd")
+
+
+def _amsgrad(cfg) -> bool:
+    return bool(getattr(cfg, "amsgrad", False))
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str, power: float = 0.9) -> float:

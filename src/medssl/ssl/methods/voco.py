@@ -6,21 +6,25 @@ Re-implemented from the papers and the released code (Luffy03/Large-Scale-Medica
 
 1. views (`VoCoViews`): per volume a region of ``3 x 3`` base crops in-plane (one base thick across slices;
    192 x 192 x 64 voxels for 64^3 bases) is cut into the base crops; ``n_crops`` random crops of base size are
-   placed uniformly inside the region, labelled with their in-plane overlap ratio with every base; the
-   random crops get flips, quarter turns and an intensity shift;
+   placed uniformly inside the region, labelled with their in-plane overlap ratio with every base; bases and
+   random crops alike get flips (0.2 per axis), in-plane quarter turns (0.2) and an intensity shift (0.5), as
+   upstream's ``get_crop_transform(aug=True)`` (``utils/voco_trans.py``) gives both;
 2. bases and crops run through the backbone (SwinUNETR, ResEnc or any encoder of the registry); the feature
-   maps are average-pooled and concatenated; the student projector sees them after feature dropout (0.2),
-   the teacher projector (an EMA of the student's, momentum 0.9) sees them unchanged, without gradient;
+   maps are average-pooled and concatenated; the student projector sees them after embedding dropout (0.2:
+   upstream's ``nn.Dropout1d`` on the ``(N, C)`` embeddings, which PyTorch reads as unbatched, so it zeroes
+   whole sample embeddings, `sample_dropout`), the teacher projector (an EMA of the student's, momentum 0.9)
+   sees them unchanged, without gradient;
 3. losses (1:1:1): position prediction (student crops vs. teacher bases of their volume, against the overlap
    ratios), inter-volume consistency (student vs. teacher similarities to the next volume's bases) and base
    orthogonality.
-Only the encoder is exported.
+Only the encoder is exported. Optimiser (``voco_train.py:188``): ``AdamW(model.parameters(), lr, amsgrad=True)``,
+torch's default weight decay 0.01 on every parameter, no gradient clipping (``configs/pretrain/voco.yaml``).
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -34,6 +38,8 @@ from ..ema import freeze, update_momentum
 from ..heads import ProjectionHead, pooled_features
 from ..losses.voco import orthogonality_loss, position_loss, similarities
 from ..views import box_size, crop_matrix, random_centre, sample_view, signed_permutation
+
+IN_PLANE = {0: ((1, 2),), 1: ((0, 2),), 2: ((0, 1),)}  # rot90 axis pair per slice axis (MONAI spatial_axes (0, 1))
 
 
 @dataclass
@@ -107,19 +113,32 @@ class VoCoViews:
             for w in range(c.grid[1]):
                 idx = np.zeros(3)
                 idx[plane[0]], idx[plane[1]] = u, w
-                bases.append(sample_view(volumes.arrays[v], lo + (idx + 0.5) * base - 0.5, crop_matrix(base, out), out))
+                bases.append(self._augmented_view(volumes.arrays[v], lo + (idx + 0.5) * base - 0.5, base, rng))
         crops, labels = [], []
         for _ in range(c.n_crops):
             offsets = rng.uniform(0.0, np.array(c.grid, float) - 1.0)
             pos = np.full(3, 0.5)
             pos[plane[0]], pos[plane[1]] = offsets + 0.5
-            q = signed_permutation(rng, c.p_flip, c.p_rot90)
-            crop = sample_view(volumes.arrays[v], lo + pos * base - 0.5, crop_matrix(base, out, q), out)
-            if rng.random() < c.p_shift:
-                crop = intensity.shift_intensity(crop, rng, c.shift)
-            crops.append(crop)
+            crops.append(self._augmented_view(volumes.arrays[v], lo + pos * base - 0.5, base, rng))
             labels.append(torch.from_numpy(overlap_labels(offsets, c.grid)).float())
         return {"bases": torch.stack(bases), "crops": torch.stack(crops), "labels": torch.stack(labels)}
+
+    def _augmented_view(self, volume, centre: np.ndarray, extent: np.ndarray, rng: np.random.Generator):
+        """``(1, b, b, b)``: a base-sized view with VoCo's flips, in-plane quarter turns and intensity shift."""
+        c, out = self.cfg, (self.cfg.base_size,) * 3
+        q = signed_permutation(rng, c.p_flip, c.p_rot90, IN_PLANE[c.slice_axis])
+        view = sample_view(volume, centre, crop_matrix(extent, out, q), out)
+        return intensity.shift_intensity(view, rng, c.shift) if rng.random() < c.p_shift else view
+
+
+def sample_dropout(emb: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``(N, C) -> (N, C)``: each row (one sample's embedding) zeroed with probability ``p``, kept rows scaled by
+    ``1 / (1 - p)``: what upstream's ``nn.Dropout1d(p)(emb)`` does on a 2-D tensor (read as unbatched ``(C=N,
+    L=C)``, so the "channels" it drops are the samples)."""
+    if not training or p <= 0:
+        return emb
+    keep = (torch.rand(emb.shape[0], 1, device=emb.device) >= p).to(emb.dtype)
+    return emb * keep / (1.0 - p)
 
 
 @METHODS.register("voco")
@@ -136,10 +155,13 @@ class VoCo(SSLMethod):
         chosen = cfg.pool_features if cfg.pool_features is not None else range(len(channels))
         self.student = ProjectionHead(sum(channels[i] for i in chosen), cfg.hidden_dim, cfg.out_dim)
         self.teacher = freeze(copy.deepcopy(self.student))
-        self.dropout = nn.Dropout(cfg.dropout)
 
     def view_maker(self) -> VoCoViews:
         return VoCoViews(self.cfg)
+
+    def param_groups(self, lr: float, weight_decay: float) -> List[Dict[str, Any]]:
+        """Every trainable parameter decayed, norms and biases too (``AdamW(model.parameters())`` upstream)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
     def train(self, mode: bool = True) -> "VoCo":
         super().train(mode)
@@ -155,7 +177,7 @@ class VoCo(SSLMethod):
         b, k, n = bases.shape[0], bases.shape[1], crops.shape[1]
         x = torch.cat([bases, crops], dim=1).flatten(0, 1)
         emb = pooled_features(self.encoder(x), self.cfg.pool_features)
-        student = self.student(self.dropout(emb)).view(b, k + n, -1)
+        student = self.student(sample_dropout(emb, self.cfg.dropout, self.training)).view(b, k + n, -1)
         with torch.no_grad():
             teacher = self.teacher(emb).view(b, k + n, -1)
         return student, teacher
