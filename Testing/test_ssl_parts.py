@@ -166,7 +166,7 @@ def test_volume_fusion_mixes_analytically():
 def test_dino_head_freezes_prototypes_on_request():
     head = DINOHead(8, 16, hidden_dim=12, bottleneck_dim=6)
     head(torch.randn(3, 8), freeze_last=True).sum().backward()
-    assert head.weight_v.grad is None and head.mlp[0].weight.grad is not None
+    assert head.weight_v.grad is None and head.weight_g.grad is None and head.mlp[0].weight.grad is not None
     out = head(torch.randn(3, 8))
     assert out.abs().max() <= 1.0 + 1e-5  # normalised bottleneck x unit prototypes: cosines
 

@@ -1,9 +1,10 @@
 """Heads used only during pretraining (never exported): DINO prototypes, VoCo projector, MAE token decoder.
 
 - `DINOHead`: ported from DINOv2 (facebookresearch/dinov2 ``dinov2/layers/dino_head.py``, Apache-2.0):
-  an MLP (GELU) to an L2-normalised bottleneck, then a weight-normalised linear layer onto the prototypes
-  with the norm fixed to 1. The weight norm is written out (``F.normalize`` of ``weight_v``) instead of the
-  deprecated ``torch.nn.utils.weight_norm``; the function is the same.
+  an MLP (GELU) to an L2-normalised bottleneck, then a weight-normalised linear layer onto the prototypes,
+  ``W = g * v / ||v||`` per prototype, with the gain ``g`` starting at 1 and trained (DINOv2 fills
+  ``weight_g`` with 1 but leaves it trainable, and weight-decayed). The weight norm is written out instead of
+  the deprecated ``torch.nn.utils.weight_norm``; the function is the same.
 - `ProjectionHead`: VoCo's 3-layer projector (Luffy03/Large-Scale-Medical ``projection_head``, Apache-2.0):
   Linear-BN-ReLU twice, then Linear; BatchNorm without affine and without running statistics.
 - `TokenDecoder`: the MAE decoder (He et al., CVPR 2022), re-implemented from the paper for 3-D patches:
@@ -36,11 +37,13 @@ class DINOHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.apply(init_vit_weights)
         self.weight_v = nn.Parameter(nn.Linear(bottleneck_dim, out_dim, bias=False).weight.detach().clone())
+        self.weight_g = nn.Parameter(torch.ones(out_dim, 1))  # (out_dim, 1), as weight_norm's dim=0 gain
 
     def forward(self, x: torch.Tensor, freeze_last: bool = False) -> torch.Tensor:
-        """``freeze_last``: no gradient reaches the prototypes (DINO freezes them during the first epoch)."""
+        """``freeze_last``: no gradient reaches the prototypes or their gains (DINOv2's
+        ``cancel_gradients_last_layer`` during the first epoch)."""
         x = F.normalize(self.mlp(x), dim=-1, eps=1e-6 if x.dtype == torch.float16 else 1e-12)
-        w = F.normalize(self.weight_v, dim=1)
+        w = self.weight_g * F.normalize(self.weight_v, dim=1)
         return F.linear(x, w.detach() if freeze_last else w)
 
 

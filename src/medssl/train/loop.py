@@ -55,6 +55,13 @@ class LoopConfig:
     max_bad_steps: int = 20
 
 
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
+    """Clip to ``max_norm``: the whole model at once, or each part of ``model.grad_clip_groups()`` on its own
+    (3DINO clips backbone, DINO head and iBOT head separately, ``train3d.py``). Returns the largest norm."""
+    parts = model.grad_clip_groups() if hasattr(model, "grad_clip_groups") else [model.parameters()]
+    return max(float(torch.nn.utils.clip_grad_norm_(list(p), max_norm)) for p in parts)
+
+
 class Hook(Protocol):
     def on_step_end(self, step: int, total: int) -> None: ...
 
@@ -217,7 +224,7 @@ class TrainLoop:
         self.scaler.unscale_(self.opt)
         self._schedule_weight_decay()
         if cfg.grad_clip > 0:
-            totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+            totals["grad_norm"] = clip_gradients(self.model, cfg.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)

@@ -175,6 +175,13 @@ class Dino3D(SSLMethod):
         update_momentum(self.teacher, self.student, m)
         self.step.fill_(step)
 
+    def grad_clip_groups(self) -> List[List[nn.Parameter]]:
+        """Clipped one by one, as 3DINO's ``for v in model.student.values(): v.clip_grad_norm_(3.0)``; the mask
+        token belongs to the student's backbone there."""
+        groups = [list(m.parameters()) for m in self.student.values()]
+        groups[list(self.student.keys()).index("backbone")].append(self.mask_token)
+        return groups
+
     def param_groups(self, lr: float, weight_decay: float) -> List[Dict[str, Any]]:
         depth = len(self.student["backbone"].blocks)
         named = list(self.student.named_parameters(prefix="student")) + [("mask_token", self.mask_token)]
