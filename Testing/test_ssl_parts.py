@@ -157,7 +157,7 @@ def test_volume_fusion_mixes_analytically():
     fused = fuse(first, second, label, 5)
     assert float(fused[0, 2, 0, 0]) == pytest.approx(0.375)
     assert float(fused[0, 0, 0, 0]) == 0.25 and float(fused[0, 1, 0, 0]) == 0.5
-    painted = fusion_map(np.random.default_rng(7), (16, 32, 32), 5, (10, 40), (0.125, 0.625))
+    painted = fusion_map(np.random.default_rng(7), (16, 32, 32), 5, (10, 40))
     assert painted.min() >= 0 and painted.max() <= 4 and len(np.unique(painted)) > 1
     logits = F.one_hot(torch.from_numpy(painted)[None], 5).movedim(-1, 1).float() * 20
     assert float(fusion_dice_ce(logits, torch.from_numpy(painted)[None])["loss"]) < 1e-3

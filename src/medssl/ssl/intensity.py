@@ -26,6 +26,20 @@ def gamma(x: torch.Tensor, g: float) -> torch.Tensor:
     return ((x - lo) / span).clamp(0, 1).pow(g) * span + lo
 
 
+def adaptive_contrast(x: torch.Tensor, p_low: float, p_high: float) -> torch.Tensor:
+    """PyMIC ``adaptive_contrast_adjust`` (HiLab-git/PyMIC ``transform/intensity.py``, Apache-2.0): piecewise
+    linear onto [0, 1]: below the ``p_low`` percentile -> [0, 0.1], up to ``p_high`` -> [0.1, 0.9], above ->
+    [0.9, 1]. A constant stretch (percentile at the extreme) maps to its end point instead of dividing by 0."""
+    flat = x.flatten().double()
+    lo, hi = flat.min(), flat.max()
+    v0, v1 = torch.quantile(flat, p_low / 100.0), torch.quantile(flat, p_high / 100.0)
+    xd = x.double()
+    low = (xd - lo) * 0.1 / (v0 - lo) if v0 > lo else torch.zeros_like(xd)
+    mid = (xd - v0) / (v1 - v0) * 0.8 + 0.1 if v1 > v0 else torch.full_like(xd, 0.5)
+    high = 0.9 + 0.1 * (xd - v1) / (hi - v1) if hi > v1 else torch.ones_like(xd)
+    return torch.where(xd < v0, low, torch.where(xd > v1, high, mid)).to(x.dtype)
+
+
 def gaussian_noise(x: torch.Tensor, rng: np.random.Generator, std: float) -> torch.Tensor:
     return x + torch.randn(x.shape, generator=_seed(rng)) * float(rng.uniform(0, std))
 

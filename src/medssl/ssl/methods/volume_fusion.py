@@ -2,10 +2,17 @@
 Medical Image Segmentation using Foundation Models Pretrained on a Large-Scale Unannotated Dataset",
 arXiv 2306.16925; IEEE TIP 2025), re-implemented from the paper.
 
-Views (`FusionViews`): two random-resized crops (per-axis scale 0.7-1.5, flips, gamma, inversion with
-p = 0.25), usually of two different volumes. A coefficient map starts at class 0 and receives ``M ~ U(10, 40)``
-sequential random boxes (side U(1/8, 5/8) of the crop side), each painted with a class ``k`` in ``1..K-1``; the
-fused crop is ``a * I1 + (1 - a) * I2`` with ``a = k / (K - 1)`` (K = 5: coefficients 0, .25, .5, .75, 1).
+Views (`FusionViews`): two random-resized crops (per-axis scale 0.7-1.5, flips), each with PyMIC's intensity
+steps (``Crop4VolumeFusion``, HiLab-git/PyMIC ``transform/crop4vf.py``): adaptive contrast with random
+percentiles (0.1-2 / 98-99.9, `..intensity.adaptive_contrast`), then gamma 0.7-1.5 always; then both crops are
+inverted together with p = 0.25. A coefficient map starts at class 0 and receives ``M ~ U(10, 40)`` sequential
+random boxes, each side an integer U(8 voxels, 5/8 of the crop side) (the paper's U(8, 80) in-plane and U(8, 40)
+across slices at 64 x 128 x 128), each painted with a class ``k`` in ``1..K-1``; the fused crop is
+``a * I1 + (1 - a) * I2`` with ``a = k / (K - 1)`` (K = 5: coefficients 0, .25, .5, .75, 1).
+
+Documented departures from PyMIC, following the paper instead: the two crops usually come from two different
+volumes (PyMIC crops both from one), and the boxes are sequential random boxes (PyMIC fills a block grid with
+foreground ratio 0.7).
 The whole encoder-decoder segments the fused crop into the K classes, with Dice + cross-entropy
 (`..losses.fusion`). Encoder *and* decoder are exported (fine-tuning re-initialises the K-class output layer).
 """
@@ -32,23 +39,29 @@ class VolumeFusionConfig:
 
     classes: int = 5
     boxes: Tuple[int, int] = (10, 40)
-    box_fraction: Tuple[float, float] = (0.125, 0.625)
+    box_min: int = 8  # voxels
+    box_max_fraction: float = 0.625  # of the crop side
     scale: Tuple[float, float] = (0.7, 1.5)
     p_flip: float = 0.5
-    p_gamma: float = 0.5
+    contrast_low: Tuple[float, float] = (0.1, 2.0)  # percentile ranges of PyMIC's adaptive contrast
+    contrast_high: Tuple[float, float] = (98.0, 99.9)
     gamma: Tuple[float, float] = (0.7, 1.5)
-    p_invert: float = 0.25
+    p_invert: float = 0.25  # both crops together
     dice_weight: float = 0.5
     ce_weight: float = 0.5
     crop_size: Optional[List[int]] = None  # default: the plan's patch size
 
 
 def fusion_map(rng: np.random.Generator, shape: Tuple[int, int, int], classes: int, boxes: Tuple[int, int],
-               fraction: Tuple[float, float]) -> np.ndarray:
-    """Class map ``shape`` (int64, 0 = second volume only) painted with sequential random boxes."""
+               box_min: int = 8, max_fraction: float = 0.625) -> np.ndarray:
+    """Class map ``shape`` (int64, 0 = second volume only) painted with sequential random boxes whose sides are
+    integers in ``[min(box_min, side), max(that, max_fraction * side)]``."""
     label = np.zeros(shape, dtype=np.int64)
     for _ in range(int(rng.integers(boxes[0], boxes[1] + 1))):
-        size = [max(1, int(round(s * rng.uniform(*fraction)))) for s in shape]
+        size = []
+        for s in shape:
+            low = min(box_min, s)
+            size.append(int(rng.integers(low, max(low, int(max_fraction * s)) + 1)))
         start = [int(rng.integers(0, s - z + 1)) for s, z in zip(shape, size)]
         region = tuple(slice(a, a + z) for a, z in zip(start, size))
         label[region] = int(rng.integers(1, classes))
@@ -75,7 +88,9 @@ class FusionViews:
             a, b = pick_two(volumes, rng)
             first, second = self._crop(volumes, a, rng), self._crop(volumes, b, rng)
             c = self.cfg
-            label = torch.from_numpy(fusion_map(rng, self.crop, c.classes, c.boxes, c.box_fraction))
+            if rng.random() < c.p_invert:  # PyMIC inverts the two crops together
+                first, second = 1.0 - first, 1.0 - second
+            label = torch.from_numpy(fusion_map(rng, self.crop, c.classes, c.boxes, c.box_min, c.box_max_fraction))
             images.append(fuse(first, second, label, c.classes))
             labels.append(label)
         return {"image": torch.stack(images), "label": torch.stack(labels)}
@@ -86,11 +101,8 @@ class FusionViews:
         q = signed_permutation(rng, c.p_flip, 0.0)
         centre = random_centre(rng, extent, volumes.boxes[v])
         x = sample_view(volumes.arrays[v], centre, crop_matrix(extent, self.crop, q), self.crop)
-        if rng.random() < c.p_gamma:
-            x = intensity.gamma(x, float(rng.uniform(*c.gamma)))
-        if rng.random() < c.p_invert:
-            x = intensity.invert(x)
-        return x
+        x = intensity.adaptive_contrast(x, float(rng.uniform(*c.contrast_low)), float(rng.uniform(*c.contrast_high)))
+        return intensity.gamma(x, float(rng.uniform(*c.gamma)))  # PyMIC: always, after the contrast step
 
 
 @METHODS.register("volume_fusion")
