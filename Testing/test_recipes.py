@@ -93,3 +93,24 @@ def test_short_finetune_from_each_family_uses_its_recipe(name, entry_id, recipe,
     else:
         assert groups[0]["decoupled_weight_decay"] is (optimizer == "adamw")
     assert json.loads((out / "metadata.json").read_text())["recipe"]["settings"]
+
+
+def test_3dino_head_merges_channels_also_for_one_channel():
+    """3DINO's UNETRHead builds Linear(D, D) + GELU per skip for any channel count; packages without the
+    setting (written before) keep identity merges for one channel and still build."""
+    from medssl.hub import catalog
+    from medssl.models import build_network, resolve_arch
+
+    entry = catalog.get_entry("3dino_vit_l")
+    arch = resolve_arch("vit3d", "unetr", {"preset": "test"}, entry.arch["decoder_kwargs"])
+    net = build_network(arch, 1, 2)
+    d = net.encoder.embed_dim
+    for merge in net.decoder.channel_merge:
+        assert isinstance(merge[0], torch.nn.Conv3d) and tuple(merge[0].weight.shape) == (d, d, 1, 1, 1)
+        assert isinstance(merge[1], torch.nn.GELU)
+    tokens = torch.randn(1, d, 2, 2, 2)
+    linear = torch.nn.functional.linear(tokens.flatten(2).transpose(1, 2), merge[0].weight[:, :, 0, 0, 0], merge[0].bias)
+    expected = torch.nn.functional.gelu(linear).transpose(1, 2).reshape(tokens.shape)  # 3DINO: act(Linear(tokens))
+    assert torch.allclose(merge(tokens), expected, atol=1e-5)
+    old = build_network(resolve_arch("vit3d", "unetr", {"preset": "test"}), 1, 2)
+    assert all(isinstance(m, torch.nn.Identity) for m in old.decoder.channel_merge)

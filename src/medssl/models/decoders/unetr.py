@@ -8,6 +8,9 @@ those skips and a full-resolution conv branch on the raw input (``encoder1``), t
 Multi-channel input (3DINO): the encoder gives ``C * D`` channels per grid (every input channel through the
 shared ViT); ``channel_merge`` (1x1x1 conv + GELU, 3DINO's Linear merge) maps them back to ``D`` before the
 UNETR blocks. These merge layers are new, so they live here, in the trained part, not in the frozen encoder.
+3DINO's ``UNETRHead`` (``dinov2/eval/segmentation_3d/segmentation_heads.py`` @85bd443) builds the merge for one
+input channel too (``Linear(D, D)`` + GELU); ``merge_single_channel=True`` does the same (the 3DINO catalog
+entry sets it; networks without the setting keep identity merges for one channel, as packages written before).
 """
 from __future__ import annotations
 
@@ -22,14 +25,16 @@ from ..registry import DECODERS
 class UNETRDecoder(nn.Module):
     """``[x (B, C, I, J, K), 4 x (B, C*D, I/16, J/16, K/16)]`` -> logits ``(B, num_classes, I, J, K)``."""
 
-    def __init__(self, in_channels: int, embed_dim: int, num_classes: int, feature_size: int = 16) -> None:
+    def __init__(self, in_channels: int, embed_dim: int, num_classes: int, feature_size: int = 16,
+                 merge_single_channel: bool = False) -> None:
         from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
 
         super().__init__()
         f, d = feature_size, embed_dim
         common = {"spatial_dims": 3, "kernel_size": 3, "norm_name": "instance", "res_block": True}
         merge = [nn.Sequential(nn.Conv3d(in_channels * d, d, 1), nn.GELU()) for _ in range(4)]
-        self.channel_merge = nn.ModuleList(merge) if in_channels > 1 else nn.ModuleList([nn.Identity()] * 4)
+        use_merge = in_channels > 1 or merge_single_channel
+        self.channel_merge = nn.ModuleList(merge) if use_merge else nn.ModuleList([nn.Identity()] * 4)
         self.encoder1 = UnetrBasicBlock(in_channels=in_channels, out_channels=f, stride=1, **common)
         self.encoder2 = UnetrPrUpBlock(in_channels=d, out_channels=2 * f, num_layer=2, stride=1,
                                        upsample_kernel_size=2, conv_block=True, **common)
@@ -54,11 +59,12 @@ class UNETRDecoder(nn.Module):
 
 
 @DECODERS.register("unetr")
-def unetr_decoder(encoder: nn.Module, num_classes: int, feature_size: int = 16) -> nn.Module:
+def unetr_decoder(encoder: nn.Module, num_classes: int, feature_size: int = 16,
+                  merge_single_channel: bool = False) -> nn.Module:
     """UNETR decoder for a `vit3d` encoder with patch size 16 and four intermediate layers."""
     from ...errors import InputError
 
     if getattr(encoder, "patch_size", None) != 16 or len(getattr(encoder, "out_indices", [])) != 4:
         raise InputError("the unetr decoder needs a ViT encoder with patch size 16 and four out_indices; "
                          "use a vit3d preset (test, B, L)")
-    return UNETRDecoder(encoder.in_channels, encoder.embed_dim, num_classes, feature_size)
+    return UNETRDecoder(encoder.in_channels, encoder.embed_dim, num_classes, feature_size, merge_single_channel)
