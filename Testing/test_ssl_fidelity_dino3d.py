@@ -64,3 +64,32 @@ def test_each_module_is_clipped_on_its_own():
     assert largest > 3.0
     assert all(torch.allclose(p.grad, e.grad) for p, e in zip(model.a.parameters(), expected))
     assert all(torch.equal(p.grad, g) for p, g in zip(model.b.parameters(), b_before))  # small module untouched
+
+
+def test_stage_two_starts_from_the_stage_one_export_with_a_resampled_position_embedding(tmp_path):
+    """3DINO stage 2 (``--preset highres``): the stage-1 backbone, its 2^3 (here) position grid resampled to
+    the larger crop's grid, in student and teacher."""
+    from medssl.train.pretrain import pretrain
+    from medssl.hub.ssl_export import load_export
+    from medssl.models import resolve_arch
+    from medssl.models.layers.vit import resize_pos_embed
+    from medssl.ssl import build_method
+    from medssl.train.config import load_config
+    from medssl.train.pretrain import PretrainConfig, preset_name
+    from medssl_test_utils import MRICRON, require
+
+    stage2 = load_config(PretrainConfig, "pretrain", preset_name("dino3d", "highres"))
+    assert stage2.method["global_size"] == 112 and stage2.loop.steps == 12500 and stage2.backbone == "vit3d:L"
+    run = pretrain("dino3d", [str(require(MRICRON / "ch2.nii.gz"))], tmp_path / "stage1", backbone="vit3d:test",
+                   preset="cpu", overrides={"loop": {"steps": 1, "checkpoint_every": 1}}, device="cpu")
+    _, _, exported = load_export(run / "export" if (run / "export").exists() else run)
+    arch = resolve_arch("vit3d", "unetr", {"preset": "test", "img_size": 48})  # 3^3 tokens instead of 2^3
+    settings = {"global_size": 48, "local_size": 16, "n_local": 1, "dino_prototypes": 8, "ibot_prototypes": 8,
+                "head_hidden": 8, "head_bottleneck": 4, "init_backbone": str(run)}
+    method = build_method("dino3d", arch, settings, (48, 48, 48))
+    for part in (method.student["backbone"], method.teacher["backbone"]):
+        own = part.state_dict()
+        assert torch.equal(own["pos_embed"], resize_pos_embed(exported["encoder.pos_embed"], (3, 3, 3)))
+        assert own["pos_embed"].shape[1] == 28
+        assert all(torch.equal(own[k[len("encoder."):]], v) for k, v in exported.items()
+                   if k.startswith("encoder.") and k != "encoder.pos_embed")

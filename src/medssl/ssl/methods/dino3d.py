@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from ...errors import InputError
 from ...models.registry import BACKBONES
 from ...planning.cache import VolumeSet
 from .. import intensity
@@ -77,6 +78,31 @@ class Dino3DConfig:
     student_drop_path: float = 0.3
     layer_decay: float = 0.9
     patch_embed_lr_mult: float = 0.2
+    init_backbone: Optional[str] = None  # start from this ViT (stage 2: the stage-1 export; any --backbone form)
+
+
+def initial_backbone_state(spec: str, backbone: nn.Module) -> Dict[str, torch.Tensor]:
+    """The ViT of ``spec`` (a ``medssl pretrain`` export, a checkpoint file, a catalog id) as a state for
+    ``backbone``, its position embedding trilinearly resampled to ``backbone``'s grid (3DINO stage 2: the
+    stage-1 teacher, 6^3 -> 7^3, ``ssl_meta_arch.py``)."""
+    from ...hub.backbone_source import resolve_backbone
+    from ...models import build_network
+    from ...models.layers.vit import resize_pos_embed
+
+    source = resolve_backbone(spec)
+    if source.arch.backbone != "vit3d" or source.init_weights is None:
+        raise InputError(f"init_backbone {spec!r} holds no pretrained vit3d backbone; give a dino3d or 3DINO export")
+    net = build_network(source.arch, 1, 2)
+    source.init_weights(net)
+    state = net.encoder.state_dict()
+    grid = round((backbone.pos_embed.shape[1] - 1) ** (1.0 / 3.0))
+    state["pos_embed"] = resize_pos_embed(state["pos_embed"], (grid,) * 3)
+    own = backbone.state_dict()
+    bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if bad or set(own) - set(state):
+        raise InputError(f"init_backbone {spec!r} is another ViT than --backbone (e.g. {(bad or sorted(set(own) - set(state)))[0]}); "
+                         f"use the same width and depth")
+    return state
 
 
 @dataclass
@@ -145,6 +171,8 @@ class Dino3D(SSLMethod):
         heads = {"dino_head": DINOHead(dim, cfg.dino_prototypes, cfg.head_hidden, cfg.head_bottleneck, cfg.head_layers),
                  "ibot_head": DINOHead(dim, cfg.ibot_prototypes, cfg.head_hidden, cfg.head_bottleneck, cfg.head_layers)}
         self.student = nn.ModuleDict({"backbone": backbone, **heads})
+        if cfg.init_backbone:
+            backbone.load_state_dict(initial_backbone_state(cfg.init_backbone, backbone))
         teacher_backbone = family.build(1, **{**arch.backbone_kwargs, "drop_path_rate": 0.0})
         teacher_backbone.load_state_dict(backbone.state_dict())
         self.teacher = freeze(nn.ModuleDict({"backbone": teacher_backbone,
