@@ -16,10 +16,11 @@ from slicer.util import VTKObservationMixin
 
 from MedSSLLib import slicerui
 from MedSSLLib.commands import DEVICES, PredictOptions
+from MedSSLLib.jobs import JobRunner
 from MedSSLLib.packages import listPackages, readPackage
-from MedSSLLib.segment_logic import SegmentLogic
+from MedSSLLib.segment_logic import MAX_CHANNELS, SegmentLogic, panelProblem
 
-MAX_CHANNELS = 4
+SCRIPTING_HELP = "https://github.com/MedSSL/SlicerMedSSL/blob/main/MedSSLLib/README.md"
 TESTING_DATA_URL = "https://github.com/Slicer/SlicerTestingData/releases/download/SHA256/"
 SAMPLES = (  # (sample name, file name, SHA256) of public Slicer testing data used in the tutorial and self-tests
     ("MedSSLBrainMR1", "RegLib_C01_1.nrrd", "998cb522173839c78657f4bc0ea907cea09fd04e44601f17c82ea27927937b95"),
@@ -40,8 +41,8 @@ class MedSSLSegment(ScriptedLoadableModule):
 Segment one or more volumes with a model fine-tuned locally by <b>MedSSL Train</b>. The model runs as
 <code>medssl predict</code> in a separate process: Slicer stays responsive and Cancel stops it. The result
 is a segmentation with the model's segment names, colours and terminology; correct it in Segment Editor and
-add it to the training set in MedSSL Train. Scripting: see <code>MedSSLLib/README.md</code>.
-""")
+add it to the training set in MedSSL Train. Scripting: see <a href="{url}">the MedSSLLib guide</a>.
+""").format(url=SCRIPTING_HELP)
         self.parent.acknowledgementText = _("MedSSL builds on 3D Slicer, PyTorch, MONAI and SimpleITK.")
         slicer.app.connect("startupCompleted()", registerSampleData)
 
@@ -51,7 +52,8 @@ def registerSampleData():
     import SampleData
 
     iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
-    SampleData.SampleDataLogic.registerCustomSampleDataCategory("MedSSL", title=_("MedSSL"))
+    if hasattr(SampleData.SampleDataLogic, "registerCustomSampleDataCategory"):  # Slicer 5.12+ (title apart)
+        SampleData.SampleDataLogic.registerCustomSampleDataCategory("MedSSL", title=_("MedSSL"))
     for sampleName, fileName, sha256 in SAMPLES:
         SampleData.SampleDataLogic.registerCustomSampleDataSource(
             category="MedSSL", sampleName=sampleName, thumbnailFileName=os.path.join(iconsPath, "MedSSLSegment.png"),
@@ -94,6 +96,8 @@ class MedSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSSLSegmentLogic()
+        self.diagnostics = JobRunner(schedule=slicerui.qtSchedule)  # `medssl info`, apart from the logic's jobs
+        self.applyButton = slicerui.RunButton(self.ui.applyButton)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
@@ -101,7 +105,7 @@ class MedSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
         self.ui.deleteModelButton.connect("clicked(bool)", self.onDeleteModel)
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
-        slicerui.setupSetupSection(self.ui, "MedSSLSegment", self.logic.jobs)
+        slicerui.setupSetupSection(self.ui, "MedSSLSegment", self.diagnostics, onFinished=self._updateButtons)
         self.initializeParameterNode()
         self.refreshModels()
 
@@ -109,6 +113,7 @@ class MedSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self.logic:
             self.logic.cancel()
+            self.diagnostics.cancel()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -184,8 +189,9 @@ class MedSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ running
     def _inputVolumes(self) -> list:
+        """The selected volume of each channel the panel has (at most MAX_CHANNELS; see panelProblem)."""
         package = self._selectedPackage()
-        count = len(package.channels) if package else 1
+        count = min(len(package.channels) if package else 1, MAX_CHANNELS)
         return [getattr(self._parameterNode, f"inputVolume{c}") for c in range(count)]
 
     def _options(self) -> PredictOptions:
@@ -194,9 +200,10 @@ class MedSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateButtons(self, caller=None, event=None) -> None:
         busy = bool(self.logic and self.logic.busy)
-        ready = bool(self._parameterNode and self._selectedPackage() and all(self._inputVolumes()))
-        self.ui.applyButton.enabled = busy or ready
-        self.ui.applyButton.toolTip = "" if busy or ready else _("Select a model and an input volume per channel")
+        problem = panelProblem(self._selectedPackage(), self._inputVolumes()) if self._parameterNode else ""
+        self.ui.applyButton.enabled = busy or problem is None
+        if not busy:
+            self.ui.applyButton.toolTip = self.applyButton.idleToolTip if problem is None else problem
         output = self._parameterNode.outputSegmentation if self._parameterNode else None
         self.ui.editButton.enabled = bool(output) and not busy
 
@@ -212,7 +219,7 @@ class MedSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.start(self._inputVolumes(), self._selectedPackage(), self._options(), p.outputSegmentation,
                              p.uncertaintyVolume if p.computeUncertainty else None, onProgress=self.onProgress,
                              onLog=self.onLog, onFinished=self.onFinished)
-            slicerui.setRunning(self.ui.applyButton, True, _("Apply"))
+            self.applyButton.setRunning(True)
             self._updateButtons()
 
     def onProgress(self, job) -> None:
@@ -222,7 +229,7 @@ class MedSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicerui.appendLog(self.ui.logTextEdit, text)
 
     def onFinished(self, job) -> None:
-        slicerui.setRunning(self.ui.applyButton, False, _("Apply"))
+        self.applyButton.setRunning(False)
         slicerui.showFinished(self.ui, job, _("Segmentation"))
         if job.ok and self._parameterNode:
             self._parameterNode.outputSegmentation = job.outputs["segmentation"]

@@ -20,11 +20,13 @@ from MedSSLLib.catalog import backboneChoices
 from MedSSLLib.commands import DEVICES, PRESETS, FinetuneOptions, PredictOptions
 from MedSSLLib.curves import TrainingCurves
 from MedSSLLib.events import ProgressState
+from MedSSLLib.jobs import JobRunner
 from MedSSLLib.packages import listPackages, readPackage
-from MedSSLLib.segment_logic import SegmentLogic
-from MedSSLLib.train_logic import TrainingCase, TrainLogic, caseCells, casesFromFlat, removeCase
+from MedSSLLib.segment_logic import MAX_CHANNELS, SegmentLogic
+from MedSSLLib.train_logic import (TrainingCase, TrainLogic, casesFromFlat, removeCase, tableRows,
+                                   trainingFolderOrNone)
 
-MAX_CHANNELS = 4
+SCRIPTING_HELP = "https://github.com/MedSSL/SlicerMedSSL/blob/main/MedSSLLib/README.md"
 
 
 class MedSSLTrain(ScriptedLoadableModule):
@@ -41,8 +43,8 @@ Fine-tune a self-supervised pretrained backbone on a few volumes you segmented, 
 Build the training set from volume + segmentation pairs, pick a backbone (its licence and size are shown),
 press Start: loss and validation Dice are plotted live, Cancel stops, Resume continues. The finished model
 appears in <b>MedSSL Segment</b>. Bootstrap loop: Segment next, correct, Add to training set, Continue
-training. Scripting: see <code>MedSSLLib/README.md</code>.
-""")
+training. Scripting: see <a href="{url}">the MedSSLLib guide</a>.
+""").format(url=SCRIPTING_HELP)
         self.parent.acknowledgementText = _("MedSSL builds on 3D Slicer, PyTorch, MONAI and SimpleITK. Pretrained "
                                             "weights keep their own licences, shown before download.")
 
@@ -92,6 +94,9 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSSLTrainLogic()
         self.segmentLogic = SegmentLogic(schedule=slicerui.qtSchedule)
+        self.diagnostics = JobRunner(schedule=slicerui.qtSchedule)  # `medssl info`, apart from the logic's jobs
+        self.runButtons = {name: slicerui.RunButton(getattr(self.ui, name)) for name in (
+            "startButton", "downloadButton", "importWeightsButton", "segmentNextButton")}
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         for name, slot in (("addCaseButton", self.onAddCase), ("removeCaseButton", self.onRemoveCase),
@@ -101,13 +106,13 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                            ("continueTrainingButton", self.onContinue)):
             getattr(self.ui, name).connect("clicked(bool)", slot)
         self.ui.backboneComboBox.connect("currentIndexChanged(int)", self.onBackboneSelected)
-        slicerui.setupSetupSection(self.ui, "MedSSLTrain", self.logic.jobs)
+        slicerui.setupSetupSection(self.ui, "MedSSLTrain", self.diagnostics, onFinished=self.updateGui)
         self.initializeParameterNode()
         self.refreshBackbones()
 
     def cleanup(self) -> None:
         self.removeObservers()
-        for logic in filter(None, (self.logic, getattr(self, "segmentLogic", None))):
+        for logic in filter(None, (self.logic, getattr(self, "segmentLogic", None), getattr(self, "diagnostics", None))):
             logic.cancel()
 
     def enter(self) -> None:
@@ -171,15 +176,13 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p.caseVolumes, p.caseSegmentations = volumes, segmentations
 
     def _updateCasesTable(self) -> None:
-        try:
-            cases = self._cases()
-        except ValueError:  # e.g. the channel count was changed after adding cases
-            cases = []
-        cases = [case for case in cases if case.segmentation is not None]
+        """Every case, deleted nodes marked, so that row i is the case "Remove selected" removes."""
+        p = self._parameterNode
+        rows = tableRows(p.caseVolumes, p.caseSegmentations, p.channelCount)
         table = self.ui.casesTableWidget
-        table.setRowCount(len(cases))
-        for row, case in enumerate(cases):
-            for column, text in enumerate(caseCells(case)):
+        table.setRowCount(len(rows))
+        for row, cells in enumerate(rows):
+            for column, text in enumerate(cells):
                 table.setItem(row, column, qt.QTableWidgetItem(text))
 
     # ------------------------------------------------------------------ backbones
@@ -225,7 +228,7 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if slicerui.ensureDependencies("MedSSLTrain"):
             self._run(lambda **cb: self.logic.downloadWeights(entry.id, self._parameterNode.acceptLicence, **cb),
-                      _("Download"), self.ui.downloadButton, _("Download"))
+                      _("Download"), self.runButtons["downloadButton"])
 
     def onImportWeights(self) -> None:
         entry = self._selectedEntry()
@@ -237,7 +240,7 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         accept = self._parameterNode.acceptLicence
         if path and slicerui.ensureDependencies("MedSSLTrain"):
             self._run(lambda **cb: self.logic.importWeights(path, entry.id, accept, **cb), _("Import"),
-                      self.ui.importWeightsButton, _("Import file..."))
+                      self.runButtons["importWeightsButton"])
 
     # ------------------------------------------------------------------ training
     def _options(self) -> FinetuneOptions:
@@ -246,12 +249,12 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _folder(self) -> Optional[Path]:
         p = self._parameterNode
-        return p.trainingFolder if p.useTrainingFolder else None
+        return trainingFolderOrNone(p.useTrainingFolder, p.trainingFolder)
 
     def _train(self, starter: Callable) -> None:
         """Start (or, while training, cancel) a training job; the Start button is its Cancel button."""
         if self.logic.busy or slicerui.ensureDependencies("MedSSLTrain"):
-            self._run(starter, _("Training"), self.ui.startButton, _("Start training"), training=True)
+            self._run(starter, _("Training"), self.runButtons["startButton"], training=True)
 
     def onStart(self) -> None:
         p = self._parameterNode
@@ -267,7 +270,7 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                              self._folder(), name, **cb))
         p.modelName = name
 
-    def _run(self, starter: Callable, what: str, button, idleText: str, training: bool = False) -> None:
+    def _run(self, starter: Callable, what: str, button: slicerui.RunButton, training: bool = False) -> None:
         """Start a job (or cancel it when ``button`` is its Cancel button) and wire progress to the panel."""
         if self.logic.busy:
             self.logic.cancel()
@@ -277,9 +280,9 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if training:
                 self._resetCurves()
             starter(onProgress=self.onProgress, onLog=lambda text: slicerui.appendLog(self.ui.logTextEdit, text),
-                    onFinished=lambda job: self.onFinished(job, what, button, idleText))
-            slicerui.setRunning(button, True, idleText)
-            self._activeButton = button
+                    onFinished=lambda job: self.onFinished(job, what, button))
+            button.setRunning(True)
+            self._activeButton = button.button
         self.updateGui()
 
     def _resetCurves(self) -> None:
@@ -293,8 +296,8 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._curves is not None and job.progress.task in ("finetune", "pretrain"):
             self._curves.update(job.progress)
 
-    def onFinished(self, job, what: str, button, idleText: str) -> None:
-        slicerui.setRunning(button, False, idleText)
+    def onFinished(self, job, what: str, button: slicerui.RunButton) -> None:
+        button.setRunning(False)
         self._activeButton = None
         slicerui.showFinished(self.ui, job, what)
         if job.ok and "package" in job.outputs and self._parameterNode:
@@ -312,7 +315,7 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
 
         def done(job) -> None:
-            slicerui.setRunning(self.ui.segmentNextButton, False, _("Segment next"))
+            self.runButtons["segmentNextButton"].setRunning(False)
             slicerui.showFinished(self.ui, job, _("Segmentation"))
             if job.ok and self._parameterNode:
                 p.candidateSegmentation = job.outputs["segmentation"]
@@ -321,7 +324,7 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
             self.segmentLogic.start(volumes, p.lastPackage, PredictOptions(device=p.device),
                                     onProgress=self.onProgress, onFinished=done)
-            slicerui.setRunning(self.ui.segmentNextButton, True, _("Segment next"))
+            self.runButtons["segmentNextButton"].setRunning(True)
 
     def updateGui(self, caller=None, event=None) -> None:
         p = self._parameterNode
