@@ -8,6 +8,8 @@
 - `nodeio`: volume/segmentation nodes <-> files through Slicer's storage nodes;
 - `segment_logic`, `train_logic`: the modules' logic, usable from Slicer's Python console;
 - `install`: first-use dependency installation and diagnostics;
+- `segment_widget`, `train_widget` (Qt, inside Slicer only): the two module panels, over
+  `parameter_binding` (the parameter-node lifecycle both share) and `slicerui` (shared Qt helpers);
 - `testing`: helpers for the test suite and the self-tests.
 
 Nothing here imports torch or medssl at import time.

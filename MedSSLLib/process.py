@@ -24,7 +24,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
@@ -130,7 +129,7 @@ class ProcessRunner:
         self._errorEvent: Optional[str] = None
         self._cancelled = False
         self._killDeadline: Optional[float] = None
-        self.cancelFile = Path(tempfile.gettempdir()) / f"medssl-cancel-{uuid.uuid4().hex}"
+        self.cancelFile = Path(tempfile.gettempdir()) / f"medssl-cancel-{os.urandom(8).hex()}"
 
     # ------------------------------------------------------------------ starting
     def start(self, args: Sequence[str], env: Optional[dict] = None, cwd: Optional[str] = None) -> None:

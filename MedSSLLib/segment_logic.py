@@ -1,7 +1,7 @@
 """Logic of MedSSLSegment without Qt: volume node(s) -> ``medssl predict`` -> segmentation node.
 
-Usage from Slicer's Python console (``MedSSLSegment.MedSSLSegmentLogic`` is this class plus Slicer's
-module-logic base)::
+Usage from Slicer's Python console (``MedSSLSegment.MedSSLSegmentLogic`` holds this class as
+``core`` and offers its methods)::
 
     from MedSSLLib.segment_logic import SegmentLogic
     from MedSSLLib.commands import PredictOptions

@@ -1,7 +1,7 @@
 """Logic of MedSSLTrain without Qt: scene pairs -> training folder -> ``medssl finetune`` -> registered package.
 
-Usage from Slicer's Python console (``MedSSLTrain.MedSSLTrainLogic`` is this class plus Slicer's
-module-logic base)::
+Usage from Slicer's Python console (``MedSSLTrain.MedSSLTrainLogic`` holds this class as
+``core`` and offers its methods)::
 
     from MedSSLLib.train_logic import TrainLogic, TrainingCase
     from MedSSLLib.commands import FinetuneOptions

@@ -15,6 +15,14 @@ from medssl_slicer_helpers import REPO, obliqueRightHanded  # noqa: E402
 from MedSSLLib.testing import makeTinyPackage, volumeFromArray  # noqa: E402
 
 MODULES = ("MedSSLSegment", "MedSSLTrain")
+QT_LIBRARY = ("slicerui", "parameter_binding", "segment_widget", "train_widget")  # imported with the stubbed qt
+
+
+def dropQtModules(monkeypatch):
+    """Forget the modules bound to a previous test's stubbed qt (its timer queue)."""
+    widget_harness.dropModules([*MODULES, *(f"MedSSLLib.{name}" for name in QT_LIBRARY)])
+    for name in QT_LIBRARY:
+        monkeypatch.delattr(importlib.import_module("MedSSLLib"), name, raising=False)
 
 
 @pytest.fixture
@@ -30,24 +38,24 @@ def modules(monkeypatch, scene, medsslHome):
                         raising=False)
     errors = []
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: errors.append(text), raising=False)
-    widget_harness.dropModules([*MODULES, "MedSSLLib.slicerui"])
-    monkeypatch.delattr(importlib.import_module("MedSSLLib"), "slicerui", raising=False)
+    dropQtModules(monkeypatch)
     loaded = {name: importlib.import_module(name) for name in MODULES}
     env = types.SimpleNamespace(modules=loaded, scheduled=scheduled, errors=errors, scene=scene, home=medsslHome,
                                 widgets=[])
     yield env
     for widget in env.widgets:
         widget.cleanup()  # as Slicer does when the module is unloaded: no observer outlives the test
-    widget_harness.dropModules([*MODULES, "MedSSLLib.slicerui"])
+    dropQtModules(monkeypatch)
 
 
 def makeWidget(env, moduleName):
+    """The module widget set up as Slicer does; returns its panel (MedSSLLib/*_widget.py)."""
     cls = getattr(env.modules[moduleName], f"{moduleName}Widget")
     widget = cls()
     widget.moduleFolder = REPO / moduleName
     widget.setup()
     env.widgets.append(widget)
-    return widget
+    return widget.panel
 
 
 def volume(scene, name="MR"):
@@ -68,7 +76,7 @@ def test_clearing_the_model_name_keeps_the_bootstrap_buttons_current(modules):
     """Typing into the model-name field (empty, or only punctuation) updates the panel and raises nothing."""
     widget = makeWidget(modules, "MedSSLTrain")
     package = makeTinyPackage(modules.home / "models" / "liver", LABELS)
-    p = widget._parameterNode
+    p = widget.parameterNode
     p.candidateVolume0 = volume(modules.scene)
     p.lastPackage = str(package)
     for text in ("", "--"):
@@ -81,7 +89,7 @@ def test_clearing_the_model_name_keeps_the_bootstrap_buttons_current(modules):
 def test_cases_table_and_remove_selected_index_the_same_cases(modules):
     """A case whose segmentation was deleted stays listed; removing its row removes that case."""
     widget = makeWidget(modules, "MedSSLTrain")
-    p, scene = widget._parameterNode, modules.scene
+    p, scene = widget.parameterNode, modules.scene
     volumes = [volume(scene, f"MR{i}") for i in range(3)]
     segmentations = [segmentationNode(scene, f"seg{i}") for i in range(3)]
     p.caseVolumes, p.caseSegmentations = volumes, [segmentations[0], None, segmentations[2]]  # seg1 deleted
@@ -112,7 +120,7 @@ def test_diagnostics_end_reenables_the_training_buttons(modules, monkeypatch):
     widget = makeWidget(modules, "MedSSLTrain")
     pytest.importorskip("medssl.cli.info_cmd")
     widget.ui.diagnosticsButton.click()
-    widget._parameterNode.steps = 5  # a change while diagnostics run (the observer updates the panel)
+    widget.parameterNode.steps = 5  # a change while diagnostics run (the observer updates the panel)
     assert widget.ui.startButton.enabled
     widget_harness.runScheduled(modules.scheduled, lambda: not widget.diagnostics.busy, timeout=120)
     assert widget.ui.startButton.enabled
@@ -122,9 +130,9 @@ def test_a_model_with_more_channels_than_the_panel_is_explained(modules):
     channels = [f"c{i}" for i in range(6)]
     makeTinyPackage(modules.home / "models" / "six_channels", LABELS, channels=channels)
     widget = makeWidget(modules, "MedSSLSegment")
-    assert widget._selectedPackage().channels == channels
-    widget._parameterNode.inputVolume0 = volume(modules.scene)  # fires the observer -> _updateButtons
-    widget._updateButtons()
+    assert widget.selectedPackage().channels == channels
+    widget.parameterNode.inputVolume0 = volume(modules.scene)  # fires the observer -> updateButtons
+    widget.updateButtons()
     assert not widget.ui.applyButton.enabled
     assert "6 input volumes" in widget.ui.applyButton.toolTip and "Python console" in widget.ui.applyButton.toolTip
 
@@ -134,8 +142,8 @@ def test_run_buttons_get_their_ui_tooltips_back(modules):
     uiTip = widget_harness.uiFromFile(REPO / "MedSSLSegment/Resources/UI/MedSSLSegment.ui").applyButton.toolTip
     makeTinyPackage(modules.home / "models" / "tiny", LABELS)
     widget.refreshModels()
-    widget._parameterNode.inputVolume0 = volume(modules.scene)
-    widget._updateButtons()
+    widget.parameterNode.inputVolume0 = volume(modules.scene)
+    widget.updateButtons()
     assert widget.ui.applyButton.enabled and widget.ui.applyButton.toolTip == uiTip
     widget.applyButton.setRunning(True)
     assert widget.ui.applyButton.text == "Cancel"
@@ -151,7 +159,7 @@ def test_run_buttons_get_their_ui_tooltips_back(modules):
 
 def test_unset_training_folder_is_refused_not_the_working_directory(modules, tmp_path):
     widget = makeWidget(modules, "MedSSLTrain")
-    p = widget._parameterNode
+    p = widget.parameterNode
     assert widget._folder() is None
     p.useTrainingFolder = True
     with pytest.raises(ValueError, match="choose the training folder"):
@@ -207,3 +215,27 @@ def test_help_text_points_at_a_file_of_the_repository(modules, monkeypatch, modu
     assert "<code>MedSSLLib/README.md</code>" not in parent.helpText
     links = re.findall(r'href="https://github.com/MedSSL/SlicerMedSSL/blob/main/([^"]+)"', parent.helpText)
     assert links and all((REPO / link).is_file() for link in links)
+
+
+@pytest.mark.parametrize("moduleName", MODULES)
+def test_parameter_node_lifecycle_exit_and_scene_close(modules, fakeMedssl, moduleName):
+    """One lifecycle for both panels: exit stops GUI updates; closing the scene cancels the running job and,
+    the module being shown, binds the new scene's parameter node."""
+    panel = makeWidget(modules, moduleName)
+    updates = []
+    panel.binding._update = lambda: updates.append(True)
+    panel.exit()
+    panel.parameterNode.parameterNode.Modified()
+    assert not updates
+    panel.enter()
+    assert updates
+    panel.logic.core.jobs = type(panel.logic.jobs)(fakeMedssl, schedule=panel.logic.jobs.schedule)
+    fakeMedssl.env["FAKE_MEDSSL_SLEEP"] = "60"
+    job = panel.logic.runMedSSL(["predict"]) if moduleName == "MedSSLTrain" else panel.logic.jobs.run(["predict"])
+    assert panel.logic.busy
+    before = panel.parameterNode
+    modules.scene.Clear(False)  # File / Close scene: the singleton parameter node is kept, reset
+    assert widget_harness.runScheduled(modules.scheduled, lambda: job.finished, timeout=30) and job.cancelled
+    after = panel.parameterNode
+    assert after is not None and after is not before  # unbound on close, bound again afterwards
+    assert after.parameterNode is modules.scene.GetSingletonNode(moduleName, "vtkMRMLScriptedModuleNode")
