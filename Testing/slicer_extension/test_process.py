@@ -193,13 +193,18 @@ def test_windows_cancel_is_graceful_through_the_cancel_file(realMedssl, tmp_path
     from MedSSLLib import process
 
     monkeypatch.setattr(process, "GRACEFUL_BY_FILE", True)
-    kills = []
-    monkeypatch.setattr(process, "killProcessTree", lambda pid, hard=True: kills.append(hard))
+    kills, kill = [], process.killProcessTree
+
+    def recordedKill(pid, hard=True):
+        kills.append(hard)
+        kill(pid, hard)
+
+    monkeypatch.setattr(process, "killProcessTree", recordedKill)
     image, labels = tinyTrainingCase(tmp_path)
     out = tmp_path / "model"
     events, logs = [], []
     runner = ProcessRunner(onEvent=events.append, onLog=logs.append)
-    runner.CANCEL_GRACE_S = 120
+    runner.CANCEL_GRACE_S = 90
     runner.start(realMedssl.args("finetune", "--images", str(image), "--labels", str(labels), "--out", str(out),
                                  "--backbone", "resenc:test", "--patch-size", "16", "16", "16", "--steps", "5000",
                                  "--device", "cpu", "--progress", "json"), env=realMedssl.env)
@@ -207,7 +212,7 @@ def test_windows_cancel_is_graceful_through_the_cancel_file(realMedssl, tmp_path
     cancelledAt = len(events)
     runner.cancel()
     assert runner.cancelFile.exists()
-    result = runner.wait(timeout=120)
+    result = runner.wait(timeout=60)
     assert result.cancelled and result.returnCode == 130 and kills == [True]  # the kill only sweeps up after exit
     after = [e for e in events[cancelledAt:] if e["event"] in ("checkpoint", "error")]
     assert [e["event"] for e in after] == ["checkpoint", "error"] and "checkpoint is saved" in after[1]["message"]
