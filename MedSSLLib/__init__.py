@@ -9,6 +9,8 @@
 - `segment_logic`, `train_logic`: the modules' logic, usable from Slicer's Python console;
 - `bundled_core`: where the medssl core is (bundled or the clone), put first on sys.path here;
 - `install`: first-use dependency installation and diagnostics; `support`: which Slicer MedSSL runs on;
+- `segment_widget`, `train_widget` (Qt, inside Slicer only): the two module panels, over
+  `parameter_binding` (the parameter-node lifecycle both share) and `slicerui` (shared Qt helpers);
 - `testing`: helpers for the test suite and the self-tests.
 
 Nothing here imports torch or medssl at import time.

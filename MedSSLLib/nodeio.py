@@ -21,17 +21,40 @@ from .packages import LabelInfo
 
 PathLike = Union[str, os.PathLike]
 
+# Slicer's terminology string (vtkSlicerTerminologiesModuleLogic::SerializeTerminologyEntry, Slicer v5.6.2
+# vtkSlicerTerminologiesModuleLogic.cxx:1933, unchanged to main): seven "~"-separated fields, codes as
+# scheme^value^meaning. medssl writes the same string (medssl.io.terminology, kept identical by a test); labels
+# of older packages hold only category and type and keep the contexts written then.
+TERMINOLOGY_FIELDS = ("context", "category", "type", "typeModifier", "regionContext", "region", "regionModifier")
 SLICER_ANATOMY = "Segmentation category and type - 3D Slicer General Anatomy list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 TISSUE = ("SCT", "85756007", "Tissue")  # Slicer's default terminology for a new segment
+DEFAULT_TEXT = {"context": SLICER_ANATOMY, "regionContext": ANATOMIC_CONTEXT, "category": TISSUE, "type": TISSUE}
 
 
 def terminologyEntry(label: LabelInfo) -> str:
-    """Slicer terminology entry string (``vtkSegment.SetTerminology``) for a model label."""
+    """Slicer terminology entry string (the segment's ``TerminologyEntry`` tag) for a model label."""
     codes = label.terminology or {}
-    category = "^".join(codes.get("category") or TISSUE)
-    typ = "^".join(codes.get("type") or TISSUE)
-    return f"{SLICER_ANATOMY}~{category}~{typ}~^^~{ANATOMIC_CONTEXT}~^^~^^"
+
+    def text(name: str) -> str:
+        value = codes.get(name) or DEFAULT_TEXT.get(name)
+        if name in ("context", "regionContext"):
+            return str(value)
+        if name == "regionModifier" and not codes.get("region"):
+            return "^^"  # Slicer reads a region modifier only together with a region
+        return "^".join(value) if value else "^^"
+
+    return "~".join(text(name) for name in TERMINOLOGY_FIELDS)
+
+
+def setTerminology(segment, entry: str) -> None:
+    """Set a segment's terminology on every Slicer version: ``vtkSegment.SetTerminology`` exists only since
+    Slicer 5.10 (it sets the tag below, vtkSegment.cxx:395); older ones have the tag API it wraps."""
+    setter = getattr(segment, "SetTerminology", None)
+    if setter is not None:
+        setter(entry)
+    else:
+        segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
 
 
 def ijkToRas(volumeNode) -> np.ndarray:
@@ -112,7 +135,7 @@ def applyLabels(segmentation, labels: Sequence[LabelInfo]) -> None:
             continue
         segment.SetName(label.name)
         segment.SetColor(*label.color)
-        segment.SetTerminology(terminologyEntry(label))
+        setTerminology(segment, terminologyEntry(label))
 
 
 def readSegmentationFile(path: PathLike):

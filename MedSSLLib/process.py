@@ -5,8 +5,13 @@
 delivers lines on the caller's thread when `ProcessRunner.poll` is called: JSON progress events to
 ``onEvent``, other text to ``onLog``, and the `RunResult` once to ``onFinished``. In Slicer ``poll`` is
 driven by ``qt.QTimer.singleShot`` through `ProcessRunner.pollEvery`; scripts and tests call
-`ProcessRunner.wait`. `ProcessRunner.cancel` terminates the process group (so the ``PythonSlicer``
-launcher, its Python child and any data-loader workers all stop) and kills it after a grace period.
+`ProcessRunner.wait`. `ProcessRunner.cancel` first asks medssl to stop (training then writes a checkpoint):
+SIGTERM to the process group on POSIX; on Windows, which has no such signal for a child without a console,
+it creates the cancel file that medssl watches (``$MEDSSL_CANCEL_FILE``, `medssl.cli.cancel`). Only if the
+tree still runs after `ProcessRunner.CANCEL_GRACE_S` is it killed (``killpg`` SIGKILL; ``taskkill /T /F``), so
+the ``PythonSlicer`` launcher, its Python child and any data-loader workers all stop. The child runs in
+Python's UTF-8 mode with UTF-8 pipes (``PYTHONUTF8``, ``PYTHONIOENCODING``), the encoding the reader
+decodes, so non-ASCII paths and segment names cross unchanged on Windows too (its default is cp1252).
 """
 
 from __future__ import annotations
@@ -16,14 +21,21 @@ import os
 import queue
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 from .events import parseEventLine
 
 CANCELLED_EXIT_CODE = 130  # what ``medssl`` returns on Ctrl+C / SIGTERM
+CANCEL_FILE_ENV = "MEDSSL_CANCEL_FILE"  # watched by medssl.cli.cancel
+CHILD_ENCODING = {"PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
+# How a graceful stop is asked for: Windows cannot send SIGTERM (or Ctrl+Break, without a shared console)
+# to a child started with CREATE_NO_WINDOW, so it uses the cancel file; the tests run that path on POSIX too.
+GRACEFUL_BY_FILE = os.name == "nt"
 
 EventCallback = Callable[[dict], None]
 LogCallback = Callable[[str], None]
@@ -64,10 +76,12 @@ RunnerFactory = Callable[[Optional[EventCallback], Optional[LogCallback], Option
 
 
 def killProcessTree(pid: int, hard: bool = True) -> None:
-    """Stop the process group led by ``pid`` (SIGTERM, or SIGKILL when ``hard``); Windows: ``taskkill /T /F``."""
+    """Stop the process group led by ``pid`` (SIGTERM, or SIGKILL when ``hard``); Windows: ``taskkill /T /F``
+    (only ever hard there: a graceful stop goes through the cancel file, see `ProcessRunner.cancel`)."""
     if os.name == "nt":
         subprocess.run(["taskkill", "/T", "/F", "/PID", str(pid)], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
+                       stderr=subprocess.DEVNULL, check=False,
+                       creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))  # no console flashes
         return
     try:
         os.killpg(pid, signal.SIGKILL if hard else signal.SIGTERM)
@@ -81,6 +95,11 @@ def _popenKeywords() -> dict[str, Any]:
         flags = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
         return {"creationflags": flags}
     return {"start_new_session": True}
+
+
+def childEnvironment(env: Optional[dict]) -> dict:
+    """``env`` (default: this process's environment) with UTF-8 mode and UTF-8 pipes for the child."""
+    return {**(os.environ if env is None else env), **CHILD_ENCODING}
 
 
 def _errorFromStderr(lines: Sequence[str]) -> Optional[str]:
@@ -110,12 +129,14 @@ class ProcessRunner:
         self._errorEvent: Optional[str] = None
         self._cancelled = False
         self._killDeadline: Optional[float] = None
+        self.cancelFile = Path(tempfile.gettempdir()) / f"medssl-cancel-{os.urandom(8).hex()}"
 
     # ------------------------------------------------------------------ starting
     def start(self, args: Sequence[str], env: Optional[dict] = None, cwd: Optional[str] = None) -> None:
         """Launch ``args``; raises RuntimeError when the executable cannot be started."""
         if self.proc is not None:
             raise RuntimeError("this runner was already started; create a new one for another command")
+        env = {**childEnvironment(env), CANCEL_FILE_ENV: str(self.cancelFile)}
         try:
             self.proc = self._popen(list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
@@ -187,16 +208,21 @@ class ProcessRunner:
             message = self._errorEvent or _errorFromStderr(self._stderr) or f"medssl stopped with exit code {returnCode}"
         self.result = RunResult(returnCode, cancelled, message, list(self._stderr))
         self._killDeadline = None
+        self.cancelFile.unlink(missing_ok=True)
         if self.onFinished:
             self.onFinished(self.result)
 
     # ------------------------------------------------------------------ control
     def cancel(self) -> None:
-        """Ask the process tree to stop now; it is killed if still alive after `CANCEL_GRACE_S`."""
+        """Ask the process tree to stop (SIGTERM, or the cancel file on Windows); it is killed only if still
+        alive after `CANCEL_GRACE_S`."""
         if not self.running:
             return
         self._cancelled = True
-        killProcessTree(self.proc.pid, hard=os.name == "nt")
+        if GRACEFUL_BY_FILE:
+            self.cancelFile.touch()
+        else:
+            killProcessTree(self.proc.pid, hard=False)
         self._killDeadline = time.monotonic() + self.CANCEL_GRACE_S
 
     def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> RunResult:

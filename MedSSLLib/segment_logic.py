@@ -1,7 +1,7 @@
 """Logic of MedSSLSegment without Qt: volume node(s) -> ``medssl predict`` -> segmentation node.
 
-Usage from Slicer's Python console (``MedSSLSegment.MedSSLSegmentLogic`` is this class plus Slicer's
-module-logic base)::
+Usage from Slicer's Python console (``MedSSLSegment.MedSSLSegmentLogic`` holds this class as
+``core`` and offers its methods)::
 
     from MedSSLLib.segment_logic import SegmentLogic
     from MedSSLLib.commands import PredictOptions
@@ -30,6 +30,7 @@ from .packages import PackageInfo, listPackages, readPackage
 from .process import RunnerFactory
 
 ModelSpec = Union[PackageInfo, str, Path]
+MAX_CHANNELS = 4  # input-volume selectors in the MedSSLSegment panel (scripts and the CLI take any number)
 
 
 def _package(model: ModelSpec) -> PackageInfo:
@@ -44,6 +45,19 @@ def checkInputs(volumes: Sequence, package: PackageInfo) -> None:
     if len(present) != len(package.channels):
         raise ValueError(f"the model {package.name} expects {len(package.channels)} input channel(s) "
                          f"({', '.join(package.channels)}) but {len(present)} volume(s) were selected")
+
+
+def panelProblem(package: Optional[PackageInfo], volumes: Sequence) -> Optional[str]:
+    """Why the MedSSLSegment panel cannot run ``package`` on ``volumes`` (its selectors), or None."""
+    if package is None:
+        return "Select a model (fine-tune one in the MedSSL Train module)."
+    if len(package.channels) > MAX_CHANNELS:
+        return (f"The model {package.name} needs {len(package.channels)} input volumes; this panel has "
+                f"{MAX_CHANNELS}. Segment from the Python console (MedSSLSegment.MedSSLSegmentLogic().segment) "
+                f"or with medssl predict.")
+    if len(volumes) < len(package.channels) or not all(volumes):
+        return "Select an input volume for every channel of the model."
+    return None
 
 
 class SegmentLogic:

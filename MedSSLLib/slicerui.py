@@ -42,22 +42,26 @@ def ensureDependencies(requester: str, repair: bool = False) -> bool:
         return False
 
 
-def setupSetupSection(ui, requester: str, runner) -> None:
-    """Connect the Setup section: install/repair, diagnostics through ``medssl info``, open the folder."""
-    ui.installButton.connect("clicked(bool)", lambda: _installAndRefresh(ui, requester, runner))
-    ui.diagnosticsButton.connect("clicked(bool)", lambda: refreshDiagnostics(ui, runner))
+def setupSetupSection(ui, requester: str, runner, onFinished: Optional[Callable[[], None]] = None) -> None:
+    """Connect the Setup section: install/repair, diagnostics through ``medssl info``, open the folder.
+
+    ``runner`` is a `MedSSLLib.jobs.JobRunner` of the section's own (never the module logic's: Apply or Start
+    during diagnostics must start their job, not cancel ``medssl info``); ``onFinished`` runs when ``info``
+    ends, so that the panel updates its buttons."""
+    ui.installButton.connect("clicked(bool)", lambda: _installAndRefresh(ui, requester, runner, onFinished))
+    ui.diagnosticsButton.connect("clicked(bool)", lambda: refreshDiagnostics(ui, runner, onFinished))
     ui.openFolderButton.connect("clicked(bool)", openMedSSLFolder)
     ui.openFolderButton.toolTip = _("Models, downloaded weights and training runs are stored in {folder}. "
                                     "Delete sub-folders there to free disk space.").format(folder=medsslHome())
     ui.diagnosticsTextEdit.setPlainText(install.basicDiagnostics())
 
 
-def _installAndRefresh(ui, requester: str, runner) -> None:
+def _installAndRefresh(ui, requester: str, runner, onFinished: Optional[Callable[[], None]]) -> None:
     if ensureDependencies(requester, repair=True):
-        refreshDiagnostics(ui, runner)
+        refreshDiagnostics(ui, runner, onFinished)
 
 
-def refreshDiagnostics(ui, runner) -> None:
+def refreshDiagnostics(ui, runner, onFinished: Optional[Callable[[], None]] = None) -> None:
     """Run ``medssl info --json`` in the background and show versions, CUDA and GPU memory."""
     if not install.isSatisfied("medssl") or runner.busy:  # the core is there and its requirements are complete
         ui.diagnosticsTextEdit.setPlainText(install.basicDiagnostics())
@@ -68,6 +72,8 @@ def refreshDiagnostics(ui, runner) -> None:
         info = install.parseInfo(job.log) if job.ok else None
         text = install.formatDiagnostics(info)
         ui.diagnosticsTextEdit.setPlainText(text if info or job.ok else f"{text}\nmedssl info failed: {job.error}")
+        if onFinished is not None:
+            onFinished()
 
     runner.run(["info", "--json"], onFinished=show)
 
@@ -78,10 +84,17 @@ def openMedSSLFolder() -> None:
     qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(folder)))
 
 
-def setRunning(button, running: bool, idleText: str) -> None:
-    """The run button doubles as Cancel while a job runs."""
-    button.text = _("Cancel") if running else idleText
-    button.toolTip = _("Stop the running job (the whole process tree is stopped)") if running else ""
+class RunButton:
+    """A run button that doubles as Cancel while its job runs; afterwards its text and tooltip are those of
+    the .ui file again (read once, when the panel is set up)."""
+
+    def __init__(self, button) -> None:
+        self.button, self.idleText, self.idleToolTip = button, button.text, button.toolTip
+
+    def setRunning(self, running: bool) -> None:
+        self.button.text = _("Cancel") if running else self.idleText
+        self.button.toolTip = _("Stop the running job (the whole process tree is stopped)") if running \
+            else self.idleToolTip
 
 
 def showProgress(ui, job: Job) -> None:

@@ -1,7 +1,7 @@
 """Logic of MedSSLTrain without Qt: scene pairs -> training folder -> ``medssl finetune`` -> registered package.
 
-Usage from Slicer's Python console (``MedSSLTrain.MedSSLTrainLogic`` is this class plus Slicer's
-module-logic base)::
+Usage from Slicer's Python console (``MedSSLTrain.MedSSLTrainLogic`` holds this class as
+``core`` and offers its methods)::
 
     from MedSSLLib.train_logic import TrainLogic, TrainingCase
     from MedSSLLib.commands import FinetuneOptions
@@ -41,6 +41,7 @@ from .packages import PackageInfo, isPackage, medsslHome, nextVersionName, packa
 from .process import RunnerFactory
 
 FOLDER_LAYOUTS = (("imagesTr", "labelsTr"), ("images", "labels"))
+DELETED = "(deleted)"
 
 
 @dataclass
@@ -81,11 +82,36 @@ def removeCase(volumes: Sequence, segmentations: Sequence, channelCount: int, ro
 
 
 def caseCells(case: TrainingCase) -> tuple[str, str, str]:
-    """Volume names, segmentation name and segment names of a case (the training-set table row)."""
+    """Volume names, segmentation name and segment names of a case (the training-set table row).
+
+    A node deleted from the scene reads back as None from the parameter node; its case is still listed
+    (marked "(deleted)") so that the table rows and `removeCase` index the same list."""
+    volumes = ", ".join(v.GetName() if v is not None else DELETED for v in case.volumes)
+    if case.segmentation is None:
+        return volumes, DELETED, ""
     segmentation = case.segmentation.GetSegmentation()
     names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
-    volumes = ", ".join(v.GetName() if v is not None else "(deleted)" for v in case.volumes)
     return volumes, case.segmentation.GetName(), ", ".join(names)
+
+
+def tableRows(volumes: Sequence, segmentations: Sequence, channelCount: int) -> list[tuple[str, str, str]]:
+    """The training-set table: one row per case of the parameter-node lists, in their order (row i is case i)."""
+    try:
+        cases = casesFromFlat(list(volumes), list(segmentations), channelCount)
+    except ValueError:  # e.g. the channel count was changed after adding cases
+        return []
+    return [caseCells(case) for case in cases]
+
+
+def trainingFolderOrNone(use: bool, folder: Optional[Path]) -> Optional[Path]:
+    """The folder of "Also use a folder", None when unticked; an unset field (``Path()``, i.e. ".", which is
+    what the parameter node holds before one is chosen) or a relative path is refused instead of meaning
+    Slicer's working directory."""
+    if not use:
+        return None
+    if folder is None or str(folder) in ("", ".") or not Path(folder).is_absolute():
+        raise ValueError("choose the training folder (imagesTr and labelsTr) or untick \"Also use a folder\"")
+    return Path(folder)
 
 
 def checkCases(cases: Sequence[TrainingCase]) -> None:
@@ -145,8 +171,12 @@ class TrainLogic:
         return medsslHome() / "slicer-training" / safeName(modelName)
 
     def canResume(self, modelName: str) -> bool:
-        """An interrupted run exists: its command line is saved and the package is not complete."""
-        out = packageFolder(modelName)
+        """An interrupted run exists: its command line is saved and the package is not complete (False for a
+        name that is not one yet, e.g. an empty field while the user types)."""
+        try:
+            out = packageFolder(modelName)
+        except ValueError:
+            return False
         saved = (self.runFolder(modelName) / self.RUN_FILE).is_file()
         return saved and (out / "training" / "plan.json").is_file() and not isPackage(out)
 

@@ -3,17 +3,15 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import slicer
-import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
-from slicer.util import VTKObservationMixin
 
 _repository = Path(__file__).resolve().parents[1]  # run from a clone: MedSSLLib is beside the module folder
 if (_repository / "MedSSLLib" / "__init__.py").is_file() and str(_repository) not in sys.path:
@@ -21,10 +19,11 @@ if (_repository / "MedSSLLib" / "__init__.py").is_file() and str(_repository) no
 
 from MedSSLLib import slicerui
 from MedSSLLib.commands import DEVICES, PredictOptions
-from MedSSLLib.packages import listPackages, readPackage
+from MedSSLLib.packages import readPackage
 from MedSSLLib.segment_logic import SegmentLogic
+from MedSSLLib.segment_widget import SegmentPanel
 
-MAX_CHANNELS = 4
+SCRIPTING_HELP = "https://github.com/MedSSL/SlicerMedSSL/blob/main/MedSSLLib/README.md"
 TESTING_DATA_URL = "https://github.com/Slicer/SlicerTestingData/releases/download/SHA256/"
 SAMPLES = (  # (sample name, file name, SHA256) of public Slicer testing data used in the tutorial and self-tests
     ("MedSSLBrainMR1", "RegLib_C01_1.nrrd", "998cb522173839c78657f4bc0ea907cea09fd04e44601f17c82ea27927937b95"),
@@ -45,8 +44,8 @@ class MedSSLSegment(ScriptedLoadableModule):
 Segment one or more volumes with a model fine-tuned locally by <b>MedSSL Train</b>. The model runs as
 <code>medssl predict</code> in a separate process: Slicer stays responsive and Cancel stops it. The result
 is a segmentation with the model's segment names, colours and terminology; correct it in Segment Editor and
-add it to the training set in MedSSL Train. Scripting: see <code>MedSSLLib/README.md</code>.
-""")
+add it to the training set in MedSSL Train. Scripting: see <a href="{url}">the MedSSLLib guide</a>.
+""").format(url=SCRIPTING_HELP)
         self.parent.acknowledgementText = _("MedSSL builds on 3D Slicer, PyTorch, MONAI and SimpleITK.")
         slicer.app.connect("startupCompleted()", registerSampleData)
 
@@ -56,7 +55,8 @@ def registerSampleData():
     import SampleData
 
     iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
-    SampleData.SampleDataLogic.registerCustomSampleDataCategory("MedSSL", title=_("MedSSL"))
+    if hasattr(SampleData.SampleDataLogic, "registerCustomSampleDataCategory"):  # Slicer 5.12+ (title apart)
+        SampleData.SampleDataLogic.registerCustomSampleDataCategory("MedSSL", title=_("MedSSL"))
     for sampleName, fileName, sha256 in SAMPLES:
         SampleData.SampleDataLogic.registerCustomSampleDataSource(
             category="MedSSL", sampleName=sampleName, thumbnailFileName=os.path.join(iconsPath, "MedSSLSegment.png"),
@@ -81,16 +81,13 @@ class MedSSLSegmentParameterNode:
     uncertaintyVolume: vtkMRMLScalarVolumeNode
 
 
-class MedSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Thin GUI over MedSSLSegmentLogic; all work is done by the logic and reported through callbacks."""
+class MedSSLSegmentWidget(ScriptedLoadableModuleWidget):
+    """Loads the .ui; the panel's behaviour is `MedSSLLib.segment_widget.SegmentPanel`."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self._packages = []
+        self.panel = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -99,150 +96,22 @@ class MedSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSSLSegmentLogic()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.ui.editButton.connect("clicked(bool)", self.onEditButton)
-        self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
-        self.ui.deleteModelButton.connect("clicked(bool)", self.onDeleteModel)
-        self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
-        slicerui.setupSetupSection(self.ui, "MedSSLSegment", self.logic.jobs)
-        self.initializeParameterNode()
-        self.refreshModels()
+        self.panel = SegmentPanel(self.ui, self.logic, isEntered=lambda: self.parent.isEntered)
 
     def cleanup(self) -> None:
-        self.removeObservers()
-        if self.logic:
-            self.logic.cancel()
+        if self.panel:
+            self.panel.cleanup()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
-        self.refreshModels()
+        self.panel.enter()
 
     def exit(self) -> None:
-        """Stop updating the GUI from the parameter node (a running job still reports to it)."""
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-
-    def onSceneStartClose(self, caller, event) -> None:
-        self.logic.cancel()  # results must not land in the next scene
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume0:
-            self._parameterNode.inputVolume0 = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-
-    def setParameterNode(self, inputParameterNode: Optional[MedSSLSegmentParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-            self._updateButtons()
-
-    # ------------------------------------------------------------------ models
-    def refreshModels(self) -> None:
-        """Fill the model selector with the packages registered on this computer."""
-        self._packages = listPackages()
-        wasBlocked = self.ui.modelSelector.blockSignals(True)
-        self.ui.modelSelector.clear()
-        for package in self._packages:
-            self.ui.modelSelector.addItem(package.path.name)
-        current = self._parameterNode.modelPath if self._parameterNode else ""
-        paths = [str(p.path) for p in self._packages]
-        self.ui.modelSelector.currentIndex = paths.index(current) if current in paths else (0 if paths else -1)
-        self.ui.modelSelector.blockSignals(wasBlocked)
-        self.onModelSelected(self.ui.modelSelector.currentIndex)
-
-    def _selectedPackage(self):
-        index = self.ui.modelSelector.currentIndex
-        return self._packages[index] if 0 <= index < len(self._packages) else None
-
-    def onModelSelected(self, index: int) -> None:
-        package = self._selectedPackage()
-        if self._parameterNode:
-            self._parameterNode.modelPath = str(package.path) if package else ""
-        self.ui.modelInfoLabel.text = package.summary() if package else _(
-            "No model yet: fine-tune one in the MedSSL Train module.")
-        channels = package.channels if package else ["image"]
-        for c in range(MAX_CHANNELS):
-            getattr(self.ui, f"inputLabel{c}").text = f"{channels[c]}:" if c < len(channels) else ""
-            getattr(self.ui, f"inputLabel{c}").visible = c < len(channels)
-            getattr(self.ui, f"inputSelector{c}").visible = c < len(channels)
-        self._updateButtons()
-
-    def onDeleteModel(self) -> None:
-        package = self._selectedPackage()
-        if package and slicer.util.confirmYesNoDisplay(
-                _("Delete the model {name} from {folder}?").format(name=package.path.name, folder=package.path)):
-            shutil.rmtree(package.path, ignore_errors=True)
-            self.refreshModels()
-
-    # ------------------------------------------------------------------ running
-    def _inputVolumes(self) -> list:
-        package = self._selectedPackage()
-        count = len(package.channels) if package else 1
-        return [getattr(self._parameterNode, f"inputVolume{c}") for c in range(count)]
-
-    def _options(self) -> PredictOptions:
-        p = self._parameterNode
-        return PredictOptions(p.device, p.overlap, p.tta, p.lowMemory, p.computeUncertainty)
-
-    def _updateButtons(self, caller=None, event=None) -> None:
-        busy = bool(self.logic and self.logic.busy)
-        ready = bool(self._parameterNode and self._selectedPackage() and all(self._inputVolumes()))
-        self.ui.applyButton.enabled = busy or ready
-        self.ui.applyButton.toolTip = "" if busy or ready else _("Select a model and an input volume per channel")
-        output = self._parameterNode.outputSegmentation if self._parameterNode else None
-        self.ui.editButton.enabled = bool(output) and not busy
-
-    def onApplyButton(self) -> None:
-        if self.logic.busy:
-            self.logic.cancel()
-            return
-        if not slicerui.ensureDependencies("MedSSLSegment"):
-            return
-        p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            self.ui.logTextEdit.clear()
-            self.logic.start(self._inputVolumes(), self._selectedPackage(), self._options(), p.outputSegmentation,
-                             p.uncertaintyVolume if p.computeUncertainty else None, onProgress=self.onProgress,
-                             onLog=self.onLog, onFinished=self.onFinished)
-            slicerui.setRunning(self.ui.applyButton, True, _("Apply"))
-            self._updateButtons()
-
-    def onProgress(self, job) -> None:
-        slicerui.showProgress(self.ui, job)
-
-    def onLog(self, text: str) -> None:
-        slicerui.appendLog(self.ui.logTextEdit, text)
-
-    def onFinished(self, job) -> None:
-        slicerui.setRunning(self.ui.applyButton, False, _("Apply"))
-        slicerui.showFinished(self.ui, job, _("Segmentation"))
-        if job.ok and self._parameterNode:
-            self._parameterNode.outputSegmentation = job.outputs["segmentation"]
-            if "uncertainty" in job.outputs:
-                self._parameterNode.uncertaintyVolume = job.outputs["uncertainty"]
-            slicerui.showResult(self._parameterNode.inputVolume0, job.outputs["segmentation"],
-                                job.outputs.get("uncertainty"))
-        self._updateButtons()
-
-    def onEditButton(self) -> None:
-        slicerui.openSegmentEditor(self._parameterNode.outputSegmentation, self._parameterNode.inputVolume0)
+        self.panel.exit()
 
 
-class MedSSLSegmentLogic(ScriptedLoadableModuleLogic, SegmentLogic):
-    """`MedSSLLib.segment_logic.SegmentLogic` with Slicer's parameter node; usable without the widget::
+class MedSSLSegmentLogic(ScriptedLoadableModuleLogic):
+    """Slicer's module logic (parameter node) holding `MedSSLLib.segment_logic.SegmentLogic` as ``core``, whose
+    methods it offers (``segment``, ``start``, ``cancel``, ``busy``, ``jobs``...); usable without the widget::
 
         import MedSSLSegment
         logic = MedSSLSegment.MedSSLSegmentLogic()
@@ -250,10 +119,13 @@ class MedSSLSegmentLogic(ScriptedLoadableModuleLogic, SegmentLogic):
     """
 
     def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)  # newer Slicer also runs SegmentLogic.__init__ (super())
-        if not hasattr(self, "jobs"):  # older Slicer: the base class does not call super().__init__()
-            SegmentLogic.__init__(self)
-        self.jobs.schedule = slicerui.qtSchedule
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.core = SegmentLogic(schedule=slicerui.qtSchedule)
+
+    def __getattr__(self, name: str):
+        if name == "core":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.core, name)
 
     def getParameterNode(self):
         return MedSSLSegmentParameterNode(super().getParameterNode())

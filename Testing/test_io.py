@@ -118,3 +118,18 @@ def test_bad_files_give_one_line_errors(tmp_path, kmeans_t1, case):
     assert "\n" not in str(err.value) and str(path) in str(err.value)
     if case == "zero_spacing":
         assert "spacing" in str(err.value)
+
+
+def test_seg_nrrd_terminology_keeps_all_seven_fields(tmp_path, kmeans_labels):
+    """Type modifier, contexts and region survive (Slicer's seven-field string); left and right stay apart."""
+    from medssl.io.terminology import format_entry, parse_entry
+
+    entry = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+             "~SCT^64033007^Kidney~SCT^{}~Anatomic codes - DICOM master list~^^~^^")
+    left, right = parse_entry(entry.format("7771000^Left")), parse_entry(entry.format("24028007^Right"))
+    lab = read_label_map(kmeans_labels)
+    specs = [LabelSpec(0, "background", (0, 0, 0)), LabelSpec(1, "left", (1, 0, 0), left),
+             LabelSpec(2, "right", (0, 1, 0), right)]
+    back = read_label_map(write_label_map(lab.image, specs, tmp_path / "kidneys.seg.nrrd"))
+    assert [s.terminology for s in back.segments[:2]] == [left, right] and left != right
+    assert format_entry(back.segments[0].terminology) == entry.format("7771000^Left")

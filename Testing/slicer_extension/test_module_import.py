@@ -45,6 +45,9 @@ class _OldScriptedLoadableModuleLogic(_ScriptedLoadableModuleLogic):
         self.moduleName = self.__class__.__name__[:-len("Logic")]
 
 
+QT_LIBRARY = ("slicerui", "parameter_binding", "segment_widget", "train_widget")
+
+
 def _stubModules(scheduled, logicBase=_ScriptedLoadableModuleLogic):
     qt = types.ModuleType("qt")
     qt.QTimer = types.SimpleNamespace(singleShot=lambda ms, fn: scheduled.append(fn))
@@ -68,11 +71,12 @@ def modules(request, monkeypatch, scene):
         monkeypatch.setitem(sys.modules, name, module)
     for folder in ("MedSSLSegment", "MedSSLTrain"):
         monkeypatch.syspath_prepend(str(REPO / folder))
-    monkeypatch.delitem(sys.modules, "MedSSLLib.slicerui", raising=False)
-    monkeypatch.delattr(importlib.import_module("MedSSLLib"), "slicerui", raising=False)
+    for name in QT_LIBRARY:  # bound to another test's stubbed qt
+        monkeypatch.delitem(sys.modules, f"MedSSLLib.{name}", raising=False)
+        monkeypatch.delattr(importlib.import_module("MedSSLLib"), name, raising=False)
     loaded = {name: importlib.import_module(name) for name in ("MedSSLSegment", "MedSSLTrain")}
     yield loaded, scheduled
-    for name in ("MedSSLSegment", "MedSSLTrain", "MedSSLLib.slicerui"):
+    for name in ("MedSSLSegment", "MedSSLTrain", *(f"MedSSLLib.{name}" for name in QT_LIBRARY)):
         sys.modules.pop(name, None)
 
 
@@ -110,7 +114,7 @@ def test_module_logic_segments_with_qt_timer_polling(modules, fakeMedssl, tinyPa
     """The GUI path: start() returns at once, the QTimer callbacks poll, the result lands in the scene."""
     (loaded, scheduled) = modules
     logic = loaded["MedSSLSegment"].MedSSLSegmentLogic()
-    logic.jobs = type(logic.jobs)(fakeMedssl, schedule=logic.jobs.schedule)
+    logic.core.jobs = type(logic.jobs)(fakeMedssl, schedule=logic.jobs.schedule)
     volume = volumeFromArray(scene, (np.arange(6 * 7 * 8) % 5).reshape(6, 7, 8).astype("int16"),
                              obliqueRightHanded(), "MR")
     finished = []

@@ -169,3 +169,64 @@ def test_real_medssl_failure_is_one_line(realMedssl, tmp_path):
     assert result.returnCode == 2 and len(finished) == 1
     assert "missing does not exist" in result.errorMessage and "\n" not in result.errorMessage
     assert [e["event"] for e in events] == ["error"]
+
+
+def tinyTrainingCase(folder):
+    """A 24^3 image and a two-class label map (files medssl finetune reads)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(24, 24, 24)).astype("float32")
+    labels = np.zeros((24, 24, 24), "uint8")
+    labels[6:18, 6:18, 6:18] = 1
+    image[labels == 1] += 3.0
+    paths = folder / "image.nii.gz", folder / "labels.nii.gz"
+    for array, path in zip((image, labels), paths):
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    return paths
+
+
+def test_windows_cancel_is_graceful_through_the_cancel_file(realMedssl, tmp_path, monkeypatch):
+    """The Windows path (no SIGTERM there), run here: Cancel creates the cancel file, real medssl training
+    stops at the next step boundary with its checkpoint written and exit code 130, long before any kill."""
+    from MedSSLLib import process
+
+    monkeypatch.setattr(process, "GRACEFUL_BY_FILE", True)
+    kills, kill = [], process.killProcessTree
+
+    def recordedKill(pid, hard=True):
+        kills.append(hard)
+        kill(pid, hard)
+
+    monkeypatch.setattr(process, "killProcessTree", recordedKill)
+    image, labels = tinyTrainingCase(tmp_path)
+    out = tmp_path / "model"
+    events, logs = [], []
+    runner = ProcessRunner(onEvent=events.append, onLog=logs.append)
+    runner.CANCEL_GRACE_S = 90
+    runner.start(realMedssl.args("finetune", "--images", str(image), "--labels", str(labels), "--out", str(out),
+                                 "--backbone", "resenc:test", "--patch-size", "16", "16", "16", "--steps", "5000",
+                                 "--device", "cpu", "--progress", "json"), env=realMedssl.env)
+    assert waitFor(lambda: any(e["event"] == "step" for e in events), timeout=300, poll=runner.poll), logs
+    cancelledAt = len(events)
+    runner.cancel()
+    assert runner.cancelFile.exists()
+    result = runner.wait(timeout=60)
+    assert result.cancelled and result.returnCode == 130 and kills == [True]  # the kill only sweeps up after exit
+    after = [e for e in events[cancelledAt:] if e["event"] in ("checkpoint", "error")]
+    assert [e["event"] for e in after] == ["checkpoint", "error"] and "checkpoint is saved" in after[1]["message"]
+    assert not runner.cancelFile.exists()
+
+
+def test_the_child_runs_in_utf8_mode_with_utf8_pipes(tmp_path):
+    """Whatever the parent's locale (cp1252 on a Windows Slicer), the child writes what the reader decodes."""
+    script = ("import os, sys; print(sys.flags.utf8_mode, sys.stdout.encoding, sys.stderr.encoding); "
+              "print('Žluťoučký kůň, 肝臓 ✓', flush=True)")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUTF8", "PYTHONIOENCODING")}
+    env["LC_ALL"] = "C.UTF-8"
+    logs = []
+    runner = ProcessRunner(onLog=logs.append)
+    runner.start([sys.executable, "-c", script], env=env)
+    assert runner.wait(timeout=30).ok
+    assert logs == ["1 utf-8 utf-8", "Žluťoučký kůň, 肝臓 ✓"]

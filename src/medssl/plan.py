@@ -44,8 +44,9 @@ class NormSpec:
 
 @dataclass
 class LabelSpec:
-    """One output class: label value in label maps, name, RGB colour in [0, 1], optional terminology
-    (``{"category": [...], "type": [...]}`` as (coding scheme, code value, meaning) triplets for Slicer)."""
+    """One output class: label value in label maps, name, RGB colour in [0, 1], optional terminology: the
+    seven fields of a Slicer terminology entry (`medssl.io.terminology.FIELDS`; codes as (coding scheme,
+    code value, meaning) triplets). Older plans hold only ``category`` and ``type``; they stay readable."""
 
     value: int
     name: str

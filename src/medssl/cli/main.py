@@ -52,7 +52,10 @@ def _terminate(signum, frame):  # noqa: ARG001
 def main(argv: Optional[List[str]] = None) -> int:
     from ..errors import MedSSLError
 
+    from .cancel import watch_cancel_file
+
     signal.signal(signal.SIGTERM, _terminate)
+    watch_cancel_file()  # the parent's graceful cancel where it cannot send SIGTERM (Windows)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,10 +19,8 @@ from ..colors import label_color
 from ..errors import InputError
 from ..plan import LabelSpec
 from .atomic import atomic_path
+from .terminology import from_tags, tag_value
 from .volume_io import _check_geometry, _check_written, _read_file
-
-SLICER_ANATOMY = "Segmentation category and type - 3D Slicer General Anatomy list"
-TISSUE = ["SCT", "85756007", "Tissue"]  # Slicer's default terminology for a new segment
 
 
 @dataclass
@@ -76,20 +74,10 @@ def _segments_from_metadata(image: sitk.Image) -> List[Tuple[LabelSpec, int]]:
     while f"Segment{n}_Name" in keys:
         get = lambda k, d="": image.GetMetaData(f"Segment{n}_{k}") if f"Segment{n}_{k}" in keys else d  # noqa
         color = tuple(float(c) for c in get("Color", "0.5 0.5 0.5").split()[:3])
-        spec = LabelSpec(int(get("LabelValue", str(n + 1))), get("Name"), color, _terminology(get("Tags")))
+        spec = LabelSpec(int(get("LabelValue", str(n + 1))), get("Name"), color, from_tags(get("Tags")))
         out.append((spec, int(get("Layer", "0"))))
         n += 1
     return out
-
-
-def _terminology(tags: str) -> Optional[Dict[str, List[str]]]:
-    """Parse ``TerminologyEntry:<context>~<cat>~<type>~...`` into {"category": [...], "type": [...]}."""
-    for tag in tags.split("|"):
-        if tag.startswith("TerminologyEntry:"):
-            parts = tag.split(":", 1)[1].split("~")
-            if len(parts) >= 3 and parts[1].count("^") == 2 and parts[2].count("^") == 2:
-                return {"category": parts[1].split("^"), "type": parts[2].split("^")}
-    return None
 
 
 def _merge_layers(image: sitk.Image, layered: List[Tuple[LabelSpec, int]]):
@@ -108,11 +96,8 @@ def _merge_layers(image: sitk.Image, layered: List[Tuple[LabelSpec, int]]):
 
 
 def terminology_tag(label: LabelSpec) -> str:
-    """Slicer ``TerminologyEntry`` tag for a label (its own codes, else Slicer's default 'Tissue')."""
-    term = label.terminology or {}
-    cat = term.get("category") or TISSUE
-    typ = term.get("type") or TISSUE
-    return f"TerminologyEntry:{SLICER_ANATOMY}~{'^'.join(cat)}~{'^'.join(typ)}~^^~Anatomic codes - DICOM master list~^^~^^|"
+    """Slicer ``TerminologyEntry`` tag for a label: all seven fields (`medssl.io.terminology`), else 'Tissue'."""
+    return tag_value(label.terminology)
 
 
 def segmentation_image(labels: sitk.Image, segments: Sequence[LabelSpec]) -> sitk.Image:
