@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers_backbones import fake_checkpoint
-from upstream import relative_error, run_reference
+from upstream import assert_close, run_reference
 
 # sha256 of openmedlab/MIS-FM @1506d65 net/fmunet.py (the released file's code); PyMIC 0.6.2 ships the same bytes
 MISFM_FMUNET_SHA256 = "ec5d6ca2bbdcb9d3e0d940435d3a72c984780610f69eef90efc8b85fcb03c33e"
@@ -29,12 +29,6 @@ def medssl_net(path, num_classes: int):
     report = source.init_weights(net)
     assert not report.missing and not report.unexpected and not report.shape_mismatch, report.summary()
     return net.eval()
-
-
-def assert_close(ours, theirs, what: str) -> None:
-    assert ours.shape == theirs.shape, (what, ours.shape, theirs.shape)
-    err = relative_error(ours, theirs)
-    assert err < 1e-4, (what, err)
 
 
 def compare(path, ref: dict, num_classes: int = 5) -> None:

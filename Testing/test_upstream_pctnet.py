@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from upstream import relative_error
+from upstream import assert_close
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden" / "pctnet_misfm"
 sys.path.insert(0, str(Path(__file__).resolve().parent / "reference"))
@@ -52,12 +52,6 @@ def medssl_net(golden, tmp_path, **override):
     report = source.init_weights(net)
     assert not report.missing and not report.unexpected and not report.shape_mismatch, report.summary()
     return net.eval()
-
-
-def assert_close(ours, theirs, what: str) -> None:
-    assert ours.shape == theirs.shape, (what, ours.shape, theirs.shape)
-    err = relative_error(ours, theirs)
-    assert err < 1e-4, (what, err)
 
 
 def test_golden_file_names_its_upstream(golden):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers_backbones import fake_checkpoint
-from upstream import relative_error, run_reference
+from upstream import assert_close, run_reference
 
 SHAPE = (32, 64, 96)  # non-cubic, every side a multiple of 32 (2x3 voxels at the 1/32 bottleneck)
 
@@ -37,10 +37,9 @@ def compare(entry_id: str, path, feature_size: int, tmp_path, whole_net: bool = 
         logits = net(ref["input"]) if whole_net else None
     assert len(features) == len(ref["features"]) == 6
     for level, (ours, theirs) in enumerate(zip(features, ref["features"])):
-        assert ours.shape == theirs.shape, level
-        assert relative_error(ours, theirs) < 1e-4, (level, relative_error(ours, theirs))
+        assert_close(ours, theirs, f"{entry_id} feature map {level}")
     if whole_net:
-        assert relative_error(logits, ref["logits"]) < 1e-4
+        assert_close(logits, ref["logits"], f"{entry_id} logits")
 
 
 @pytest.mark.parametrize("name,entry_id,feature_size", [("voco_b_ssl_head", "voco_b", 48),

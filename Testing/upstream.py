@@ -39,3 +39,10 @@ def run_reference(name: str, script: str, *args: str, timeout: float = 600) -> N
 def relative_error(ours, reference) -> float:
     """``|ours - reference| / |reference|`` over the whole tensor (Frobenius norms)."""
     return float((ours.double() - reference.double()).norm() / reference.double().norm().clamp_min(1e-30))
+
+
+def assert_close(ours, theirs, what: str) -> None:
+    """Same shape and a relative error below 1e-4 (the equivalence tests' tolerance per feature map)."""
+    assert ours.shape == theirs.shape, (what, ours.shape, theirs.shape)
+    err = relative_error(ours, theirs)
+    assert err < 1e-4, (what, err)
