@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -127,6 +128,9 @@ def load_package(folder: str | Path, device: str | torch.device = "cpu", check_f
     from ..models import build_from_plan
 
     plan, meta = check_files(folder)
+    note = legacy_spacing_note(plan, folder)
+    if note:
+        print(note, file=sys.stderr)
     net = build_from_plan(plan)
     state = load_package_state(folder)
     try:
@@ -138,6 +142,15 @@ def load_package(folder: str | Path, device: str | torch.device = "cpu", check_f
     if check_forward:
         _check_forward(net, plan, folder)
     return plan, net.to(device), meta
+
+
+def legacy_spacing_note(plan: Plan, folder: str | Path) -> Optional[str]:
+    """The one-line note for a package written before every fine-tuned plan held a spacing (its plan has
+    ``spacing: null`` and no per-field provenance): it keeps predicting at each scan's own spacing."""
+    if plan.spacing is not None or not plan.labels or "fields" in plan.provenance:
+        return None
+    return (f"note: {folder} was written by an older medssl without a planned spacing; it predicts every scan at "
+            f"the scan's own spacing, as before (fine-tune it again to plan one)")
 
 
 def _check_forward(net: torch.nn.Module, plan: Plan, folder) -> None:

@@ -29,7 +29,7 @@ class FinetuneConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     batch_size: int = 2
     patch_size: Optional[List[int]] = None
-    spacing: Optional[List[float]] = None  # None: backbone default, else the median spacing of the data
+    spacing: Any = None  # None: the backbone's, else the data's median; native | number | [i, j, k]: fixed
     orientation: Optional[str] = None
     normalization: str = "auto"  # auto | zscore | percentile | ct_window | none | backbone
     foreground_fraction: float = 0.33

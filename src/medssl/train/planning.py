@@ -69,15 +69,26 @@ def normalization(cfg: FinetuneConfig, defaults: Dict[str, Any], channels: List[
 
 
 def spacing(cfg: FinetuneConfig, defaults: Dict[str, Any], read: Sequence[ReadCase], orientation: str):
-    """User spacing > backbone spacing (``None`` there means native) > data median if spacings differ."""
-    if cfg.spacing is not None:
-        return tuple(float(s) for s in cfg.spacing)
-    if "spacing" in defaults:
-        return None if defaults["spacing"] is None else tuple(float(s) for s in defaults["spacing"])
-    spacings = np.array([target_grid(imgs[0], orientation, None).spacing for imgs, _ in read])
-    if np.allclose(spacings, spacings[0], rtol=1e-3):
+    """User spacing (``native`` only when asked) > backbone spacing > the data's median spacing, one case or
+    many (nnU-Net plans the training data's spacing even for a single case). A backbone pretrained at native
+    spacing (3DINO) has no spacing to inherit: the data's median is planned."""
+    if cfg.spacing == "native":
         return None
+    if cfg.spacing is not None:
+        return user_spacing(cfg.spacing)
+    if defaults.get("spacing") is not None:
+        return tuple(float(s) for s in defaults["spacing"])
+    spacings = np.array([target_grid(imgs[0], orientation, None).spacing for imgs, _ in read])
     return tuple(float(s) for s in np.median(spacings, axis=0))
+
+
+def user_spacing(value: Any) -> Tuple[float, float, float]:
+    """``spacing:`` of a run configuration: one number or three positive numbers (``native`` handled before)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return (float(value),) * 3
+    if isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(s, (int, float)) and s > 0 for s in value):
+        return tuple(float(s) for s in value)  # type: ignore[return-value]
+    raise InputError(f"spacing {value!r} must be 'native', one positive number or three (i, j, k) in mm")
 
 
 def size_divisor(arch: ArchSpec, in_channels: int) -> int:
@@ -107,6 +118,12 @@ def patch_size(cfg: FinetuneConfig, defaults: Dict[str, Any], shapes: Sequence[S
     return tuple(max(2 * divisor, int(np.ceil(p / divisor)) * divisor) for p in patch)
 
 
+def _spacing_rule(cfg: FinetuneConfig, defaults: Dict[str, Any]) -> str:
+    if cfg.spacing is not None:
+        return "user"
+    return "like_pretrained" if defaults.get("spacing") is not None else "data"
+
+
 def _tta_axes(cfg: FinetuneConfig) -> Tuple[int, ...]:
     """Test-time mirroring uses the axes mirrored in training (nnU-Net), none if mirroring was off."""
     return tuple(int(a) for a in cfg.augment.mirror_axes) if cfg.augment.p_mirror > 0 else ()
@@ -126,6 +143,7 @@ def make_finetune_plan(read: Sequence[ReadCase], labels: List[LabelSpec], source
                 spacing=target_spacing, orientation=orientation,
                 sliding_window=SlidingWindowSpec(overlap=cfg.overlap, sw_batch_size=cfg.sw_batch_size,
                                                  mirror_axes=_tta_axes(cfg)),
-                provenance={"created_by": "medssl finetune", "backbone": source.name})
+                provenance={"created_by": "medssl finetune", "backbone": source.name,
+                            "fields": {"spacing": _spacing_rule(cfg, defaults)}})
     plan.validate("fine-tuning plan")
     return plan
