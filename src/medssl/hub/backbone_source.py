@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from ..plan import ArchSpec, Plan
+from ..plan import ArchSpec, Plan, PlanDefaults
 
 DEFAULT_DECODER = {"resenc": "unet", "vit3d": "unetr", "swin_unetr": "swin_unetr", "pctnet": "pctnet",
                    "fmunet": "fmunet"}
@@ -47,7 +47,7 @@ class BackboneSource:
 
     name: str
     arch: ArchSpec
-    plan_defaults: Dict[str, Any] = field(default_factory=dict)
+    plan_defaults: PlanDefaults = field(default_factory=PlanDefaults)
     init_weights: Optional[InitFn] = None
     licence: Optional[str] = None
     provenance: Dict[str, Any] = field(default_factory=dict)
@@ -90,9 +90,7 @@ def _from_package(path: Path) -> BackboneSource:
     from .package import load_package_state
 
     plan = Plan.load(path / "plan.json")
-    defaults = {"spacing": plan.spacing, "orientation": plan.orientation, "patch_size": list(plan.patch_size),
-                "normalization": [n.__dict__ for n in plan.normalization], "labels": plan.labels,
-                "channels": plan.channels}
+    defaults = PlanDefaults.of_plan(plan, f"model package {path}", labels=True)
 
     def init(net: torch.nn.Module) -> LoadReport:
         return copy_matching(load_package_state(path), net)

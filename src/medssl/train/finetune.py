@@ -34,11 +34,12 @@ from ..io.dir_swap import recover_dir
 from ..io.labels import LabelMap, read_label_map
 from ..io.volume_io import read_image
 from ..models import build_from_plan
-from ..plan import Plan
+from ..plan import Plan, SlidingWindowSpec
+from ..planning.finetune_plan import Choices, make_finetune_plan
+from ..planning.rules import DATA, LIKE_PRETRAINED, USER
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FinetuneConfig, load_config, to_dict
 from .loop import TrainLoop
-from .planning import make_finetune_plan
 from .segmentation_task import SegmentationTask, validate_cases
 
 
@@ -134,14 +135,24 @@ def _prepare_data(paths: RunPaths, train_files, val_files, source: BackboneSourc
         plan = Plan.load(paths.plan)
         _check_same_inputs(paths, digest)
     else:
-        base = source.plan_defaults.get("labels") if source.plan_defaults.get("labels") else None
-        labels = label_set(maps, label_names, _base_if_compatible(base, maps))
-        plan = make_finetune_plan(read, labels, source, cfg, channel_names)
+        base = _base_if_compatible(list(source.plan_defaults.labels) or None, maps)
+        labels = label_set(maps, label_names, base)
+        rule = LIKE_PRETRAINED if base is not None else USER if label_names else DATA
+        plan = make_finetune_plan(read, labels, rule, source.arch, source.plan_defaults, plan_choices(cfg),
+                                  channel_names, {"backbone": source.name})
     cases = [_to_case(ch, lab, plan, f) for (ch, lab), f in zip(read, train_files + val_files)]
     if not resume:  # only once every input has been checked: a bad input leaves nothing behind
         _write_run_files(paths, plan, cfg, digest, source)
     train, val = _split(cases[: len(train_files)], cases[len(train_files):], cfg, sink)
     return plan, train, val
+
+
+def plan_choices(cfg: FinetuneConfig) -> Choices:
+    """The plan fields the run configuration sets (test-time mirroring: the axes mirrored in training, as
+    nnU-Net does; none when mirroring was off)."""
+    mirror = tuple(int(a) for a in cfg.augment.mirror_axes) if cfg.augment.p_mirror > 0 else ()
+    window = SlidingWindowSpec(overlap=cfg.overlap, sw_batch_size=cfg.sw_batch_size, mirror_axes=mirror)
+    return Choices(cfg.spacing, cfg.orientation, cfg.normalization, cfg.patch_size, window)
 
 
 def _base_if_compatible(base, maps):
@@ -234,5 +245,6 @@ def _package_metadata(plan: Plan, cfg: FinetuneConfig, source: BackboneSource, r
                        "best_step": result.best_step, "best_mean_dice": result.best_metric,
                        "train_cases": [c.name for c in train], "val_cases": [c.name for c in val],
                        "plan_hash": plan.hash()},
+        "plan_fields": plan.provenance.get("fields", {}),
         "training": to_dict(cfg),
     }
