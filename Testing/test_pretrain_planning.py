@@ -16,7 +16,8 @@ from medssl.hub.backbone_source import resolve_backbone
 from medssl.hub.ssl_export import is_ssl_export, save_export
 from medssl.models import build_from_plan, build_network, resolve_arch
 from medssl.plan import NormSpec
-from medssl.planning.cache import cached_volumes, foreground_box
+from medssl.data.volumes import foreground_box
+from medssl.planning.cache import cached_volumes
 from medssl.planning.fingerprint import fingerprint_dataset
 from medssl.planning.planner import decide_spacing, plan_pretraining
 

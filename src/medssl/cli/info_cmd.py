@@ -17,7 +17,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def collect() -> dict:
     import torch
 
-    from ..hub.cache import medssl_home
+    from ..home import medssl_home
     from ..hub.package import versions
     from ..inference.devices import gpu_summary
 

@@ -12,45 +12,16 @@ loaded. Accepted forms:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 
-from ..plan import ArchSpec, Plan, PlanDefaults
+from ..plan import Plan, PlanDefaults
+from .source import BackboneSource, LoadReport
 
 DEFAULT_DECODER = {"resenc": "unet", "vit3d": "unetr", "swin_unetr": "swin_unetr", "pctnet": "pctnet",
                    "fmunet": "fmunet"}
-
-
-@dataclass
-class LoadReport:
-    """What happened when pretrained tensors were copied into a network (key names of the network)."""
-
-    loaded: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    shape_mismatch: List[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return (f"{len(self.loaded)} tensors loaded, {len(self.missing)} left at initialisation, "
-                f"{len(self.unexpected)} unused, {len(self.shape_mismatch)} with other shapes")
-
-
-InitFn = Callable[[torch.nn.Module], LoadReport]
-
-
-@dataclass
-class BackboneSource:
-    """A resolved ``--backbone``: architecture, inherited preprocessing and weight initialiser."""
-
-    name: str
-    arch: ArchSpec
-    plan_defaults: PlanDefaults = field(default_factory=PlanDefaults)
-    init_weights: Optional[InitFn] = None
-    licence: Optional[str] = None
-    provenance: Dict[str, Any] = field(default_factory=dict)
 
 
 def is_architecture(spec: str) -> bool:

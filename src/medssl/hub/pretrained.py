@@ -27,9 +27,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import CheckpointError, InputError
+from ..io.torch_files import safe_torch_load
 from ..plan import PlanDefaults
 from . import catalog
-from .backbone_source import BackboneSource, LoadReport
+from .source import BackboneSource, LoadReport
 from .converters import CONVERTERS, FORMATS, Tensors, detect_family, detect_voco_variant, find_state_dict
 from .converters_infer import INFER, nnssl_plan_defaults
 
@@ -37,8 +38,6 @@ from .converters_infer import INFER, nnssl_plan_defaults
 # ----------------------------------------------------------------------------------------------- reading
 def read_checkpoint(path: str | Path) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``, memory-mapped when possible."""
-    from ..train.checkpoint import safe_torch_load
-
     if not Path(path).is_file():
         raise InputError(f"checkpoint file {path} does not exist; give the path of a downloaded checkpoint")
     return safe_torch_load(path, "checkpoint")

@@ -26,7 +26,7 @@ import torch
 from ..errors import CheckpointError, PackageError
 from ..io.atomic import atomic_dir
 from ..plan import Plan, PlanDefaults
-from .backbone_source import BackboneSource, LoadReport
+from .source import BackboneSource, LoadReport
 from .package import sha256_file, versions
 
 EXPORT_FORMAT = "medssl-backbone"

@@ -25,8 +25,9 @@ from ..data.preprocess import preprocess
 from ..data.sampling import Case, PatchBatches
 from ..errors import InputError
 from ..events import EventSink, NullSink
-from ..hub.backbone_source import BackboneSource, resolve_backbone
+from ..hub.backbone_source import resolve_backbone
 from ..hub.package import save_package
+from ..hub.source import BackboneSource
 from ..inference.devices import resolve_device
 from ..inference.resources import check_training_fits
 from ..io.atomic import ensure_writable_dir, write_text_atomic

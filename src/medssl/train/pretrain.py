@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from ..cli.common import OOM_ADVICE
-from ..errors import InputError
+from ..data.volumes import VolumeSet
+from ..errors import OOM_ADVICE, InputError
 from ..events import EventSink, NullSink
 from ..hub.ssl_export import save_export
 from ..inference.devices import resolve_device
@@ -34,7 +34,7 @@ from ..io.dir_swap import recover_dir
 from ..io.volume_io import find_images
 from ..models import resolve_arch
 from ..plan import Plan
-from ..planning.cache import VolumeSet, cached_volumes
+from ..planning.cache import cached_volumes
 from ..planning.fingerprint import fingerprint_dataset
 from ..planning.planner import plan_pretraining
 from ..ssl import METHODS, SSLMethod, build_method

@@ -23,10 +23,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ...data.volumes import VolumeSet
 from ...errors import InputError
 from ...models.registry import BACKBONES
 from ...models.segmentation import build_network
-from ...planning.cache import VolumeSet
 from ..base import METHODS, SSLMethod, check_input_size, prefixed
 from ..batches import pick_volume
 from ..heads import TokenDecoder

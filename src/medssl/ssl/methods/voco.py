@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...data.volumes import VolumeSet
 from ...models.registry import BACKBONES
-from ...planning.cache import VolumeSet
 from .. import intensity
 from ..base import METHODS, SSLMethod, check_input_size, prefixed
 from ..ema import freeze, update_momentum

@@ -17,8 +17,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ...data.volumes import VolumeSet
 from ...models.segmentation import build_network
-from ...planning.cache import VolumeSet
 from .. import intensity
 from ..base import METHODS, SSLMethod, check_input_size, prefixed
 from ..batches import pick_two
