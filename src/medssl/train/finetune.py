@@ -29,7 +29,6 @@ from ..hub.backbone_source import resolve_backbone
 from ..hub.package import save_package
 from ..hub.source import BackboneSource
 from ..inference.devices import resolve_device
-from ..inference.resources import check_training_fits
 from ..io.atomic import ensure_writable_dir, write_text_atomic
 from ..io.dir_swap import recover_dir
 from ..io.labels import LabelMap, read_label_map
@@ -41,6 +40,7 @@ from ..planning.rules import DATA, LIKE_PRETRAINED, USER
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FinetuneConfig, load_config, to_dict
 from .loop import TrainLoop
+from .memory import check_training_fits
 from .segmentation_task import SegmentationTask, validate_cases
 
 

@@ -28,7 +28,6 @@ from ..errors import OOM_ADVICE, InputError
 from ..events import EventSink, NullSink
 from ..hub.ssl_export import save_export
 from ..inference.devices import resolve_device
-from ..inference.resources import check_training_fits
 from ..io.atomic import ensure_writable_dir, write_text_atomic
 from ..io.dir_swap import recover_dir
 from ..io.volume_io import find_images
@@ -42,6 +41,7 @@ from ..ssl.batches import StepBatches
 from .config import CONFIG_DIR, load_config, to_dict
 from .distributed import DistContext
 from .loop import LoopConfig, LoopResult, TrainLoop
+from .memory import check_training_fits
 
 DEFAULT_DECODER = {"resenc": "unet", "vit3d": "unetr", "swin_unetr": "swin_unetr", "pctnet": "pctnet",
                    "fmunet": "fmunet"}
