@@ -78,3 +78,41 @@ def test_info_shows_each_field_with_its_rule(tmp_path, one_case, capsys):
     assert rows["spacing"] == {"value": [3.0, 3.0, 3.0], "rule": "user"} and rows["labels"]["rule"] == "user"
     assert main(["info", "--plan", str(tmp_path)]) == 0
     assert "[user]" in capsys.readouterr().out.splitlines()[0]  # spacing ... [user]
+
+
+def test_frozen_plan_window_settings_and_token_families(one_case):
+    from dataclasses import FrozenInstanceError
+
+    from medssl.inference.sliding_window import WindowSettings
+    from medssl.models import BACKBONES
+
+    plan = make_finetune_plan(one_case, default_labels(["a"]), "data", ARCH, PlanDefaults(), Choices(spacing=3))
+    with pytest.raises(FrozenInstanceError):
+        plan.spacing = None  # type: ignore[misc]
+    assert plan.replace(spacing=None).spacing is None and plan.spacing == (3.0, 3.0, 3.0)
+    sw = plan.sliding_window
+    assert WindowSettings.from_plan(plan) == WindowSettings(plan.patch_size, sw.overlap, sw.mode, sw.sigma_scale,
+                                                            sw.sw_batch_size, ())
+    tta = WindowSettings.from_plan(plan, overlap=0.25, tta=True, sw_batch_size=7)
+    assert (tta.overlap, tta.sw_batch_size, tta.mirror_axes) == (0.25, 7, tuple(sw.mirror_axes))
+    assert [n for n in BACKBONES.names() if BACKBONES.get(n).tokens] == ["vit3d"]
+
+
+def test_one_run_folder_rule_for_finetuning_and_pretraining(tmp_path):
+    from medssl.train.run_folder import RunFolder
+
+    for folder in (RunFolder.finetune(tmp_path / "ft"), RunFolder.pretrain(tmp_path / "pt")):
+        with pytest.raises(InputError, match="holds no interrupted run"):
+            folder.prepare(resume=True, overwrite=False)
+        folder.prepare(resume=False, overwrite=False)
+        folder.run_dir.mkdir(parents=True)
+        folder.plan.write_text("{}")
+        folder.write_inputs(["a.nii.gz"])
+        with pytest.raises(InputError, match="already holds a model or a run"):
+            folder.prepare(resume=False, overwrite=False)
+        folder.prepare(resume=True, overwrite=False)
+        folder.check_same_inputs(["a.nii.gz"])
+        with pytest.raises(InputError, match="differ from those the run"):
+            folder.check_same_inputs(["b.nii.gz"])
+        folder.prepare(resume=False, overwrite=True)
+        assert not folder.run_dir.exists()

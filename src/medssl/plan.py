@@ -13,6 +13,7 @@ of the image after it was reoriented to ``orientation``; network tensors are ``(
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -74,9 +75,10 @@ class SlidingWindowSpec:
     mirror_axes: Tuple[int, ...] = (0, 1, 2)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """See the module docstring. ``spacing=None`` keeps the native spacing."""
+    """See the module docstring. ``spacing=None`` keeps each scan's own spacing (only when the user asked for it:
+    `medssl.planning.rules.plan_spacing`). Frozen: `replace` gives a changed copy."""
 
     channels: List[ChannelSpec]
     normalization: List[NormSpec]
@@ -121,9 +123,7 @@ class Plan:
 
     def replace(self, **changes: Any) -> "Plan":
         """A deep copy with some fields changed."""
-        new = copy.deepcopy(self)
-        for k, v in changes.items():
-            setattr(new, k, v)
+        new = dataclasses.replace(copy.deepcopy(self), **changes)
         new.validate()
         return new
 

@@ -13,7 +13,6 @@ continues exactly where a killed or cancelled run stopped.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -23,14 +22,12 @@ import torch
 from ..data.datasets import CaseFiles, collect_cases, label_set, to_class_indices, value_lookup
 from ..data.preprocess import preprocess
 from ..data.sampling import Case, PatchBatches
-from ..errors import InputError
 from ..events import EventSink, NullSink
 from ..hub.backbone_source import resolve_backbone
 from ..hub.package import save_package
 from ..hub.source import BackboneSource
 from ..inference.devices import resolve_device
-from ..io.atomic import ensure_writable_dir, write_text_atomic
-from ..io.dir_swap import recover_dir
+from ..io.atomic import write_text_atomic
 from ..io.labels import LabelMap, read_label_map
 from ..io.volume_io import read_image
 from ..models import build_from_plan
@@ -41,32 +38,8 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FinetuneConfig, load_config, to_dict
 from .loop import TrainLoop
 from .memory import check_training_fits
+from .run_folder import RunFolder
 from .segmentation_task import SegmentationTask, validate_cases
-
-
-@dataclass
-class RunPaths:
-    out: Path
-
-    @property
-    def run_dir(self) -> Path:
-        return self.out / "training"
-
-    @property
-    def plan(self) -> Path:
-        return self.run_dir / "plan.json"
-
-    @property
-    def inputs(self) -> Path:
-        return self.run_dir / "inputs.json"
-
-    @property
-    def config(self) -> Path:
-        return self.run_dir / "config.json"
-
-    @property
-    def best(self) -> Path:
-        return self.run_dir / "model_best.pt"
 
 
 def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, backbone: str = "resenc:tiny",
@@ -78,9 +51,9 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     """Train and write the package ``out``; returns its path. See the module docstring. ``accept_licence``:
     see `resolve_backbone`."""
     sink = sink or NullSink()
-    paths = RunPaths(Path(out))
+    paths = RunFolder.finetune(out)
     cfg = load_config(FinetuneConfig, "finetune", preset, config_yaml, overrides)
-    _check_out(paths, resume, overwrite)
+    paths.prepare(resume, overwrite)
     dev = resolve_device(device)
     train_files = collect_cases(images, labels)
     val_files = collect_cases(val_images, val_labels) if val_images else []
@@ -101,40 +74,21 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     return _train_and_package(paths, plan, net, train, val, cfg, source, dev, resume, sink)
 
 
-def _check_out(paths: RunPaths, resume: bool, overwrite: bool) -> None:
-    ensure_writable_dir(paths.out.parent, "output folder")
-    recover_dir(paths.out)  # a kill while the package was being replaced: put it (and training/) back
-    has_package = (paths.out / "plan.json").exists() or (paths.out / "weights.safetensors").exists()
-    has_run = paths.plan.exists()  # a run killed before its plan was written holds nothing worth keeping
-    if resume:
-        if not paths.plan.exists():
-            raise InputError(f"--resume: {paths.out} holds no interrupted run (no training/plan.json); start a "
-                             f"new run without --resume")
-        return
-    if (has_package or has_run) and not overwrite:
-        raise InputError(f"{paths.out} already holds a model or a run; pass --resume to continue the run, "
-                         f"--overwrite to replace it, or choose another --out")
-    if paths.run_dir.exists():
-        import shutil
-
-        shutil.rmtree(paths.run_dir)
-
-
 def _read_case(files: CaseFiles):
     channels = [read_image(c, "image") for c in files.channels]
     label = read_label_map(files.label, "label map") if files.label else None
     return channels, label
 
 
-def _prepare_data(paths: RunPaths, train_files, val_files, source: BackboneSource, cfg: FinetuneConfig,
+def _prepare_data(paths: RunFolder, train_files, val_files, source: BackboneSource, cfg: FinetuneConfig,
                   resume: bool, label_names, channel_names, sink: EventSink):
     """Read, settle labels and plan, preprocess. On resume the stored plan is reused and inputs must match."""
-    digest = _inputs_digest(train_files + val_files)
+    inputs = [p for f in train_files + val_files for p in f.channels + [f.label or ""]]
     read = [_read_case(f) for f in train_files + val_files]
     maps: List[LabelMap] = [lab for _, lab in read]
     if resume:
         plan = Plan.load(paths.plan)
-        _check_same_inputs(paths, digest)
+        paths.check_same_inputs(inputs)
     else:
         base = _base_if_compatible(list(source.plan_defaults.labels) or None, maps)
         labels = label_set(maps, label_names, base)
@@ -143,7 +97,7 @@ def _prepare_data(paths: RunPaths, train_files, val_files, source: BackboneSourc
                                   channel_names, {"backbone": source.name})
     cases = [_to_case(ch, lab, plan, f) for (ch, lab), f in zip(read, train_files + val_files)]
     if not resume:  # only once every input has been checked: a bad input leaves nothing behind
-        _write_run_files(paths, plan, cfg, digest, source)
+        _write_run_files(paths, plan, cfg, inputs, source)
     train, val = _split(cases[: len(train_files)], cases[len(train_files):], cfg, sink)
     return plan, train, val
 
@@ -183,29 +137,12 @@ def _split(train: List[Case], val: List[Case], cfg: FinetuneConfig, sink: EventS
     return [train[i] for i in order[n_val:]], [train[i] for i in order[:n_val]]
 
 
-def _inputs_digest(files: Sequence[CaseFiles]) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in files:
-        for p in f.channels + [f.label or ""]:
-            path = Path(p.split("::")[0])
-            h.update(f"{p}|{path.stat().st_size if path.is_file() else 0}".encode())
-    return h.hexdigest()[:16]
-
-
-def _write_run_files(paths: RunPaths, plan: Plan, cfg: FinetuneConfig, digest: str, source: BackboneSource) -> None:
+def _write_run_files(paths: RunFolder, plan: Plan, cfg: FinetuneConfig, inputs: List[str], source: BackboneSource
+                     ) -> None:
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(paths.config, json.dumps({"config": to_dict(cfg), "backbone": source.name}, indent=1, default=str))
-    write_text_atomic(paths.inputs, json.dumps({"digest": digest}))
+    paths.write_inputs(inputs)
     write_text_atomic(paths.plan, plan.to_json())
-
-
-def _check_same_inputs(paths: RunPaths, digest: str) -> None:
-    saved = json.loads(paths.inputs.read_text()).get("digest") if paths.inputs.exists() else None
-    if saved != digest:
-        raise InputError(f"--resume: the training files differ from those the run in {paths.out} started with; "
-                         f"give the same --images/--labels, or start a new run with another --out")
 
 
 def _init_weights(net: torch.nn.Module, source: BackboneSource, sink: EventSink) -> None:
@@ -215,7 +152,7 @@ def _init_weights(net: torch.nn.Module, source: BackboneSource, sink: EventSink)
     sink.emit("log", message=f"pretrained weights from {source.name}: {report.summary()}")
 
 
-def _train_and_package(paths: RunPaths, plan: Plan, net, train, val, cfg: FinetuneConfig, source: BackboneSource,
+def _train_and_package(paths: RunFolder, plan: Plan, net, train, val, cfg: FinetuneConfig, source: BackboneSource,
                        dev: torch.device, resume: bool, sink: EventSink) -> Path:
     loop_cfg = cfg.loop
     if loop_cfg.num_workers == 0 and dev.type == "cuda":
