@@ -122,14 +122,15 @@ def load_package_state(folder: str | Path) -> Dict[str, torch.Tensor]:
         raise PackageError(f"model package {folder}: weights.safetensors cannot be read ({exc})") from None
 
 
-def load_package(folder: str | Path, device: str | torch.device = "cpu", check_forward: bool = True
-                 ) -> Tuple[Plan, torch.nn.Module, Dict[str, Any]]:
-    """(plan, network with weights in eval mode, metadata): hashes checked, strict load, one forward pass."""
+def load_package(folder: str | Path, device: str | torch.device = "cpu", check_forward: bool = True,
+                 quiet: bool = False) -> Tuple[Plan, torch.nn.Module, Dict[str, Any]]:
+    """(plan, network with weights in eval mode, metadata): hashes checked, strict load, one forward pass;
+    `legacy_spacing_note` on stderr unless ``quiet``."""
     from ..models import build_from_plan
 
     plan, meta = check_files(folder)
     note = legacy_spacing_note(plan, folder)
-    if note:
+    if note and not quiet:
         print(note, file=sys.stderr)
     net = build_from_plan(plan)
     state = load_package_state(folder)
@@ -166,4 +167,4 @@ def _check_forward(net: torch.nn.Module, plan: Plan, folder) -> None:
 
 def verify_package(folder: str | Path) -> Dict[str, Any]:
     """Full check: files, hashes, strict load into the plan's network, one forward pass with finite output."""
-    return load_package(folder)[2]
+    return load_package(folder, quiet=True)[2]
