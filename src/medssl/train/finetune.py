@@ -62,6 +62,7 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     sink.emit("log", message=f"backbone {source.name}: {source.arch.backbone} + {source.arch.decoder} decoder; "
                              f"{len(train)} training and {len(val)} validation case(s); labels: "
                              f"{', '.join(lab.name for lab in plan.labels[1:])}")
+    sink.emit("log", message=plan_summary(plan))
     torch.manual_seed(cfg.seed)  # the same seed, data and thread count give the same model
     net = build_from_plan(plan).to(dev)
     if not (resume and (paths.run_dir / "checkpoint_last.pt").exists()):
@@ -72,6 +73,14 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     est = check_training_fits(net, plan.num_channels, plan.patch_size, cfg.batch_size, dev, amp=dev.type == "cuda")
     sink.emit("log", message=f"estimated training memory {est.total_gb:.2f} GB on {dev}")
     return _train_and_package(paths, plan, net, train, val, cfg, source, dev, resume, sink)
+
+
+def plan_summary(plan: Plan) -> str:
+    """One log line: spacing and patch with the rule that chose each (``medssl info --plan`` shows them all)."""
+    rules = plan.provenance.get("fields", {})
+    spacing = "each scan's own" if plan.spacing is None else " x ".join(f"{s:g}" for s in plan.spacing) + " mm"
+    return (f"plan {plan.hash()}: spacing {spacing} ({rules.get('spacing', '?')}), patch "
+            f"{' x '.join(map(str, plan.patch_size))} ({rules.get('patch_size', '?')})")
 
 
 def _read_case(files: CaseFiles):
