@@ -25,6 +25,7 @@ import torch
 from ..data.volumes import VolumeSet
 from ..errors import OOM_ADVICE, InputError
 from ..events import EventSink, NullSink
+from ..hub.backbone_source import DEFAULT_DECODER
 from ..hub.ssl_export import save_export
 from ..inference.devices import resolve_device
 from ..io.atomic import write_text_atomic
@@ -42,8 +43,6 @@ from .loop import LoopConfig, LoopResult, TrainLoop
 from .memory import check_training_fits
 from .run_folder import RunFolder
 
-DEFAULT_DECODER = {"resenc": "unet", "vit3d": "unetr", "swin_unetr": "swin_unetr", "pctnet": "pctnet",
-                   "fmunet": "fmunet"}
 
 
 def _default_normalization() -> Dict[str, Dict[str, Any]]:
