@@ -44,7 +44,6 @@ from .memory import check_training_fits
 from .run_folder import RunFolder
 
 
-
 def _default_normalization() -> Dict[str, Dict[str, Any]]:
     return {"CT": {"scheme": "ct_window", "params": {"lower": -175.0, "upper": 250.0, "out": [0.0, 1.0]}},
             "MR": {"scheme": "zscore", "params": {"per_image": True}}}
