@@ -116,3 +116,13 @@ def test_one_run_folder_rule_for_finetuning_and_pretraining(tmp_path):
             folder.check_same_inputs(["b.nii.gz"])
         folder.prepare(resume=False, overwrite=True)
         assert not folder.run_dir.exists()
+
+
+def test_channel_names_follow_the_parent_package(one_case):
+    from medssl.plan import ChannelSpec
+
+    parent = PlanDefaults(channels=(ChannelSpec("T1w", "MR"),))
+    plan = make_finetune_plan(one_case, default_labels(["a"]), "data", ARCH, parent, Choices(spacing=3))
+    assert [c.name for c in plan.channels] == ["T1w"] and plan.provenance["fields"]["channels"] == "like_pretrained"
+    plan = make_finetune_plan(one_case, default_labels(["a"]), "data", ARCH, parent, Choices(spacing=3), ["t1"])
+    assert [c.name for c in plan.channels] == ["t1"] and plan.provenance["fields"]["channels"] == "user"

@@ -46,6 +46,15 @@ def channel_specs(read: Sequence[ReadCase], names: Optional[Sequence[str]]) -> L
     return [ChannelSpec(n, image_modality(img)) for n, img in zip(names or default, first)]
 
 
+def channel_names_and_rule(names: Optional[Sequence[str]], defaults: PlanDefaults, count: int):
+    """The user's channel names > the parent package's (same channel count) > ``image``/``channel_N``."""
+    if names:
+        return names, USER
+    if len(defaults.channels) == count:
+        return [c.name for c in defaults.channels], LIKE_PRETRAINED
+    return None, DATA
+
+
 def _samples(read: Sequence[ReadCase], channel: int, max_cases: int = 8) -> List[np.ndarray]:
     return [sitk.GetArrayViewFromImage(imgs[channel])[::2, ::2, ::2] for imgs, _ in read[:max_cases]]
 
@@ -84,7 +93,8 @@ def make_finetune_plan(read: Sequence[ReadCase], labels: List[LabelSpec], labels
                        defaults: PlanDefaults, choices: Choices, channel_names: Optional[Sequence[str]] = None,
                        provenance: Optional[Dict[str, Any]] = None) -> Plan:
     """The plan of a fine-tuned model (see the module docstring)."""
-    channels = channel_specs(read, channel_names)
+    names, c_rule = channel_names_and_rule(channel_names, defaults, len(read[0][0]))
+    channels = channel_specs(read, names)
     orientation, o_rule = ((choices.orientation, USER) if choices.orientation else
                            (defaults.orientation, LIKE_PRETRAINED) if defaults.orientation else ("RAS", DEFAULT))
     native = [target_grid(imgs[0], orientation, None).spacing for imgs, _ in read]
@@ -93,7 +103,7 @@ def make_finetune_plan(read: Sequence[ReadCase], labels: List[LabelSpec], labels
     norms, n_rule = normalization(choices.normalization, defaults, channels, read)
     patch, p_rule = patch_size(choices.patch_size, defaults, shapes, size_divisor(arch, len(channels)))
     fields = {"spacing": s_rule, "orientation": o_rule, "normalization": n_rule, "patch_size": p_rule,
-              "channels": USER if channel_names else DATA, "labels": labels_rule}
+              "channels": c_rule, "labels": labels_rule}
     plan = Plan(channels=channels, normalization=norms, patch_size=patch, labels=labels, architecture=arch,
                 spacing=spacing, orientation=orientation, sliding_window=choices.sliding_window,
                 provenance={"created_by": "medssl finetune", **(provenance or {}), "fields": fields,
