@@ -2,7 +2,7 @@
 
 A package is a folder with ``plan.json``, ``weights.safetensors`` and ``metadata.json`` (see
 ``medssl.hub.package``). Packages are registered by living in ``<medssl home>/models/<name>/``; the home
-folder is ``$MEDSSL_HOME`` or ``~/.medssl``, the same rule as ``medssl.hub.cache`` (kept in step by a test).
+folder is ``$MEDSSL_HOME`` or ``~/.medssl``, the same rule as ``medssl.home`` (kept in step by a test).
 Labels come from ``plan.json`` because it carries the terminology; ``metadata.json`` is the fallback.
 """
 

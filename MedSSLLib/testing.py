@@ -30,7 +30,7 @@ def tinyPlan(labels: Sequence[dict], channels: Sequence[str] = ("image",), patch
         "architecture": {"backbone": arch.backbone, "decoder": arch.decoder,
                          "backbone_kwargs": arch.backbone_kwargs, "decoder_kwargs": arch.decoder_kwargs},
         "sliding_window": {"overlap": 0.25, "mode": "gaussian", "sw_batch_size": 2, "mirror_axes": [0, 1, 2]},
-        "provenance": {"created_by": "MedSSLLib.testing"},
+        "provenance": {"created_by": "MedSSLLib.testing", "fields": {"spacing": "user"}},
     }
 
 

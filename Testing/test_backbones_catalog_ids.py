@@ -12,7 +12,7 @@ from helpers_backbones import (FINGERPRINT_IDS, assert_loaded_exactly, fake_chec
                                vocomni_fingerprint, write_fingerprint_fake)
 
 from medssl.errors import InputError
-from medssl.hub import catalog, download
+from medssl.hub import catalog, download, file_import
 from medssl.hub.pretrained import check_checkpoint, read_checkpoint, resolve_pretrained, tensors_of
 
 OPENMIND = ["openmind_resencl_s3d", "openmind_resencl_voco", "openmind_resencl_vf", "openmind_resencl_simclr",
@@ -155,8 +155,8 @@ def test_licence_gated_weights_offline_name_the_import_command(tmp_path, capsys,
         download.ensure_local(entry)
     path = write_fingerprint_fake(fingerprint("3dino_vit_large"), tmp_path / "3dino_vit_weights.pth", constant=True)
     with pytest.raises(InputError, match="--accept-licence"):
-        download.import_file(path, "3dino_vit_l")
-    download.import_file(path, "3dino_vit_l", accept_licence=True)
+        file_import.import_file(path, "3dino_vit_l")
+    file_import.import_file(path, "3dino_vit_l", accept_licence=True)
     capsys.readouterr()
     source = resolve_pretrained("3dino_vit_l")  # from the cache: accepted when imported
     assert source.licence == entry.licence and "note:" not in capsys.readouterr().err

@@ -16,6 +16,7 @@ from medssl.hub import catalog
 from medssl.hub.backbone_source import create_backbone
 from medssl.hub.pretrained import read_checkpoint, resolve_pretrained, tensors_of
 from medssl.models import build_network
+from medssl.plan import NormSpec
 
 # file key -> network key, written by hand from the fingerprints (independent of the converters)
 KEY_PAIRS = {
@@ -110,7 +111,8 @@ def test_bare_file_is_read_like_its_catalog_entry(name):
     source = resolve_pretrained(str(fake_checkpoint(name)))
     named = resolve_pretrained(str(fake_checkpoint(name)), catalog_id=entry.id)
     assert source.provenance["read_like"] == entry.id and source.arch == named.arch
-    assert source.plan_defaults == named.plan_defaults == {**entry.plan_defaults, **named.plan_defaults}
+    assert source.plan_defaults == named.plan_defaults and source.plan_defaults.origin.startswith(f"catalog entry {entry.id}")
+    assert source.plan_defaults.orientation == entry.plan_defaults["orientation"]
 
 
 @pytest.mark.parametrize("name,stem", [
@@ -180,9 +182,9 @@ def test_nnssl_adaptation_plan_sets_the_plan_defaults(tmp_path):
     path = write_fake("nnssl_resencl_mae", tmp_path / "checkpoint_final.pth", edit=edit)
     for spec, cid in ((str(path), None), (str(path), "openmind_resencl_mae")):
         d = resolve_pretrained(spec, catalog_id=cid).plan_defaults
-        assert d["spacing"] == [0.7, 0.8, 1.5] and d["patch_size"] == [160, 128, 96]  # (k, j, i) -> (i, j, k)
-        assert d["normalization"] == [{"scheme": "zscore", "params": {"per_image": True, "nonzero": True}}]
-        assert d["orientation"] == "RAS"
+        assert d.spacing == (0.7, 0.8, 1.5) and d.patch_size == (160, 128, 96)  # (k, j, i) -> (i, j, k)
+        assert d.normalization == (NormSpec("zscore", {"per_image": True, "nonzero": True}),)
+        assert d.orientation == "RAS" and "nnssl adaptation plan" in d.origin
 
 
 def test_wrong_family_is_refused_clearly():

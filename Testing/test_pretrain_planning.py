@@ -15,7 +15,9 @@ from medssl.errors import CheckpointError, InputError, PackageError
 from medssl.hub.backbone_source import resolve_backbone
 from medssl.hub.ssl_export import is_ssl_export, save_export
 from medssl.models import build_from_plan, build_network, resolve_arch
-from medssl.planning.cache import cached_volumes, foreground_box
+from medssl.plan import NormSpec
+from medssl.data.volumes import foreground_box
+from medssl.planning.cache import cached_volumes
 from medssl.planning.fingerprint import fingerprint_dataset
 from medssl.planning.planner import decide_spacing, plan_pretraining
 
@@ -100,8 +102,8 @@ def test_export_resolves_for_finetuning(fingerprint, tmp_path):
     for spec in (folder / "backbone.safetensors", folder, folder.parent):
         assert is_ssl_export(str(spec))
     source = resolve_backbone(str(folder / "backbone.safetensors"))
-    assert source.arch.backbone == "resenc" and source.plan_defaults["spacing"] == (4.0, 4.0, 4.0)
-    assert source.plan_defaults["normalization"] == [{"scheme": "zscore", "params": {"per_image": True}}]
+    assert source.arch.backbone == "resenc" and source.plan_defaults.spacing == (4.0, 4.0, 4.0)
+    assert source.plan_defaults.normalization == (NormSpec("zscore", {"per_image": True}),)
     plan = plan_for(source, channels=2, classes=4)
     net = build_from_plan(plan)
     report = source.init_weights(net)  # two input channels: the stem is repeated (nnssl's rule)

@@ -80,7 +80,7 @@ def test_other_runtime_errors_are_not_disguised(cli, monkeypatch, tmp_path, kmea
 
 
 def test_memory_estimate_refuses_a_finetune_that_cannot_fit(cli, monkeypatch, tmp_path, kmeans_t1, kmeans_labels):
-    from medssl.inference import resources
+    from medssl.train import memory as resources
 
     monkeypatch.setattr(resources, "available_gb", lambda device: 0.0001)
     code, err = cli(*_finetune_argv(tmp_path, kmeans_t1, kmeans_labels))
@@ -90,7 +90,7 @@ def test_memory_estimate_refuses_a_finetune_that_cannot_fit(cli, monkeypatch, tm
 
 
 def test_memory_estimate_refuses_a_pretraining_that_cannot_fit(cli, monkeypatch, tmp_path, kmeans_t1):
-    from medssl.inference import resources
+    from medssl.train import memory as resources
 
     monkeypatch.setattr(resources, "available_gb", lambda device: 0.0001)
     code, err = cli(*pretrain_args(tmp_path / "pt", 2, "mae3d"))
@@ -101,7 +101,7 @@ def test_memory_estimate_refuses_a_pretraining_that_cannot_fit(cli, monkeypatch,
 
 def test_check_training_fits_scales_with_batch_and_names_the_gpu(monkeypatch):
     from medssl.errors import ResourceError
-    from medssl.inference import resources
+    from medssl.train import memory as resources
     from medssl.models import build_network, resolve_arch
 
     net = build_network(resolve_arch("resenc", "unet", {"preset": "test"}), 1, 2)

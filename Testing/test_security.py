@@ -15,7 +15,7 @@ from medssl_test_utils import run_cli
 from medssl.cli.main import main as cli_main
 from medssl.errors import CheckpointError, InputError, PackageError
 from medssl.plan import Plan
-from medssl.train.checkpoint import safe_torch_load
+from medssl.io.torch_files import safe_torch_load
 
 TOKEN = "hf_SECRETtoken0123456789abcdefXYZ"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medssl.planning.cache import VolumeSet
+from medssl.data.volumes import VolumeSet
 from medssl.ssl.methods.voco import IN_PLANE, VoCoConfig, VoCoViews, sample_dropout
 from medssl.ssl.views import signed_permutation
 

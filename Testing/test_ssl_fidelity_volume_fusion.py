@@ -11,7 +11,7 @@ import ast
 import numpy as np
 import torch
 
-from medssl.planning.cache import VolumeSet
+from medssl.data.volumes import VolumeSet
 from medssl.ssl import intensity
 from medssl.ssl.methods.volume_fusion import FusionViews, VolumeFusionConfig, fusion_map
 from upstream import reference_folder

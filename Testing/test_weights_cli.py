@@ -143,7 +143,7 @@ def test_import_check_path_remove_roundtrip(capsys, tmp_path):
     from medssl.hub.backbone_source import resolve_backbone
 
     source = resolve_backbone("misfm_fmunet_abd1k")  # offline, from the cache
-    assert source.name == "misfm_fmunet_abd1k" and source.plan_defaults["patch_size"] == [128, 128, 64]
+    assert source.name == "misfm_fmunet_abd1k" and source.plan_defaults.patch_size == (128, 128, 64)
     code, out, _ = cli(capsys, "weights", "list", "--json")
     assert [r["cached"] for r in json.loads(out) if r["id"] == "misfm_fmunet_abd1k"] == [str(cached)]
     code, out, _ = cli(capsys, "weights", "remove", "misfm_fmunet_abd1k")

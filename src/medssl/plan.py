@@ -13,11 +13,12 @@ of the image after it was reoriented to ``orientation``; network tensors are ``(
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import InputError, PackageError
 
@@ -75,9 +76,10 @@ class SlidingWindowSpec:
     mirror_axes: Tuple[int, ...] = (0, 1, 2)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """See the module docstring. ``spacing=None`` keeps the native spacing."""
+    """See the module docstring. ``spacing=None`` keeps each scan's own spacing (only when the user asked for it:
+    `medssl.planning.rules.plan_spacing`). Frozen: `replace` gives a changed copy."""
 
     channels: List[ChannelSpec]
     normalization: List[NormSpec]
@@ -122,9 +124,7 @@ class Plan:
 
     def replace(self, **changes: Any) -> "Plan":
         """A deep copy with some fields changed."""
-        new = copy.deepcopy(self)
-        for k, v in changes.items():
-            setattr(new, k, v)
+        new = dataclasses.replace(copy.deepcopy(self), **changes)
         new.validate()
         return new
 
@@ -177,6 +177,62 @@ class Plan:
         problems = list(_problems(self))
         if problems:
             raise PackageError(f"{source}: " + "; ".join(problems))
+
+
+NATIVE = "native"
+SpacingDefault = Union[None, str, Tuple[float, float, float]]
+
+
+@dataclass(frozen=True)
+class PlanDefaults:
+    """The preprocessing a backbone was pretrained with, which a fine-tuned plan inherits unless the user
+    overrides it (nnU-Net's ``like_nnssl`` planner). Produced by the weight catalog, an nnssl checkpoint's
+    adaptation plan, a ``medssl pretrain`` export and a model package.
+
+    ``spacing``: ``None`` (unset: the data decide), ``"native"`` (pretrained at each scan's own spacing: nothing
+    to inherit, the data decide too) or a triple in (i, j, k) order; other fields: ``None``/empty when unset.
+    ``origin`` names who set them (shown in the plan's provenance).
+    """
+
+    spacing: SpacingDefault = None
+    orientation: Optional[str] = None
+    normalization: Tuple[NormSpec, ...] = ()
+    patch_size: Optional[Tuple[int, int, int]] = None
+    channels: Tuple[ChannelSpec, ...] = ()
+    labels: Tuple[LabelSpec, ...] = ()
+    origin: str = ""
+
+    @property
+    def spacing_triple(self) -> Optional[Tuple[float, float, float]]:
+        """The spacing to inherit, or None (unset or native)."""
+        return None if self.spacing in (None, NATIVE) else self.spacing  # type: ignore[return-value]
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any], origin: str) -> "PlanDefaults":
+        """From catalog/nnssl JSON: ``spacing`` absent = unset, ``null`` = native; ``normalization`` a list of
+        ``{scheme, params}``; ``patch_size`` three integers."""
+        spacing = None
+        if "spacing" in d:
+            spacing = NATIVE if d["spacing"] is None else tuple(float(s) for s in d["spacing"])
+        patch = d.get("patch_size")
+        return cls(spacing=spacing, orientation=d.get("orientation"),  # type: ignore[arg-type]
+                   normalization=tuple(NormSpec(n["scheme"], dict(n.get("params", {})))
+                                       for n in d.get("normalization") or []),
+                   patch_size=None if patch is None else tuple(int(p) for p in patch),  # type: ignore[arg-type]
+                   origin=origin)
+
+    @classmethod
+    def of_plan(cls, plan: "Plan", origin: str, labels: bool = False) -> "PlanDefaults":
+        """The defaults a plan hands on (a package's labels and channels too, with ``labels=True``)."""
+        return cls(spacing=NATIVE if plan.spacing is None else tuple(plan.spacing), orientation=plan.orientation,
+                   normalization=tuple(NormSpec(n.scheme, dict(n.params)) for n in plan.normalization),
+                   patch_size=tuple(plan.patch_size), channels=tuple(plan.channels) if labels else (),
+                   labels=tuple(plan.labels) if labels else (), origin=origin)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["spacing"] = list(self.spacing) if isinstance(self.spacing, tuple) else self.spacing
+        return d
 
 
 def _req(d: Dict[str, Any], key: str, typ: type, source: str) -> Any:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -48,32 +47,3 @@ def read_label_names(path: Optional[str]) -> Optional[Dict[int, str]]:
         return {int(k): str(v) for k, v in data.items()}
     except (OSError, ValueError, AttributeError) as exc:
         raise InputError(f"--label-names {path} must be a JSON object like {{\"1\": \"liver\"}} ({exc})") from None
-
-
-CPU_OOM_HINTS = ("DefaultCPUAllocator: not enough memory", "can't allocate memory", "CUDA out of memory",
-                 "CUDA error: out of memory")
-OOM_ADVICE = {
-    "finetune": "use a smaller --patch-size (e.g. half of it), batch_size: 1 in --config",
-    "pretrain": "use --batch-size 1 or a smaller patch_size in --config",
-    "predict": "use --low-memory, --sw-batch-size 1",
-}
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for Python's MemoryError, torch's (CUDA) OutOfMemoryError and the CPU allocator's RuntimeError."""
-    if isinstance(exc, MemoryError):
-        return True
-    torch = sys.modules.get("torch")  # never import torch just to classify an error
-    oom_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, RuntimeError) and any(h in str(exc) for h in CPU_OOM_HINTS)
-
-
-def out_of_memory_message(exc: BaseException, command: str) -> str:
-    """One line for an out-of-memory error during ``command``: where memory ran out and what to try."""
-    on_gpu = "CUDA" in str(exc) or type(exc).__name__ == "OutOfMemoryError"
-    advice = OOM_ADVICE.get(command, "use smaller inputs")
-    where = "the GPU ran out of memory" if on_gpu else "this machine ran out of memory"
-    last = ", or --device cpu" if on_gpu else ", or a machine with more memory"
-    return f"{where} during {command}; {advice}{last}"

@@ -27,6 +27,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="YAML", help="YAML file with settings overriding the preset")
     p.add_argument("--steps", type=positive_int, help="number of training steps")
     p.add_argument("--patch-size", type=positive_int, nargs=3, metavar=("I", "J", "K"), help="training patch size")
+    p.add_argument("--spacing", nargs="+", metavar="MM",
+                   help="network spacing: one number, three (I J K) or 'native' (each scan's own; default: the "
+                        "backbone's, else the training data's median)")
     p.add_argument("--val-images", nargs="+", default=[], metavar="IMG", help="validation cases (default: a split)")
     p.add_argument("--val-labels", nargs="+", default=[], metavar="LAB")
     p.add_argument("--label-names", metavar="JSON", help='names of label values, e.g. {"1": "liver"}')
@@ -47,9 +50,26 @@ def overrides(args: argparse.Namespace) -> dict:
         out["loop"] = {"steps": args.steps}
     if args.patch_size:
         out["patch_size"] = list(args.patch_size)
+    if args.spacing:
+        out["spacing"] = spacing_option(args.spacing)
     if args.freeze_backbone:
         out["freeze_backbone"] = True
     return out
+
+
+def spacing_option(values: list):
+    """``--spacing native``, ``--spacing 1.5`` or ``--spacing 0.8 0.8 2``."""
+    from ..errors import InputError
+
+    if values == ["native"]:
+        return "native"
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 3) or min(numbers) <= 0:
+        raise InputError(f"--spacing {' '.join(values)}: give 'native', one positive number or three (I J K) in mm")
+    return numbers[0] if len(numbers) == 1 else numbers
 
 
 def run(args: argparse.Namespace) -> int:

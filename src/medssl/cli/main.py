@@ -69,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         return _report("cancelled by the user", 130, progress, args.debug)
     except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
-        from .common import is_out_of_memory, out_of_memory_message
+        from ..errors import is_out_of_memory, out_of_memory_message
 
         if not is_out_of_memory(exc):
             raise

@@ -108,7 +108,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from ..hub.download import import_file
+    from ..hub.file_import import import_file
     from ..hub.local_backbones import import_export
     from ..hub.ssl_export import is_ssl_export
 

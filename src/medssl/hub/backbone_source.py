@@ -12,46 +12,16 @@ loaded. Accepted forms:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 
-from ..plan import ArchSpec, Plan
+from ..plan import Plan, PlanDefaults
+from .source import BackboneSource, LoadReport
 
 DEFAULT_DECODER = {"resenc": "unet", "vit3d": "unetr", "swin_unetr": "swin_unetr", "pctnet": "pctnet",
                    "fmunet": "fmunet"}
-
-
-@dataclass
-class LoadReport:
-    """What happened when pretrained tensors were copied into a network (key names of the network)."""
-
-    loaded: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    shape_mismatch: List[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return (f"{len(self.loaded)} tensors loaded, {len(self.missing)} left at initialisation, "
-                f"{len(self.unexpected)} unused, {len(self.shape_mismatch)} with other shapes")
-
-
-InitFn = Callable[[torch.nn.Module], LoadReport]
-
-
-@dataclass
-class BackboneSource:
-    """A resolved ``--backbone``: architecture, inherited preprocessing and weight initialiser."""
-
-    name: str
-    arch: ArchSpec
-    plan_defaults: Dict[str, Any] = field(default_factory=dict)
-    init_weights: Optional[InitFn] = None
-    licence: Optional[str] = None
-    provenance: Dict[str, Any] = field(default_factory=dict)
-    recipe: Optional[str] = None  # the seed system's fine-tuning recipe (`medssl.hub.recipes`), None: medssl's
 
 
 def is_architecture(spec: str) -> bool:
@@ -91,9 +61,7 @@ def _from_package(path: Path) -> BackboneSource:
     from .package import load_package_state
 
     plan = Plan.load(path / "plan.json")
-    defaults = {"spacing": plan.spacing, "orientation": plan.orientation, "patch_size": list(plan.patch_size),
-                "normalization": [n.__dict__ for n in plan.normalization], "labels": plan.labels,
-                "channels": plan.channels}
+    defaults = PlanDefaults.of_plan(plan, f"model package {path}", labels=True)
 
     def init(net: torch.nn.Module) -> LoadReport:
         return copy_matching(load_package_state(path), net)

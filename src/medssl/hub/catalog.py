@@ -12,7 +12,8 @@ first download), optional ``md5``, ``size_bytes``, ``licence`` (+ ``licence_url`
 ``licence_requires_acceptance``), ``citation``, ``converter``, ``native_num_classes``, ``allowed_missing``
 (network-key patterns that may stay at initialisation), ``allowed_unexpected`` (checkpoint-key patterns
 that may stay unused), ``class_keys`` (network-key patterns whose shape follows the class count),
-``plan_defaults`` (``spacing`` (absent: chosen from the data; null: native), ``orientation``,
+``plan_defaults`` (read into `medssl.plan.PlanDefaults`: ``spacing`` (absent: unset; null: pretrained at native
+spacing; either way a fine-tuning plan then takes the data's median), ``orientation``,
 ``normalization`` (one ``{"scheme", "params"}``), ``patch_size`` in (i, j, k) order), ``verified_against``.
 """
 from __future__ import annotations

@@ -20,10 +20,10 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from ..errors import CheckpointError, InputError
-from .cache import weights_dir
+from ..home import weights_dir
 from .catalog import CatalogEntry, get_entry
 
 RECORD = "record.json"
@@ -51,7 +51,7 @@ def read_record(entry_id: str) -> Dict[str, Any]:
         return {}
 
 
-def _write_record(entry: CatalogEntry, path: Path, how: str, digests: Dict[str, str], accepted: bool) -> None:
+def write_record(entry: CatalogEntry, path: Path, how: str, digests: Dict[str, str], accepted: bool) -> None:
     rec = {"id": entry.id, "file": path.name, "how": how, "sha256": digests["sha256"], "md5": digests["md5"],
            "sha256_in_catalog": entry.sha256, "licence": entry.licence, "licence_accepted": accepted,
            "source": entry.source_text, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -205,38 +205,8 @@ def _verify_and_record(entry: CatalogEntry, path: Path, how: str, accepted: bool
                               f"catalog; it was moved to {bad}; download again, or report the catalog entry")
     if not entry.sha256:
         print(f"{entry.id}: sha256 {digests['sha256']} (not in the catalog; recorded)", file=sys.stderr)
-    _write_record(entry, path, how, digests, accepted)
+    write_record(entry, path, how, digests, accepted)
     return path
-
-
-def import_file(file: str | Path, entry_id: str, accept_licence: bool = False) -> Tuple[Path, Dict[str, Any]]:
-    """Check a hand-downloaded file's structure against ``entry_id`` and register it in the cache.
-
-    Returns (cached path, record). The file is hard-linked when possible, else copied.
-    """
-    from .pretrained import check_checkpoint
-
-    entry = get_entry(entry_id)
-    require_licence(entry, accept_licence, f"run 'medssl weights import {file} --id {entry.id}'")
-    _, issues, _ = check_checkpoint(file, entry.id)
-    if issues:
-        raise CheckpointError(issues[0] + f"; {file} was not imported")
-    target = entry_dir(entry.id) / entry.file_name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _link_or_copy(Path(file), target)
-    digests = file_digests(target)
-    _write_record(entry, target, f"import from {Path(file).resolve()}", digests, accept_licence)
-    return target, read_record(entry.id) | {"hash_ok": hash_status(entry, digests)}
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".partial")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    tmp.replace(dst)
 
 
 def remove(entry_id: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import InputError
 from ..io.atomic import atomic_dir
-from .cache import weights_dir
+from ..home import weights_dir
 from .ssl_export import METADATA, PLAN, WEIGHTS, export_folder, resolve_ssl_export, verify_export
 
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

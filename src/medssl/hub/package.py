@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -121,12 +122,16 @@ def load_package_state(folder: str | Path) -> Dict[str, torch.Tensor]:
         raise PackageError(f"model package {folder}: weights.safetensors cannot be read ({exc})") from None
 
 
-def load_package(folder: str | Path, device: str | torch.device = "cpu", check_forward: bool = True
-                 ) -> Tuple[Plan, torch.nn.Module, Dict[str, Any]]:
-    """(plan, network with weights in eval mode, metadata): hashes checked, strict load, one forward pass."""
+def load_package(folder: str | Path, device: str | torch.device = "cpu", check_forward: bool = True,
+                 quiet: bool = False) -> Tuple[Plan, torch.nn.Module, Dict[str, Any]]:
+    """(plan, network with weights in eval mode, metadata): hashes checked, strict load, one forward pass;
+    `legacy_spacing_note` on stderr unless ``quiet``."""
     from ..models import build_from_plan
 
     plan, meta = check_files(folder)
+    note = legacy_spacing_note(plan, folder)
+    if note and not quiet:
+        print(note, file=sys.stderr)
     net = build_from_plan(plan)
     state = load_package_state(folder)
     try:
@@ -138,6 +143,15 @@ def load_package(folder: str | Path, device: str | torch.device = "cpu", check_f
     if check_forward:
         _check_forward(net, plan, folder)
     return plan, net.to(device), meta
+
+
+def legacy_spacing_note(plan: Plan, folder: str | Path) -> Optional[str]:
+    """The one-line note for a package written before every fine-tuned plan held a spacing (its plan has
+    ``spacing: null`` and no per-field provenance): it keeps predicting at each scan's own spacing."""
+    if plan.spacing is not None or not plan.labels or "fields" in plan.provenance:
+        return None
+    return (f"note: {folder} was written by an older medssl without a planned spacing; it predicts every scan at "
+            f"the scan's own spacing, as before (fine-tune it again to plan one)")
 
 
 def _check_forward(net: torch.nn.Module, plan: Plan, folder) -> None:
@@ -153,4 +167,4 @@ def _check_forward(net: torch.nn.Module, plan: Plan, folder) -> None:
 
 def verify_package(folder: str | Path) -> Dict[str, Any]:
     """Full check: files, hashes, strict load into the plan's network, one forward pass with finite output."""
-    return load_package(folder)[2]
+    return load_package(folder, quiet=True)[2]

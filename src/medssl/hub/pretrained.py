@@ -27,8 +27,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import CheckpointError, InputError
+from ..io.torch_files import safe_torch_load
+from ..plan import PlanDefaults
 from . import catalog
-from .backbone_source import BackboneSource, LoadReport
+from .source import BackboneSource, LoadReport
 from .converters import CONVERTERS, FORMATS, Tensors, detect_family, detect_voco_variant, find_state_dict
 from .converters_infer import INFER, nnssl_plan_defaults
 
@@ -36,8 +38,6 @@ from .converters_infer import INFER, nnssl_plan_defaults
 # ----------------------------------------------------------------------------------------------- reading
 def read_checkpoint(path: str | Path) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``, memory-mapped when possible."""
-    from ..train.checkpoint import safe_torch_load
-
     if not Path(path).is_file():
         raise InputError(f"checkpoint file {path} does not exist; give the path of a downloaded checkpoint")
     return safe_torch_load(path, "checkpoint")
@@ -230,12 +230,11 @@ def file_arch_kwargs(entry: catalog.CatalogEntry, ckpt: Any, path: Path) -> Dict
     return {**entry.arch["backbone_kwargs"], **inferred}
 
 
-def plan_defaults(entry: catalog.CatalogEntry, ckpt: Any) -> Dict[str, Any]:
+def plan_defaults(entry: catalog.CatalogEntry, ckpt: Any) -> PlanDefaults:
     """The entry's plan defaults; an nnssl checkpoint's own adaptation plan overrides them."""
-    out = {k: v for k, v in entry.plan_defaults.items()}
-    if entry.family == "resenc":
-        out.update(nnssl_plan_defaults(ckpt))
-    return out
+    own = nnssl_plan_defaults(ckpt) if entry.family == "resenc" else {}
+    origin = f"catalog entry {entry.id}" + (" and the checkpoint's nnssl adaptation plan" if own else "")
+    return PlanDefaults.from_json({**entry.plan_defaults, **own}, origin)
 
 
 def _prepare(spec: str, decoder: Optional[str], catalog_id: Optional[str]):

@@ -25,8 +25,8 @@ import torch
 
 from ..errors import CheckpointError, PackageError
 from ..io.atomic import atomic_dir
-from ..plan import Plan
-from .backbone_source import BackboneSource, LoadReport
+from ..plan import Plan, PlanDefaults
+from .source import BackboneSource, LoadReport
 from .package import sha256_file, versions
 
 EXPORT_FORMAT = "medssl-backbone"
@@ -145,8 +145,7 @@ def resolve_ssl_export(spec: str | Path) -> BackboneSource:
     if folder is None:
         raise PackageError(f"{spec} is not a medssl backbone export (no {METADATA} with format {EXPORT_FORMAT})")
     plan, meta, _ = load_export(folder)
-    defaults = {"spacing": plan.spacing, "orientation": plan.orientation, "patch_size": list(plan.patch_size),
-                "normalization": [{"scheme": n.scheme, "params": dict(n.params)} for n in plan.normalization]}
+    defaults = PlanDefaults.of_plan(plan, f"medssl pretrain export {folder}")
 
     def init(net: torch.nn.Module) -> LoadReport:
         return load_into(load_export(folder)[2], net, str(folder))

@@ -63,8 +63,7 @@ class Predictor:
         overlap = sw.overlap if overlap is None else float(overlap)
         if not 0 <= overlap < 1:
             raise InputError(f"overlap {overlap} is out of range; use a value in [0, 1), e.g. 0.5")
-        return WindowSettings(tuple(self.plan.patch_size), overlap, sw.mode, sw.sigma_scale,  # type: ignore[arg-type]
-                              int(sw_batch_size or sw.sw_batch_size), tuple(sw.mirror_axes) if tta else ())
+        return WindowSettings.from_plan(self.plan, overlap, tta, sw_batch_size)
 
     def predict(self, images: Sequence[ImageLike], overlap: Optional[float] = None, tta: bool = False,
                 sw_batch_size: Optional[int] = None, low_memory: Optional[bool] = None, probabilities: bool = False,

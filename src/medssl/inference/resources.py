@@ -1,65 +1,12 @@
-"""Memory estimates before a run, so a too-large patch or batch gives advice instead of an out-of-memory crash.
-
-Training memory = parameters, gradients and AdamW state (16 bytes per parameter) + the activations kept for
-backward. Activations are measured, not guessed: one forward pass on a small probe input records the size of
-every module output (what autograd keeps), which scales linearly with the number of voxels.
-"""
+"""Free memory on a device (CUDA free memory, or the system's MemAvailable), for the predictor's choice of
+streaming and for the training-memory check (`medssl.train.memory`)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
 
-from ..errors import ResourceError
-
 GB = 1024**3
-
-
-@dataclass
-class MemoryEstimate:
-    parameters_gb: float
-    activations_gb: float
-
-    @property
-    def total_gb(self) -> float:
-        return self.parameters_gb + self.activations_gb
-
-
-def activation_bytes_per_voxel(net: torch.nn.Module, in_channels: int, side: int) -> float:
-    """Bytes of module outputs per input voxel for a batch of one, measured on a ``side``^3 probe (float32)."""
-    total = [0]
-
-    def hook(_module, _inputs, output):
-        if isinstance(output, torch.Tensor):
-            total[0] += output.numel() * 4
-        elif isinstance(output, (list, tuple)):
-            total[0] += sum(o.numel() * 4 for o in output if isinstance(o, torch.Tensor))
-
-    leaves = [m for m in net.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, in_channels, side, side, side, device=next(net.parameters()).device))
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0] / side**3
-
-
-def estimate_training(net: torch.nn.Module, in_channels: int, patch: Sequence[int], batch: int,
-                      amp: bool, probe_side: Optional[int] = None,
-                      optimised: Optional[torch.nn.Module] = None) -> MemoryEstimate:
-    """Memory of one training step with AdamW for ``batch`` patches of size ``patch`` through ``net``;
-    ``optimised`` is the module whose parameters the optimiser holds (default ``net``; for pretraining, the
-    SSL method with its heads and teacher)."""
-    side = probe_side or 2 * max(int(getattr(net, "size_divisor", 16)), 8)
-    per_voxel = activation_bytes_per_voxel(net, in_channels, side)
-    voxels = batch * patch[0] * patch[1] * patch[2]
-    acts = per_voxel * voxels * (0.6 if amp else 1.0)
-    params = sum(p.numel() for p in (optimised or net).parameters()) * 16
-    return MemoryEstimate(params / GB, acts / GB)
 
 
 def available_gb(device: torch.device) -> float:
@@ -78,23 +25,3 @@ def available_gb(device: torch.device) -> float:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / GB
     except (ValueError, OSError, AttributeError):
         return float("inf")
-
-
-def check_training_fits(net: torch.nn.Module, in_channels: int, patch: Sequence[int], batch: int,
-                        device: torch.device, amp: bool, margin: float = 0.9,
-                        optimised: Optional[torch.nn.Module] = None, advice: Optional[str] = None) -> MemoryEstimate:
-    """Raise `ResourceError` with advice when one training step will not fit in ``device``'s free memory.
-
-    ``advice`` replaces the default suggestion (a smaller ``--patch-size``, ``batch_size: 1``), e.g. for
-    ``medssl pretrain``, whose patch is set in ``--config``."""
-    est = estimate_training(net, in_channels, patch, batch, amp, optimised=optimised)
-    free = available_gb(device)
-    if est.total_gb > margin * free:
-        where = f"GPU {device}" if device.type == "cuda" else "this machine"
-        smaller = [max(16, p // 2) for p in patch]
-        advice = advice or f"use a smaller patch (--patch-size {' '.join(map(str, smaller))}), batch_size 1 in --config"
-        raise ResourceError(
-            f"training needs about {est.total_gb:.1f} GB (patch {list(patch)}, batch {batch}) but {where} has "
-            f"{free:.1f} GB free; {advice}" + (", or --device cpu" if device.type == "cuda" else "")
-        )
-    return est

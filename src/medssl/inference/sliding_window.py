@@ -15,6 +15,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from monai.inferers import sliding_window_inference
 
+from ..plan import Plan
+
 WindowCallback = Callable[[int], None]
 
 
@@ -26,6 +28,16 @@ class WindowSettings:
     sigma_scale: float = 0.125
     sw_batch_size: int = 2
     mirror_axes: Tuple[int, ...] = ()
+
+    @classmethod
+    def from_plan(cls, plan: Plan, overlap: Optional[float] = None, tta: bool = False,
+                  sw_batch_size: Optional[int] = None) -> "WindowSettings":
+        """The plan's window (its patch) and `SlidingWindowSpec`; ``overlap``/``sw_batch_size`` override it,
+        mirroring only with ``tta``."""
+        sw = plan.sliding_window
+        return cls(tuple(plan.patch_size), sw.overlap if overlap is None else float(overlap),  # type: ignore[arg-type]
+                   sw.mode, sw.sigma_scale, int(sw_batch_size or sw.sw_batch_size),
+                   tuple(sw.mirror_axes) if tta else ())
 
 
 def mirror_combinations(axes: Sequence[int]) -> List[Tuple[int, ...]]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Sequence
 
 from ..errors import InputError, ResourceError
+from .fsync import fsync_dir, fsync_file, pid_alive, temp_writer_pid
 
 
 def _suffix(name: str) -> str:
@@ -64,66 +64,10 @@ def is_disk_full(exc: BaseException) -> bool:
     return any(h in str(exc).lower() for h in DISK_FULL_HINTS)
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(str(folder), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def pid_alive(pid: int) -> bool:
-    """True when process ``pid`` exists (on this machine); our own pid counts as alive."""
-    if pid == os.getpid():
-        return True
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
-        return _windows_pid_alive(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # it exists but belongs to someone else
-    return True
-
-
-def _windows_pid_alive(pid: int) -> bool:
-    """OpenProcess + GetExitCodeProcess (STILL_ACTIVE = 259); access denied means it exists."""
-    import ctypes
-
-    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
-    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-    if not handle:
-        return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED
-    code = ctypes.c_ulong()
-    try:
-        return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == 259
-    finally:
-        kernel32.CloseHandle(handle)
-
-
 def _temp_prefix(name: str) -> str:
     """Temporary files and folders carry the writer's pid, so a later run can tell a dead writer's leftovers
     (removed) from a live writer's work in progress (left alone)."""
     return f".{name}-{os.getpid()}-"
-
-
-TEMP_TAIL = re.compile(r"(\d+)-[a-z0-9_]{8}")  # <pid>-<the random part of tempfile.mkstemp/mkdtemp>
-
-
-def temp_writer_pid(tail: str) -> Optional[int]:
-    """The writer's pid in the ``<pid>-XXXXXXXX`` tail of a temporary name (None if it is not one of ours)."""
-    match = TEMP_TAIL.fullmatch(tail)
-    return int(match.group(1)) if match else None
 
 
 def _dead_writer(entry: str, prefix: str, suffix: str) -> bool:

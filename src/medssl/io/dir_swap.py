@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from .atomic import fsync_dir, fsync_file, pid_alive, temp_writer_pid
+from .fsync import fsync_dir, fsync_file, pid_alive, temp_writer_pid
 
 
 def _journal(path: Path, pid: int) -> Path:

@@ -3,7 +3,7 @@
 
 For every volume: size and spacing after reorientation to the plan's orientation (image axis order i, j, k),
 intensity percentiles (0.5, 50, 99.5), mean, standard deviation, minimum, maximum and a modality guess
-(CT when air reaches below -500, as in `medssl.train.planning.looks_like_ct`). The fingerprint also keeps a
+(`.rules.guess_modality`, the one used for fine-tuning plans too). The fingerprint also keeps a
 bounded voxel sample per volume (in memory only) from which the planner fits frozen normalisation statistics.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from ..data.preprocess import target_grid
 from ..io.volume_io import read_image
+from .rules import guess_modality
 
 SAMPLE_VOXELS = 200_000  # per volume, for fitting normalisation statistics
 
@@ -87,7 +88,7 @@ def _measure(path: str, orientation: str, rng: np.random.Generator) -> tuple:
     file = Path(str(path).split("::")[0])
     fp = VolumeFingerprint(
         path=str(path), size=[int(s) for s in grid.size], spacing=[float(s) for s in grid.spacing],
-        modality="CT" if lo < -500 else "MR", percentiles={"0.5": float(p[0]), "50": float(p[1]), "99.5": float(p[2])},
+        modality=guess_modality(lo), percentiles={"0.5": float(p[0]), "50": float(p[1]), "99.5": float(p[2])},
         mean=float(sub.mean()), std=float(sub.std()), minimum=lo, maximum=hi,
         file_size=file.stat().st_size if file.is_file() else 0)
     return fp, sample

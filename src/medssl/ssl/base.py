@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import InputError
 from ..plan import ArchSpec
 from ..registry import Registry
-from ..train.optim import split_decay
+from .param_groups import split_decay
 
 METHODS: Registry[Type["SSLMethod"]] = Registry("pretraining method")
 
@@ -80,7 +80,7 @@ def prefixed(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Ten
 
 def method_config(name: str, data: Dict[str, Any]) -> Any:
     """The method's ``Config`` filled from the ``method:`` section (unknown keys are an error)."""
-    from ..train.config import from_dict
+    from ..io.settings import from_dict
 
     return from_dict(METHODS.get(name).Config, data, where=f"method settings of {name}")
 

@@ -12,7 +12,7 @@ from typing import Dict, Protocol
 import numpy as np
 import torch
 
-from ..planning.cache import VolumeSet
+from ..data.volumes import VolumeSet
 
 
 class ViewMaker(Protocol):

@@ -1,4 +1,5 @@
-"""Optimiser parameter groups with layer-wise learning-rate decay for ViT students (BEiT, Bao et al., ICLR
+"""Optimiser parameter groups: `split_decay` (weights decayed, 1-D parameters such as norms and biases not, as
+dinov2 and timm do) for every method, and layer-wise learning-rate decay for ViT students (BEiT, Bao et al., ICLR
 2022; as DINOv2 ``dinov2/utils/param_groups.py`` assigns it, Apache-2.0).
 
 Layer ids: position/class/mask tokens and the patch embedding are layer 0, block ``i`` is layer ``i + 1``,
@@ -44,3 +45,13 @@ def layerwise_groups(named: Iterable[Tuple[str, nn.Parameter]], depth: int, lr: 
                                                       "weight_decay": weight_decay * wd_mult})
         group["params"].append(p)
     return list(fused.values())
+
+
+def split_decay(named_params: Iterable, weight_decay: float) -> List[Dict[str, Any]]:
+    """Two groups: weights with ``weight_decay``, 1-D parameters without."""
+    decay, no_decay = [], []
+    for _, p in named_params:
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+            if g["params"]]

@@ -6,9 +6,6 @@ checkpoint cannot execute anything; such a file, a truncated file or one of the 
 """
 from __future__ import annotations
 
-import pickle
-import re
-import zipfile
 from pathlib import Path
 from typing import Any, Dict
 
@@ -16,6 +13,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..io.atomic import atomic_path
+from ..io.torch_files import safe_torch_load
 
 
 def save_checkpoint(state: Dict[str, Any], path: str | Path) -> Path:
@@ -24,35 +22,6 @@ def save_checkpoint(state: Dict[str, Any], path: str | Path) -> Path:
         with open(tmp, "wb") as f:  # a Python file object keeps the OSError of a failed write as __context__
             torch.save(state, f)
     return Path(path)
-
-
-def _unsafe_reason(exc: Exception) -> str:
-    """The offending global named by torch's weights-only unpickler, without its terminal formatting."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    return f"it contains {found.group(1)}" if found else text.strip().splitlines()[0][:120]
-
-
-def safe_torch_load(path: str | Path, what: str = "checkpoint") -> Any:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` (memory-mapped when the format allows),
-    with one-line errors: missing, unsafe (a pickle that could run code), truncated or foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{what} {path} does not exist; check the path")
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{what} {path} contains Python objects that could run code when loaded ({_unsafe_reason(exc)}); medssl "
-            f"only loads plain tensors: get the file from its official source, or re-save its state dict with "
-            f"torch.save if you trust it"
-        ) from None
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file can fail anywhere inside the unpickler
-        first = (str(exc).strip().splitlines() or [""])[0][:120]
-        raise CheckpointError(f"{what} {path} cannot be read ({type(exc).__name__}: {first}); the file is truncated "
-                              f"or not a PyTorch checkpoint: download or copy it again") from None
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint") -> Dict[str, Any]:

@@ -13,7 +13,6 @@ continues exactly where a killed or cancelled run stopped.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -23,49 +22,25 @@ import torch
 from ..data.datasets import CaseFiles, collect_cases, label_set, to_class_indices, value_lookup
 from ..data.preprocess import preprocess
 from ..data.sampling import Case, PatchBatches
-from ..errors import InputError
 from ..events import EventSink, NullSink
-from ..hub.backbone_source import BackboneSource, resolve_backbone
+from ..hub.backbone_source import resolve_backbone
 from ..hub.package import save_package
+from ..hub.source import BackboneSource
 from ..inference.devices import resolve_device
-from ..inference.resources import check_training_fits
-from ..io.atomic import ensure_writable_dir, write_text_atomic
-from ..io.dir_swap import recover_dir
+from ..io.atomic import write_text_atomic
+from ..hub.recipes import get_recipe
 from ..io.labels import LabelMap, read_label_map
 from ..io.volume_io import read_image
 from ..models import build_from_plan
-from ..plan import Plan
+from ..plan import Plan, SlidingWindowSpec
+from ..planning.finetune_plan import Choices, make_finetune_plan
+from ..planning.rules import DATA, LIKE_PRETRAINED, USER
 from .checkpoint import load_checkpoint, save_checkpoint
-from ..hub.recipes import get_recipe
 from .config import FinetuneConfig, load_config, to_dict
 from .loop import TrainLoop
-from .planning import make_finetune_plan
+from .memory import check_training_fits
+from .run_folder import RunFolder
 from .segmentation_task import SegmentationTask, validate_cases
-
-
-@dataclass
-class RunPaths:
-    out: Path
-
-    @property
-    def run_dir(self) -> Path:
-        return self.out / "training"
-
-    @property
-    def plan(self) -> Path:
-        return self.run_dir / "plan.json"
-
-    @property
-    def inputs(self) -> Path:
-        return self.run_dir / "inputs.json"
-
-    @property
-    def config(self) -> Path:
-        return self.run_dir / "config.json"
-
-    @property
-    def best(self) -> Path:
-        return self.run_dir / "model_best.pt"
 
 
 def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, backbone: str = "resenc:tiny",
@@ -77,11 +52,11 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     """Train and write the package ``out``; returns its path. See the module docstring. ``accept_licence``:
     see `resolve_backbone`."""
     sink = sink or NullSink()
-    paths = RunPaths(Path(out))
+    paths = RunFolder.finetune(out)
     source = resolve_backbone(backbone, accept_licence=accept_licence)
     recipe = get_recipe(source.recipe) if source.recipe else None
     cfg = load_config(FinetuneConfig, "finetune", preset, config_yaml, overrides, recipe and recipe.finetune)
-    _check_out(paths, resume, overwrite)
+    paths.prepare(resume, overwrite)
     dev = resolve_device(device)
     train_files = collect_cases(images, labels)
     val_files = collect_cases(val_images, val_labels) if val_images else []
@@ -92,6 +67,7 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     sink.emit("log", message=f"backbone {source.name}: {source.arch.backbone} + {source.arch.decoder} decoder; "
                              f"{len(train)} training and {len(val)} validation case(s); labels: "
                              f"{', '.join(lab.name for lab in plan.labels[1:])}")
+    sink.emit("log", message=plan_summary(plan))
     torch.manual_seed(cfg.seed)  # the same seed, data and thread count give the same model
     net = build_from_plan(plan).to(dev)
     if not (resume and (paths.run_dir / "checkpoint_last.pt").exists()):
@@ -104,23 +80,12 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     return _train_and_package(paths, plan, net, train, val, cfg, source, dev, resume, sink)
 
 
-def _check_out(paths: RunPaths, resume: bool, overwrite: bool) -> None:
-    ensure_writable_dir(paths.out.parent, "output folder")
-    recover_dir(paths.out)  # a kill while the package was being replaced: put it (and training/) back
-    has_package = (paths.out / "plan.json").exists() or (paths.out / "weights.safetensors").exists()
-    has_run = paths.plan.exists()  # a run killed before its plan was written holds nothing worth keeping
-    if resume:
-        if not paths.plan.exists():
-            raise InputError(f"--resume: {paths.out} holds no interrupted run (no training/plan.json); start a "
-                             f"new run without --resume")
-        return
-    if (has_package or has_run) and not overwrite:
-        raise InputError(f"{paths.out} already holds a model or a run; pass --resume to continue the run, "
-                         f"--overwrite to replace it, or choose another --out")
-    if paths.run_dir.exists():
-        import shutil
-
-        shutil.rmtree(paths.run_dir)
+def plan_summary(plan: Plan) -> str:
+    """One log line: spacing and patch with the rule that chose each (``medssl info --plan`` shows them all)."""
+    rules = plan.provenance.get("fields", {})
+    spacing = "each scan's own" if plan.spacing is None else " x ".join(f"{s:g}" for s in plan.spacing) + " mm"
+    return (f"plan {plan.hash()}: spacing {spacing} ({rules.get('spacing', '?')}), patch "
+            f"{' x '.join(map(str, plan.patch_size))} ({rules.get('patch_size', '?')})")
 
 
 def _read_case(files: CaseFiles):
@@ -129,24 +94,34 @@ def _read_case(files: CaseFiles):
     return channels, label
 
 
-def _prepare_data(paths: RunPaths, train_files, val_files, source: BackboneSource, cfg: FinetuneConfig,
+def _prepare_data(paths: RunFolder, train_files, val_files, source: BackboneSource, cfg: FinetuneConfig,
                   resume: bool, label_names, channel_names, sink: EventSink):
     """Read, settle labels and plan, preprocess. On resume the stored plan is reused and inputs must match."""
-    digest = _inputs_digest(train_files + val_files)
+    inputs = [p for f in train_files + val_files for p in f.channels + [f.label or ""]]
     read = [_read_case(f) for f in train_files + val_files]
     maps: List[LabelMap] = [lab for _, lab in read]
     if resume:
         plan = Plan.load(paths.plan)
-        _check_same_inputs(paths, digest)
+        paths.check_same_inputs(inputs)
     else:
-        base = source.plan_defaults.get("labels") if source.plan_defaults.get("labels") else None
-        labels = label_set(maps, label_names, _base_if_compatible(base, maps))
-        plan = make_finetune_plan(read, labels, source, cfg, channel_names)
+        base = _base_if_compatible(list(source.plan_defaults.labels) or None, maps)
+        labels = label_set(maps, label_names, base)
+        rule = LIKE_PRETRAINED if base is not None else USER if label_names else DATA
+        plan = make_finetune_plan(read, labels, rule, source.arch, source.plan_defaults, plan_choices(cfg),
+                                  channel_names, {"backbone": source.name})
     cases = [_to_case(ch, lab, plan, f) for (ch, lab), f in zip(read, train_files + val_files)]
     if not resume:  # only once every input has been checked: a bad input leaves nothing behind
-        _write_run_files(paths, plan, cfg, digest, source)
+        _write_run_files(paths, plan, cfg, inputs, source)
     train, val = _split(cases[: len(train_files)], cases[len(train_files):], cfg, sink)
     return plan, train, val
+
+
+def plan_choices(cfg: FinetuneConfig) -> Choices:
+    """The plan fields the run configuration sets (test-time mirroring: the axes mirrored in training, as
+    nnU-Net does; none when mirroring was off)."""
+    mirror = tuple(int(a) for a in cfg.augment.mirror_axes) if cfg.augment.p_mirror > 0 else ()
+    window = SlidingWindowSpec(overlap=cfg.overlap, sw_batch_size=cfg.sw_batch_size, mirror_axes=mirror)
+    return Choices(cfg.spacing, cfg.orientation, cfg.normalization, cfg.patch_size, window)
 
 
 def _base_if_compatible(base, maps):
@@ -176,29 +151,12 @@ def _split(train: List[Case], val: List[Case], cfg: FinetuneConfig, sink: EventS
     return [train[i] for i in order[n_val:]], [train[i] for i in order[:n_val]]
 
 
-def _inputs_digest(files: Sequence[CaseFiles]) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in files:
-        for p in f.channels + [f.label or ""]:
-            path = Path(p.split("::")[0])
-            h.update(f"{p}|{path.stat().st_size if path.is_file() else 0}".encode())
-    return h.hexdigest()[:16]
-
-
-def _write_run_files(paths: RunPaths, plan: Plan, cfg: FinetuneConfig, digest: str, source: BackboneSource) -> None:
+def _write_run_files(paths: RunFolder, plan: Plan, cfg: FinetuneConfig, inputs: List[str], source: BackboneSource
+                     ) -> None:
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(paths.config, json.dumps({"config": to_dict(cfg), "backbone": source.name}, indent=1, default=str))
-    write_text_atomic(paths.inputs, json.dumps({"digest": digest}))
+    paths.write_inputs(inputs)
     write_text_atomic(paths.plan, plan.to_json())
-
-
-def _check_same_inputs(paths: RunPaths, digest: str) -> None:
-    saved = json.loads(paths.inputs.read_text()).get("digest") if paths.inputs.exists() else None
-    if saved != digest:
-        raise InputError(f"--resume: the training files differ from those the run in {paths.out} started with; "
-                         f"give the same --images/--labels, or start a new run with another --out")
 
 
 def _init_weights(net: torch.nn.Module, source: BackboneSource, sink: EventSink) -> None:
@@ -208,7 +166,7 @@ def _init_weights(net: torch.nn.Module, source: BackboneSource, sink: EventSink)
     sink.emit("log", message=f"pretrained weights from {source.name}: {report.summary()}")
 
 
-def _train_and_package(paths: RunPaths, plan: Plan, net, train, val, cfg: FinetuneConfig, source: BackboneSource,
+def _train_and_package(paths: RunFolder, plan: Plan, net, train, val, cfg: FinetuneConfig, source: BackboneSource,
                        dev: torch.device, resume: bool, sink: EventSink) -> Path:
     loop_cfg = cfg.loop
     if loop_cfg.num_workers == 0 and dev.type == "cuda":
@@ -241,5 +199,6 @@ def _package_metadata(plan: Plan, cfg: FinetuneConfig, source: BackboneSource, r
                        "best_step": result.best_step, "best_mean_dice": result.best_metric,
                        "train_cases": [c.name for c in train], "val_cases": [c.name for c in val],
                        "plan_hash": plan.hash()},
+        "plan_fields": plan.provenance.get("fields", {}),
         "training": to_dict(cfg),
     }

@@ -1,27 +1,16 @@
 """Optimisers and learning-rate schedules.
 
-Default parameter groups put weights in a decayed group and 1-D parameters (norms, biases) in an undecayed
-one (as dinov2 and timm do). Schedules: linear warm-up, then poly (nnU-Net, exponent 0.9), cosine or
+Parameter groups come from the task (`medssl.ssl.param_groups.split_decay` by default). Schedules: linear warm-up, then poly (nnU-Net, exponent 0.9), cosine or
 constant.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, List
 
 import torch
 
 from ..errors import InputError
-
-
-def split_decay(named_params: Iterable, weight_decay: float) -> List[Dict[str, Any]]:
-    """Two groups: weights with ``weight_decay``, 1-D parameters without."""
-    decay, no_decay = [], []
-    for _, p in named_params:
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
-            if g["params"]]
 
 
 def build_optimizer(groups: List[Dict[str, Any]], cfg) -> torch.optim.Optimizer:

@@ -15,7 +15,6 @@ rank 0 writes the run files, checkpoints and the export.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,18 +22,17 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from ..cli.common import OOM_ADVICE
-from ..errors import InputError
+from ..data.volumes import VolumeSet
+from ..errors import OOM_ADVICE, InputError
 from ..events import EventSink, NullSink
+from ..hub.backbone_source import DEFAULT_DECODER
 from ..hub.ssl_export import save_export
 from ..inference.devices import resolve_device
-from ..inference.resources import check_training_fits
-from ..io.atomic import ensure_writable_dir, write_text_atomic
-from ..io.dir_swap import recover_dir
+from ..io.atomic import write_text_atomic
 from ..io.volume_io import find_images
 from ..models import resolve_arch
 from ..plan import Plan
-from ..planning.cache import VolumeSet, cached_volumes
+from ..planning.cache import cached_volumes
 from ..planning.fingerprint import fingerprint_dataset
 from ..planning.planner import plan_pretraining
 from ..ssl import METHODS, SSLMethod, build_method
@@ -42,9 +40,8 @@ from ..ssl.batches import StepBatches
 from .config import CONFIG_DIR, load_config, to_dict
 from .distributed import DistContext
 from .loop import LoopConfig, LoopResult, TrainLoop
-
-DEFAULT_DECODER = {"resenc": "unet", "vit3d": "unetr", "swin_unetr": "swin_unetr", "pctnet": "pctnet",
-                   "fmunet": "fmunet"}
+from .memory import check_training_fits
+from .run_folder import RunFolder
 
 
 def _default_normalization() -> Dict[str, Dict[str, Any]]:
@@ -68,22 +65,6 @@ class PretrainConfig:
     cache_dir: Optional[str] = None
     seed: int = 0
     method: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class PretrainPaths:
-    out: Path
-
-    @property
-    def run_dir(self) -> Path:
-        return self.out / "training"
-
-    @property
-    def export(self) -> Path:
-        return self.out / "export"
-
-    def file(self, name: str) -> Path:
-        return self.run_dir / name
 
 
 def preset_name(method: str, preset: Optional[str]) -> str:
@@ -113,43 +94,13 @@ def collect_volumes(entries: Sequence[str]) -> List[str]:
     return out
 
 
-def inputs_digest(files: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        p = Path(f.split("::")[0])
-        h.update(f"{f}|{p.stat().st_size if p.is_file() else 0}".encode())
-    return h.hexdigest()[:16]
-
-
-def _check_out(paths: PretrainPaths, resume: bool, overwrite: bool) -> None:
-    ensure_writable_dir(paths.out, "output folder")
-    recover_dir(paths.export)  # a kill while the export was being replaced
-    if resume:
-        if not paths.file("plan.json").exists():
-            raise InputError(f"--resume: {paths.out} holds no interrupted pretraining run (no training/plan.json); "
-                             f"start a new run without --resume")
-        return
-    begun = paths.file("plan.json").exists() or paths.export.exists()  # a run killed before its plan: nothing to keep
-    if begun and not overwrite:
-        raise InputError(f"{paths.out} already holds a pretraining run; pass --resume to continue it, --overwrite "
-                         f"to replace it, or choose another --out")
-    import shutil
-
-    for folder in (paths.run_dir, paths.export):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _make_plan(paths: PretrainPaths, files: List[str], cfg: PretrainConfig, method: str, resume: bool,
+def _make_plan(paths: RunFolder, files: List[str], cfg: PretrainConfig, method: str, resume: bool,
                overwrite: bool, sink: EventSink) -> Plan:
     """Rank 0: the stored plan (resume) or a new one from the data's fingerprint (written to the run folder)."""
-    _check_out(paths, resume, overwrite)
-    digest = inputs_digest(files)
+    paths.prepare(resume, overwrite)
     if resume:
-        saved = json.loads(paths.file("inputs.json").read_text()).get("digest")
-        if saved != digest:
-            raise InputError(f"--resume: the images differ from those the run in {paths.out} started with; give the "
-                             f"same --images, or start a new run with another --out")
-        return Plan.load(paths.file("plan.json"))
+        paths.check_same_inputs(files)
+        return Plan.load(paths.plan)
     sink.emit("log", message=f"fingerprinting {len(files)} volume(s)")
     fp = fingerprint_dataset(files, cfg.orientation, cfg.seed)
     name, _, preset = cfg.backbone.partition(":")
@@ -160,8 +111,8 @@ def _make_plan(paths: PretrainPaths, files: List[str], cfg: PretrainConfig, meth
     write_text_atomic(paths.file("fingerprint.json"), json.dumps(fp.to_dict(), indent=1))
     write_text_atomic(paths.file("config.json"), json.dumps({"method": method, "config": to_dict(cfg)}, indent=1,
                                                             default=str))
-    write_text_atomic(paths.file("inputs.json"), json.dumps({"digest": digest, "files": files}, indent=1))
-    write_text_atomic(paths.file("plan.json"), plan.to_json())
+    paths.write_inputs(files)
+    write_text_atomic(paths.plan, plan.to_json())
     return plan
 
 
@@ -223,7 +174,7 @@ def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Opti
     sink = (sink or NullSink()) if dist.is_main else NullSink()
     cfg = load_config(PretrainConfig, "pretrain", preset_name(method, preset), config_yaml, overrides)
     cfg.backbone = backbone or cfg.backbone
-    paths = PretrainPaths(Path(out))
+    paths = RunFolder.pretrain(out)
     files = collect_volumes(images)
     plan = _shared_plan(dist, lambda: _make_plan(paths, files, cfg, method, resume, overwrite, sink))
     sink.emit("log", message=f"{method} on {plan.architecture.backbone}: spacing {plan.spacing or 'native'}, "
@@ -238,11 +189,11 @@ def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Opti
     result = _train(ssl.to(dev), volumes, cfg, paths, dev, dist, resume, sink)
     if dist.is_main:
         _export(paths, plan, ssl, method, result, dist)
-        sink.emit("done", task="pretrain", export=str(paths.export), steps=result.step,
+        sink.emit("done", task="pretrain", export=str(paths.result), steps=result.step,
                   data_wait=result.data_wait_fraction, **{k: v for k, v in result.last_losses.items() if k == "loss"})
     dist.barrier()
     dist.close()
-    return paths.export
+    return paths.result
 
 
 def _device(device: str, dist: DistContext) -> torch.device:
@@ -252,7 +203,7 @@ def _device(device: str, dist: DistContext) -> torch.device:
     return dev
 
 
-def _train(ssl: SSLMethod, volumes: VolumeSet, cfg: PretrainConfig, paths: PretrainPaths, dev: torch.device,
+def _train(ssl: SSLMethod, volumes: VolumeSet, cfg: PretrainConfig, paths: RunFolder, dev: torch.device,
            dist: DistContext, resume: bool, sink: EventSink) -> LoopResult:
     batches = StepBatches(volumes, ssl.view_maker(), cfg.batch_size, cfg.seed)
     groups = ssl.param_groups(cfg.loop.lr, cfg.loop.weight_decay)
@@ -265,11 +216,11 @@ def _train(ssl: SSLMethod, volumes: VolumeSet, cfg: PretrainConfig, paths: Pretr
     return result
 
 
-def _export(paths: PretrainPaths, plan: Plan, ssl: SSLMethod, method: str, result: LoopResult,
+def _export(paths: RunFolder, plan: Plan, ssl: SSLMethod, method: str, result: LoopResult,
             dist: DistContext) -> None:
     fingerprint = json.loads(paths.file("fingerprint.json").read_text()).get("summary", {})
     config = json.loads(paths.file("config.json").read_text()).get("config", {})
     extra = {"world_size": dist.world_size, "data_wait_fraction": result.data_wait_fraction,
              "final_losses": result.last_losses, "config": config,
              "recommended_patch_size": list(plan.patch_size)}
-    save_export(paths.export, plan, ssl.export_state(), method, result.step, fingerprint, extra)
+    save_export(paths.result, plan, ssl.export_state(), method, result.step, fingerprint, extra)

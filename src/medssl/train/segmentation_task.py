@@ -36,8 +36,7 @@ class SegmentationTask(torch.nn.Module):
 
 def segment_case(net: torch.nn.Module, case: Case, plan: Plan, overlap: float, device: torch.device) -> np.ndarray:
     """Class-index map (I, J, K) of a preprocessed case (no TTA)."""
-    settings = WindowSettings(tuple(plan.patch_size), overlap, plan.sliding_window.mode,  # type: ignore[arg-type]
-                              plan.sliding_window.sigma_scale, plan.sliding_window.sw_batch_size)
+    settings = WindowSettings.from_plan(plan, overlap)
     image = torch.from_numpy(case.image).unsqueeze(0)
     return probabilities(net, image, settings, device)[0].argmax(0).numpy()
 

@@ -134,4 +134,5 @@ def build(in_channels: int, **kwargs: Any) -> ViT3DEncoder:
     return ViT3DEncoder(in_channels, **kwargs)
 
 
-BACKBONES.register("vit3d")(BackboneFamily(build, resolve_kwargs, "3-D ViT with cubic patches (3DINO ViT-L/16)"))
+BACKBONES.register("vit3d")(BackboneFamily(build, resolve_kwargs, "3-D ViT with cubic patches (3DINO ViT-L/16)",
+                                           tokens=True))

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...data.volumes import VolumeSet
 from ...errors import InputError
 from ...models.registry import BACKBONES
-from ...planning.cache import VolumeSet
 from .. import intensity
 from ..base import METHODS, SSLMethod, check_input_size, prefixed
 from ..batches import pick_volume

@@ -23,10 +23,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ...data.volumes import VolumeSet
 from ...errors import InputError
 from ...models.registry import BACKBONES
 from ...models.segmentation import build_network
-from ...planning.cache import VolumeSet
 from ..base import METHODS, SSLMethod, check_input_size, prefixed
 from ..batches import pick_volume
 from ..heads import TokenDecoder
@@ -92,7 +92,7 @@ class MAE3D(SSLMethod):
     def __init__(self, arch, cfg: MAE3DConfig, patch_size) -> None:
         super().__init__(arch, cfg, patch_size)
         self.crop = tuple(int(c) for c in (cfg.crop_size or patch_size))
-        self.tokens = arch.backbone == "vit3d"
+        self.tokens = BACKBONES.get(arch.backbone).tokens
         if self.tokens:
             self.encoder = BACKBONES.get(arch.backbone).build(1, **arch.backbone_kwargs)
             p = self.encoder.patch_size

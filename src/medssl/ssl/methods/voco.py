@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...data.volumes import VolumeSet
 from ...models.registry import BACKBONES
-from ...planning.cache import VolumeSet
 from .. import intensity
 from ..base import METHODS, SSLMethod, check_input_size, prefixed
 from ..ema import freeze, update_momentum
@@ -150,7 +150,8 @@ class VoCo(SSLMethod):
     def __init__(self, arch, cfg: VoCoConfig, patch_size) -> None:
         super().__init__(arch, cfg, patch_size)
         self.encoder = BACKBONES.get(arch.backbone).build(1, **arch.backbone_kwargs)
-        check_input_size(self.encoder, [cfg.base_size] * 3, "voco base_size", arch.backbone == "vit3d")
+        check_input_size(self.encoder, [cfg.base_size] * 3, "voco base_size",
+                         BACKBONES.get(arch.backbone).tokens)
         channels = list(self.encoder.feature_channels)
         chosen = cfg.pool_features if cfg.pool_features is not None else range(len(channels))
         self.student = ProjectionHead(sum(channels[i] for i in chosen), cfg.hidden_dim, cfg.out_dim)

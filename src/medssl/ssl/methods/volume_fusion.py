@@ -24,8 +24,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ...data.volumes import VolumeSet
+from ...models.registry import BACKBONES
 from ...models.segmentation import build_network
-from ...planning.cache import VolumeSet
 from .. import intensity
 from ..base import METHODS, SSLMethod, check_input_size, prefixed
 from ..batches import pick_two
@@ -116,7 +117,8 @@ class VolumeFusion(SSLMethod):
         super().__init__(arch, cfg, patch_size)
         self.crop = tuple(int(c) for c in (cfg.crop_size or patch_size))
         self.net = build_network(arch, 1, cfg.classes)
-        check_input_size(self.net.encoder, self.crop, "volume_fusion crop", arch.backbone == "vit3d")
+        check_input_size(self.net.encoder, self.crop, "volume_fusion crop",
+                         BACKBONES.get(arch.backbone).tokens)
 
     def view_maker(self) -> FusionViews:
         return FusionViews(self.cfg, self.crop)
