@@ -115,10 +115,8 @@ def test_bare_file_is_read_like_its_catalog_entry(name):
     assert source.plan_defaults.orientation == entry.plan_defaults["orientation"]
 
 
-@pytest.mark.parametrize("name,stem", [
+@pytest.mark.parametrize("name,stem", [  # VoCo's own rule (a fresh first layer): test_recipes.py
     ("nnssl_resencl_mae", ["encoder.stem.convs.0.conv.weight"]),
-    ("voco_b_ssl_head", ["encoder.swinViT.patch_embed.proj.weight", "encoder.encoder1.layer.conv1.conv.weight",
-                         "encoder.encoder1.layer.conv3.conv.weight"]),
     ("misfm_pctnet_volf", [f"encoder.embeddings.{m}.proj.weight" for m in range(3)]),
     ("misfm_fmunet_volf", ["encoder.project.weight"])])
 def test_more_input_channels_repeat_and_scale_the_stem(name, stem):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medssl.errors import InputError
-from medssl.hub.backbone_source import DEFAULT_DECODER
+from medssl.hub.backbone_source import default_decoder
 from medssl.models import BACKBONES, build_network, resolve_arch
 
 # input (i, j, k) per family: anisotropic, multiples of the strides, >= 2 voxels at the bottleneck (instance norm)
@@ -19,7 +19,7 @@ DEFAULT_SHAPE = (32, 32, 16)
 
 
 def tiny(name: str, in_channels: int = 2, num_classes: int = 3, **kwargs):
-    arch = resolve_arch(name, DEFAULT_DECODER[name], {"preset": "test", **kwargs})
+    arch = resolve_arch(name, default_decoder(name), {"preset": "test", **kwargs})
     return build_network(arch, in_channels, num_classes)
 
 

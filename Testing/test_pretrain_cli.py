@@ -128,7 +128,8 @@ def test_presets_are_valid(method):
     from medssl.models import resolve_arch
     from medssl.ssl.base import build_method, method_config
     from medssl.train.config import load_config
-    from medssl.train.pretrain import DEFAULT_DECODER, PretrainConfig, preset_name
+    from medssl.hub.backbone_source import default_decoder
+    from medssl.train.pretrain import PretrainConfig, preset_name
 
     recipe = load_config(PretrainConfig, "pretrain", preset_name(method, None))
     cpu = load_config(PretrainConfig, "pretrain", preset_name(method, "cpu"))
@@ -139,7 +140,7 @@ def test_presets_are_valid(method):
     if method == "dino3d":
         assert recipe.loop.weight_decay_end == 0.4 and method_config(method, recipe.method).n_local == 8
     name, _, arch_preset = cpu.backbone.partition(":")
-    arch = resolve_arch(name, DEFAULT_DECODER[name], {"preset": arch_preset})
+    arch = resolve_arch(name, default_decoder(name), {"preset": arch_preset})
     build_method(method, arch, cpu.method, cpu.patch_size)  # sizes fit the CPU preset's backbone
 
 

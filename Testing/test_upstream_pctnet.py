@@ -90,7 +90,7 @@ def test_pctnet_equals_misfm(case, golden, tmp_path, one_thread):
 
 def test_pctnet_builds_misfm_relative_position_index(golden):
     """A network built by medssl (nothing loaded) has MIS-FM's own index buffers, shrunk window included."""
-    from medssl.hub.converters import convert_misfm_pctnet
+    from medssl.models.backbones.pctnet import convert_misfm_pctnet
     from medssl.models import build_network, resolve_arch
 
     config = golden["meta"]["config"]

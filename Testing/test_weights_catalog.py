@@ -42,7 +42,7 @@ def test_entry_fits_the_code(entry_id):
     from medssl.models import DECODERS, resolve_arch
 
     e = catalog.get_entry(entry_id)
-    assert e.converter in CONVERTERS and FORMATS[e.family].converter == e.converter
+    assert e.converter in CONVERTERS and FORMATS[e.family].name == e.converter  # the family declares its format
     arch = resolve_arch(e.arch["backbone"], e.arch["decoder"], e.arch["backbone_kwargs"], e.arch["decoder_kwargs"])
     assert arch.decoder in DECODERS and "preset" not in arch.backbone_kwargs
     norm = e.plan_defaults["normalization"][0]

@@ -5,7 +5,7 @@ explicitly, so adding a backbone, decoder or SSL method is one file plus one imp
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, List, TypeVar
+from typing import Callable, Dict, Generic, List, Tuple, TypeVar
 
 from .errors import InputError, did_you_mean
 
@@ -45,3 +45,7 @@ class Registry(Generic[T]):
 
     def names(self) -> List[str]:
         return sorted(self._items)
+
+    def items(self) -> List[Tuple[str, T]]:
+        """``(name, factory)`` in registration order."""
+        return list(self._items.items())

@@ -20,8 +20,11 @@ import torch
 from ..plan import Plan, PlanDefaults
 from .source import BackboneSource, LoadReport
 
-DEFAULT_DECODER = {"resenc": "unet", "vit3d": "unetr", "swin_unetr": "swin_unetr", "pctnet": "pctnet",
-                   "fmunet": "fmunet"}
+def default_decoder(backbone: str) -> str:
+    """The decoder a backbone family declares as its usual one (`BackboneFamily.default_decoder`)."""
+    from ..models import BACKBONES
+
+    return BACKBONES.get(backbone).default_decoder
 
 
 def is_architecture(spec: str) -> bool:
@@ -42,7 +45,7 @@ def resolve_backbone(spec: str, decoder: Optional[str] = None, accept_licence: b
     if is_architecture(spec):
         name, _, preset = spec.partition(":")
         kwargs = {"preset": preset} if preset else {}
-        arch = resolve_arch(name, decoder or DEFAULT_DECODER.get(name, "unet"), kwargs)
+        arch = resolve_arch(name, decoder or default_decoder(name), kwargs)
         return BackboneSource(spec, arch, provenance={"backbone": spec, "init": "random"})
     from .local_backbones import local_source
 
@@ -64,7 +67,7 @@ def _from_package(path: Path) -> BackboneSource:
     defaults = PlanDefaults.of_plan(plan, f"model package {path}", labels=True)
 
     def init(net: torch.nn.Module) -> LoadReport:
-        return copy_matching(load_package_state(path), net)
+        return copy_matching(load_package_state(path), net, plan.architecture.backbone)
 
     prov = {"backbone": str(path), "init": "package", "parent_plan_hash": plan.hash()}
     return BackboneSource(str(path), plan.architecture, defaults, init, provenance=prov,
@@ -82,12 +85,19 @@ def _package_recipe(path: Path) -> Optional[str]:
     return recipe.get("name") if isinstance(recipe, dict) else None
 
 
-def copy_matching(state: Dict[str, torch.Tensor], net: torch.nn.Module) -> LoadReport:
-    """Copy tensors whose name and shape match (PyMIC/VoCo rule); report the rest."""
+def copy_matching(state: Dict[str, torch.Tensor], net: torch.nn.Module, family: Optional[str] = None) -> LoadReport:
+    """Copy tensors whose name and shape match (PyMIC/VoCo rule), input layers adapted to another channel count
+    by ``family``'s rule (`adapt_input_channels`); report the rest."""
+    from .converters import adapt_input_channels
+
     own = net.state_dict()
     report = LoadReport()
     filtered = {}
     for key, value in state.items():
+        adapted = None if key not in own or own[key].shape == value.shape else \
+            adapt_input_channels(family, key, value, own[key])
+        if adapted is not None:
+            value = adapted
         if key not in own:
             report.unexpected.append(key)
         elif tuple(own[key].shape) != tuple(value.shape):

@@ -31,8 +31,9 @@ from ..io.torch_files import safe_torch_load
 from ..plan import PlanDefaults
 from . import catalog
 from .source import BackboneSource, LoadReport
-from .converters import CONVERTERS, FORMATS, Tensors, detect_family, detect_voco_variant, find_state_dict
-from .converters_infer import INFER, nnssl_plan_defaults
+from .converters import (CONVERTERS, FORMATS, Tensors, adapt_input_channels, detect_family, find_state_dict,
+                         fresh_input_keys, template_entry)
+from .converters_infer import infer_arch, nnssl_plan_defaults
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -59,11 +60,9 @@ class Policy:
     def __init__(self, entry: catalog.CatalogEntry, decoder_changed: bool = False) -> None:
         self.entry_id, self.family = entry.id, entry.family
         self.converter = CONVERTERS[entry.converter]
-        fmt = FORMATS[entry.family]
-        # repeat-and-scale targets (nnssl's rule), or input layers left fresh when the channels differ (VoCo's
-        # fine-tuning: name-and-shape matching drops swinViT.patch_embed and encoder1's convs)
-        self.input_keys = () if fmt.fresh_input_layer else fmt.input_keys
-        self.fresh_input_keys = fmt.input_keys if fmt.fresh_input_layer else ()
+        # input layers left fresh when the channels differ (VoCo's fine-tuning: name-and-shape matching drops
+        # swinViT.patch_embed and encoder1's convs); other families repeat and scale (`adapt_input_channels`)
+        self.fresh_input_keys = fresh_input_keys(entry.family)
         self.class_keys = list(entry.class_keys)
         self.allowed_missing = list(entry.allowed_missing) + self.class_keys
         self.allowed_unexpected = list(entry.allowed_unexpected)
@@ -81,16 +80,6 @@ class Policy:
             unused_ok = [k for k, v in source.items() if _storage_key(v) in decoder_side]
         report, to_load = plan_load(own, source, converted, self)
         return report, to_load, unused_ok
-
-
-def adapt_input_channels(key: str, value: torch.Tensor, target: torch.Tensor, input_keys) -> Optional[torch.Tensor]:
-    """Repeat-and-scale a stem weight ``(F, c, ...)`` to ``(F, C, ...)`` when ``C`` is a multiple of ``c``."""
-    if key not in input_keys or value.dim() != target.dim() or value.dim() < 2:
-        return None
-    c, big_c = int(value.shape[1]), int(target.shape[1])
-    if value.shape[0] != target.shape[0] or value.shape[2:] != target.shape[2:] or big_c % c or big_c == c:
-        return None
-    return value.repeat(1, big_c // c, *([1] * (value.dim() - 2))) * (c / big_c)
 
 
 def _ptr(t: torch.Tensor) -> int:
@@ -118,7 +107,7 @@ def plan_load(own: Dict[str, torch.Tensor], source: Tensors, converted: Tensors,
         if key not in own:
             continue
         if tuple(value.shape) != tuple(own[key].shape):
-            value = adapt_input_channels(key, value, own[key], policy.input_keys)
+            value = adapt_input_channels(policy.family, key, value, own[key])
             if value is None:
                 report.shape_mismatch.append(key)
                 continue
@@ -213,17 +202,14 @@ def _entry_for_file(path: Path, family_hint: Optional[str]) -> catalog.CatalogEn
         want = f"a {hint} checkpoint" if hint else "a checkpoint of a known family (" + ", ".join(FORMATS) + ")"
         got = f"its keys are those of a {family} checkpoint" if family else f"keys such as {next(iter(sd))!r}"
         raise CheckpointError(f"checkpoint {path} does not look like {want}: {got}")
-    template = FORMATS[family].template_id
-    if family == "swin_unetr":
-        template = detect_voco_variant(CONVERTERS["voco"](sd))
-    return catalog.get_entry(template)
+    return catalog.get_entry(template_entry(family, sd))
 
 
 def file_arch_kwargs(entry: catalog.CatalogEntry, ckpt: Any, path: Path) -> Dict[str, Any]:
     """Backbone kwargs: the entry's preset, overridden by what the file's shapes say."""
     converted = CONVERTERS[entry.converter](tensors_of(ckpt, path))
     try:
-        inferred = INFER[entry.family](converted)
+        inferred = infer_arch(entry.family, converted)
     except (KeyError, IndexError, ZeroDivisionError) as exc:
         raise CheckpointError(f"checkpoint {path} does not look like a {entry.family} checkpoint "
                               f"(no tensor {exc}); check the file") from None

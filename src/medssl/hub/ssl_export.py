@@ -26,6 +26,7 @@ import torch
 from ..errors import CheckpointError, PackageError
 from ..io.atomic import atomic_dir
 from ..plan import Plan, PlanDefaults
+from .converters import adapt_input_channels, fresh_input_keys
 from .source import BackboneSource, LoadReport
 from .package import sha256_file, versions
 
@@ -96,18 +97,10 @@ def load_export(folder: str | Path) -> Tuple[Plan, Dict[str, Any], Dict[str, tor
     return Plan.load(folder / PLAN), meta, state
 
 
-def _adapt_input(value: torch.Tensor, own: torch.Tensor) -> Optional[torch.Tensor]:
-    """Repeat an input-layer weight ``(F, c, ...)`` to ``(F, C, ...)``, divided by ``C / c`` (nnssl)."""
-    if value.dim() < 2 or value.dim() != own.dim() or value.shape[0] != own.shape[0] or value.shape[2:] != own.shape[2:]:
-        return None
-    c, big = int(value.shape[1]), int(own.shape[1])
-    if big % c or big == c:
-        return None
-    return value.repeat(1, big // c, *([1] * (value.dim() - 2))) * (c / big)
-
-
-def load_into(state: Dict[str, torch.Tensor], net: torch.nn.Module, source: str) -> LoadReport:
-    """Copy matching tensors into ``net``; raise `CheckpointError` unless every ``encoder.*`` tensor loaded."""
+def load_into(state: Dict[str, torch.Tensor], net: torch.nn.Module, source: str,
+              family: Optional[str] = None) -> LoadReport:
+    """Copy matching tensors into ``net``; raise `CheckpointError` unless every ``encoder.*`` tensor loaded.
+    ``family``: the backbone family, whose input-channel rule adapts another channel count (`adapt_input_channels`)."""
     own = net.state_dict()
     report, chosen = LoadReport(), {}
     for key, value in state.items():
@@ -115,14 +108,15 @@ def load_into(state: Dict[str, torch.Tensor], net: torch.nn.Module, source: str)
             report.unexpected.append(key)
             continue
         if tuple(value.shape) != tuple(own[key].shape):
-            value = _adapt_input(value, own[key]) if key.startswith("encoder.") else None
+            value = adapt_input_channels(family, key, value, own[key])
             if value is None:
                 report.shape_mismatch.append(key)
                 continue
         chosen[key] = value
         report.loaded.append(key)
     report.missing = [k for k in own if k not in chosen]
-    bad = [k for k in own if k.startswith("encoder.") and k not in chosen]
+    fresh = fresh_input_keys(family)
+    bad = [k for k in own if k.startswith("encoder.") and k not in chosen and k not in fresh]
     if bad:
         raise CheckpointError(f"backbone {source}: {len(bad)} encoder tensor(s) of the network did not load (first: "
                               f"{bad[0]}); the export does not match this architecture: use its plan's backbone")
@@ -136,7 +130,7 @@ def verify_export(folder: Path) -> None:
 
     plan, _, state = load_export(folder)
     net = build_network(plan.architecture, plan.num_channels, 2)  # a decoder's output layer may differ: not checked
-    load_into(state, net, str(folder))
+    load_into(state, net, str(folder), plan.architecture.backbone)
 
 
 def resolve_ssl_export(spec: str | Path) -> BackboneSource:
@@ -148,7 +142,7 @@ def resolve_ssl_export(spec: str | Path) -> BackboneSource:
     defaults = PlanDefaults.of_plan(plan, f"medssl pretrain export {folder}")
 
     def init(net: torch.nn.Module) -> LoadReport:
-        return load_into(load_export(folder)[2], net, str(folder))
+        return load_into(load_export(folder)[2], net, str(folder), plan.architecture.backbone)
 
     prov = {"backbone": str(folder), "init": "medssl-pretrain", "method": meta.get("method"),
             "pretrain_steps": meta.get("steps"), "fingerprint": (meta.get("fingerprint") or {}).get("hash"),

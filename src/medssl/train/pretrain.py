@@ -25,7 +25,7 @@ import torch
 from ..data.volumes import VolumeSet
 from ..errors import OOM_ADVICE, InputError
 from ..events import EventSink, NullSink
-from ..hub.backbone_source import DEFAULT_DECODER
+from ..hub.backbone_source import default_decoder
 from ..hub.ssl_export import save_export
 from ..inference.devices import resolve_device
 from ..io.atomic import write_text_atomic
@@ -105,7 +105,7 @@ def _make_plan(paths: RunFolder, files: List[str], cfg: PretrainConfig, method: 
     fp = fingerprint_dataset(files, cfg.orientation, cfg.seed)
     name, _, preset = cfg.backbone.partition(":")
     kwargs = {**({"preset": preset} if preset else {}), **cfg.backbone_kwargs}
-    arch = resolve_arch(name, cfg.decoder or DEFAULT_DECODER.get(name, "unet"), kwargs)
+    arch = resolve_arch(name, cfg.decoder or default_decoder(name), kwargs)
     plan = plan_pretraining(fp, arch, cfg.spacing, cfg.normalization, cfg.patch_size, method)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(paths.file("fingerprint.json"), json.dumps(fp.to_dict(), indent=1))

@@ -20,7 +20,8 @@ from torch import nn
 
 from ..layers.axes import reverse_spatial, reverse_triple
 from ..layers.fmunet import CONV_KERNEL, CONV_PAD, Encoder, he_init, level_dims
-from ..registry import BACKBONES, BackboneFamily
+from ..checkpoint_keys import Tensors, count_indices, strip_prefix
+from ..registry import BACKBONES, BackboneFamily, CheckpointFormat
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "test": {"feature_chns": [4, 8, 16, 32, 64]},
@@ -77,4 +78,32 @@ def build(in_channels: int, **kwargs: Any) -> FMUNetEncoder:
     return FMUNetEncoder(in_channels, **kwargs)
 
 
-BACKBONES.register("fmunet")(BackboneFamily(build, resolve_kwargs, "FMUNet encoder (MIS-FM Volume Fusion, AbdomenCT-1K)"))
+# ------------------------------------------------------------------ released files (MIS-FM, PyMIC checkpoints)
+def convert_misfm_fmunet(sd: Tensors) -> Tensors:
+    """MIS-FM FMUNet ``model_state_dict`` -> ``encoder.`` (project, encoder) / ``decoder.`` (decoder, out_layers)."""
+    out: Tensors = {}
+    for key, value in sd.items():
+        k = strip_prefix(key, ("module.",))
+        head = k.split(".")[0]
+        k = "encoder." + k if head in ("project", "encoder") else "decoder." + k if head in ("decoder", "out_layers") else k
+        out[k] = value
+    return out
+
+
+def infer_from_file(sd: Tensors) -> Dict[str, Any]:
+    """Channels, residual depth, and res_mode from the in-plane (1x3x3) kernels."""
+    feats = [int(sd[f"encoder.encoder.en_conv{i}.conv_list.0.3.weight"].shape[0]) for i in range(5)]
+    depth = count_indices(sd, r"^encoder\.encoder\.en_conv0\.conv_list\.(\d+)\.")
+    flat0 = sd["encoder.project.weight"].shape[2] == 1
+    flat1 = sd["encoder.encoder.down1.down.2.weight"].shape[2] == 1
+    return {"feature_chns": feats, "depth": depth, "res_mode": 2 if flat1 else 1 if flat0 else 0}
+
+
+def is_fmunet_file(keys: List[str]) -> bool:
+    return "project.weight" in keys and any(k.startswith("encoder.en_conv") for k in keys)
+
+
+FORMAT = CheckpointFormat("misfm_fmunet", convert_misfm_fmunet, is_fmunet_file, infer_from_file,
+                          lambda converted: "misfm_fmunet_abd1k", input_keys=("encoder.project.weight",))
+BACKBONES.register("fmunet")(BackboneFamily(build, resolve_kwargs, "FMUNet encoder (MIS-FM Volume Fusion, AbdomenCT-1K)",
+                                            default_decoder="fmunet", checkpoint=FORMAT))

@@ -17,6 +17,7 @@ Features for ``x: (B, C, I, J, K)``: ``[x0 (C0), x1 (C1), e2 (C2), e3 (C3), e4 (
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
@@ -24,7 +25,8 @@ from torch import nn
 
 from ..layers.axes import reverse_spatial, reverse_triple
 from ..layers.pct import MODE_DIMS, MODE_SCALE, ConvTransBlock, DownSample, PatchEmbedding
-from ..registry import BACKBONES, BackboneFamily
+from ..checkpoint_keys import Tensors, count_indices, strip_prefix, window_side
+from ..registry import BACKBONES, BackboneFamily, CheckpointFormat
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "test": {"feature_chns": [4, 8, 16, 32, 64], "num_heads": [2, 4, 8], "window_sizes": [2, 2, 2],
@@ -109,4 +111,40 @@ def build(in_channels: int, **kwargs: Any) -> PCTNetEncoder:
     return PCTNetEncoder(in_channels, **kwargs)
 
 
-BACKBONES.register("pctnet")(BackboneFamily(build, resolve_kwargs, "PCT-Net encoder (MIS-FM Volume Fusion, CT10k)"))
+# ------------------------------------------------------------------ released files (MIS-FM, PyMIC checkpoints)
+PCT_ENCODER = ("embeddings.", "pyramid_ct.down3.", "pyramid_ct.down4.", "pyramid_ct.convtrans_e")
+PCT_DECODER = ("pred_heads.", "pyramid_ct.")
+
+
+def convert_misfm_pctnet(sd: Tensors) -> Tensors:
+    """MIS-FM PCTNet ``model_state_dict`` -> ``encoder.`` (embeddings, pyramid down/e*) / ``decoder.`` (rest)."""
+    out: Tensors = {}
+    for key, value in sd.items():
+        k = strip_prefix(key, ("module.",))
+        k = "encoder." + k if k.startswith(PCT_ENCODER) else "decoder." + k if k.startswith(PCT_DECODER) else k
+        out[k] = value
+    return out
+
+
+def infer_from_file(sd: Tensors) -> Dict[str, Any]:
+    """Channels per level, Swin depths/heads/windows (resolution mode: the released 1)."""
+    e, p = "encoder.embeddings.0.", "encoder.pyramid_ct."
+    feats = [sd[e + "proj.weight"], sd[e + "down1.conv.2.weight"], sd[e + "down2.conv.2.weight"],
+             sd[p + "down3.conv.2.weight"], sd[p + "down4.conv.2.weight"]]
+    levels = ("convtrans_e2", "convtrans_e3", "convtrans_e4")
+    tables = [sd[f"{p}{lv}.trans.blocks.0.attn.relative_position_bias_table"] for lv in levels]
+    return {"feature_chns": [int(t.shape[0]) for t in feats],
+            "depths": [count_indices(sd, rf"^{re.escape(p)}{lv}\.trans\.blocks\.(\d+)\.") for lv in levels],
+            "num_heads": [int(t.shape[1]) for t in tables],
+            "window_sizes": [window_side(int(t.shape[0])) for t in tables]}
+
+
+def is_pctnet_file(keys: List[str]) -> bool:
+    return any(k.startswith("pyramid_ct.") for k in keys) and any(k.startswith("embeddings.") for k in keys)
+
+
+FORMAT = CheckpointFormat("misfm_pctnet", convert_misfm_pctnet, is_pctnet_file, infer_from_file,
+                          lambda converted: "misfm_pctnet_ct10k",
+                          input_keys=tuple(f"encoder.embeddings.{m}.proj.weight" for m in range(3)))
+BACKBONES.register("pctnet")(BackboneFamily(build, resolve_kwargs, "PCT-Net encoder (MIS-FM Volume Fusion, CT10k)",
+                                            default_decoder="pctnet", checkpoint=FORMAT))

@@ -7,11 +7,12 @@ the released nnssl checkpoints. Presets: ``test`` (tiny, for CPU tests), ``tiny`
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from torch import nn
 
-from ..registry import BACKBONES, BackboneFamily
+from ..checkpoint_keys import Tensors, count_indices, strip_prefix
+from ..registry import BACKBONES, BackboneFamily, CheckpointFormat
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "test": {"features_per_stage": [8, 16, 32, 64], "n_blocks_per_stage": [1, 1, 1, 1]},
@@ -86,4 +87,33 @@ def build(in_channels: int, features_per_stage, n_blocks_per_stage, strides, ker
     return enc
 
 
-BACKBONES.register("resenc")(BackboneFamily(build, resolve_kwargs, "nnU-Net residual encoder (ResEnc, nnssl/OpenMind)"))
+# ------------------------------------------------------------------ released files (nnssl / OpenMind)
+def convert_nnssl(sd: Tensors) -> Tensors:
+    """nnssl ``network_weights`` (a ``ResidualEncoderUNet`` state) -> the ResEnc encoder keys (identical names);
+    the decoder and ``seg_layers`` stay unused (nnssl's fine-tuning builds the decoder fresh)."""
+    out: Tensors = {}
+    for key, value in sd.items():
+        k = strip_prefix(key, ("module.", "_orig_mod."))
+        if k.startswith(("encoder.stem.", "encoder.stages.")):
+            out[k] = value
+    return out
+
+
+def infer_from_file(sd: Tensors) -> Dict[str, Any]:
+    """Widths, blocks and kernels per stage; strides 1, 2, 2, ... (not visible in weights)."""
+    n = count_indices(sd, r"^encoder\.stages\.(\d+)\.")
+    feats = [int(sd[f"encoder.stages.{s}.blocks.0.conv2.conv.weight"].shape[0]) for s in range(n)]
+    blocks = [count_indices(sd, rf"^encoder\.stages\.{s}\.blocks\.(\d+)\.") for s in range(n)]
+    kernels = [int(sd[f"encoder.stages.{s}.blocks.0.conv2.conv.weight"].shape[-1]) for s in range(n)]
+    return {"features_per_stage": feats, "n_blocks_per_stage": blocks, "kernel_sizes": kernels,
+            "strides": [1] + [2] * (n - 1), "conv_bias": "encoder.stem.convs.0.conv.bias" in sd}
+
+
+def is_resenc_file(keys: List[str]) -> bool:
+    return "encoder.stem.convs.0.conv.weight" in keys
+
+
+FORMAT = CheckpointFormat("nnssl", convert_nnssl, is_resenc_file, infer_from_file, lambda converted: "openmind_resencl_mae",
+                          input_keys=("encoder.stem.convs.0.conv.weight", "encoder.stem.convs.0.all_modules.0.weight"))
+BACKBONES.register("resenc")(BackboneFamily(build, resolve_kwargs, "nnU-Net residual encoder (ResEnc, nnssl/OpenMind)",
+                                            default_decoder="unet", checkpoint=FORMAT))

@@ -21,7 +21,8 @@ from typing import Any, Dict, List
 import torch
 from torch import nn
 
-from ..registry import BACKBONES, BackboneFamily
+from ..checkpoint_keys import Tensors, count_indices, strip_prefix, window_side
+from ..registry import BACKBONES, BackboneFamily, CheckpointFormat
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "test": {"feature_size": 12}, "B": {"feature_size": 48}, "L": {"feature_size": 96}, "H": {"feature_size": 192},
@@ -105,5 +106,47 @@ def size_divisor(**kwargs: Any) -> int:
     return 32
 
 
+# ------------------------------------------------------------------ released files (VoCo / VoComni)
+SWIN_ENCODER = {"swinViT", "encoder1", "encoder2", "encoder3", "encoder4", "encoder10"}
+SWIN_DECODER = {"decoder1", "decoder2", "decoder3", "decoder4", "decoder5", "out"}
+
+
+def convert_voco(sd: Tensors) -> Tensors:
+    """A flat SwinUNETR state (VoCo SSL head: ``swinViT.*``, ``encoder1-4/10.*``; VoComni also ``decoder1-5.*``,
+    ``out.*``) -> ``encoder.*`` / ``decoder.*``; ``module.``/``backbone.`` stripped and ``swin_vit`` renamed, as
+    VoCo's own loader does."""
+    out: Tensors = {}
+    for key, value in sd.items():
+        k = strip_prefix(key, ("module.", "backbone."))
+        k = "swinViT" + k[len("swin_vit"):] if k.startswith("swin_vit.") else k
+        head = k.split(".")[0]
+        k = "encoder." + k if head in SWIN_ENCODER else "decoder." + k if head in SWIN_DECODER else k
+        out[k] = value
+    return out
+
+
+def infer_from_file(sd: Tensors) -> Dict[str, Any]:
+    """Feature size, blocks and heads per stage, window from the bias-table rows."""
+    feature = int(sd["encoder.swinViT.patch_embed.proj.weight"].shape[0])
+    depths = [count_indices(sd, rf"^encoder\.swinViT\.layers{i}\.0\.blocks\.(\d+)\.") for i in range(1, 5)]
+    tables = [sd[f"encoder.swinViT.layers{i}.0.blocks.0.attn.relative_position_bias_table"] for i in range(1, 5)]
+    return {"feature_size": feature, "depths": depths, "num_heads": [int(t.shape[1]) for t in tables],
+            "window_size": window_side(int(tables[0].shape[0]))}
+
+
+def voco_variant(converted: Tensors) -> str:
+    """``voco_<size>`` or ``vocomni_<size>`` (decoder present) from a converted SwinUNETR state."""
+    f = int(converted["encoder.swinViT.patch_embed.proj.weight"].shape[0])
+    size = {48: "b", 96: "l", 192: "h"}.get(f, "b")
+    return ("vocomni_" if any(k.startswith("decoder.") for k in converted) else "voco_") + size
+
+
+def is_swin_file(keys: List[str]) -> bool:
+    return any(strip_prefix(k, ("backbone.",)).startswith(("swinViT.", "swin_vit.")) for k in keys)
+
+
+FORMAT = CheckpointFormat("voco", convert_voco, is_swin_file, infer_from_file, voco_variant,
+                          input_keys=("encoder.swinViT.patch_embed.proj.weight", "encoder.encoder1.layer.conv1.conv.weight",
+                                      "encoder.encoder1.layer.conv3.conv.weight"), fresh_input_layer=True)
 BACKBONES.register("swin_unetr")(BackboneFamily(build, resolve_kwargs, "MONAI SwinUNETR v2 encoder (VoCo B/L/H)",
-                                                size_divisor))
+                                                size_divisor, default_decoder="swin_unetr", checkpoint=FORMAT))

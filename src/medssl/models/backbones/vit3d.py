@@ -18,13 +18,15 @@ Presets: ``L`` = 3DINO ViT-L/16 (D 1024, 24 blocks, 16 heads, img 112, LayerScal
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Sequence
 
 import torch
 from torch import nn
 
+from ..checkpoint_keys import Tensors, count_indices, strip_prefix
 from ..layers.vit import Block, PatchEmbed3d, init_vit_weights, resize_pos_embed, token_grid
-from ..registry import BACKBONES, BackboneFamily
+from ..registry import BACKBONES, BackboneFamily, CheckpointFormat
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "test": {"embed_dim": 32, "depth": 4, "num_heads": 2, "img_size": 32, "out_indices": [0, 1, 2, 3]},
@@ -134,5 +136,43 @@ def build(in_channels: int, **kwargs: Any) -> ViT3DEncoder:
     return ViT3DEncoder(in_channels, **kwargs)
 
 
+# ------------------------------------------------------------------ released files (3DINO)
+VIT_TOP = {"cls_token", "pos_embed", "mask_token", "patch_embed", "blocks", "norm"}
+_CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
+_QKV = re.compile(r"^(backbone\.)?blocks\.\d+\.(\d+\.)?attn\.qkv\.weight$")
+
+
+def convert_3dino(sd: Tensors) -> Tensors:
+    """3DINO teacher ``{"backbone.<ViT key>", "dino_head.*", "ibot_head.*"}`` (or a bare DINOv2-style 3-D ViT) ->
+    ``encoder.*``; blocks stored as ``blocks.{chunk}.{i}`` (DINOv2 ``block_chunks=4``) or ``blocks.{i}``."""
+    out: Tensors = {}
+    for key, value in sd.items():
+        k = strip_prefix(key, ("module.", "_orig_mod."))
+        if k.startswith("backbone.") or k.split(".")[0] in VIT_TOP:
+            k = _CHUNKED.sub(r"blocks.\1.", strip_prefix(k, ("backbone.",)))
+            k = "encoder." + k
+        out[k] = value
+    return out
+
+
+def infer_from_file(sd: Tensors) -> Dict[str, Any]:
+    """Width/patch from the patch embedding, depth from the blocks, grid from pos_embed, 64-d heads."""
+    w = sd["encoder.patch_embed.proj.weight"]
+    dim, patch = int(w.shape[0]), int(w.shape[2])
+    depth = count_indices(sd, r"^encoder\.blocks\.(\d+)\.")
+    grid = round((sd["encoder.pos_embed"].shape[1] - 1) ** (1.0 / 3.0))
+    hidden = int(sd["encoder.blocks.0.mlp.fc1.weight"].shape[0])
+    return {"embed_dim": dim, "patch_size": patch, "depth": depth, "num_heads": max(1, dim // 64),
+            "img_size": grid * patch, "mlp_ratio": hidden / dim,
+            "init_values": 1e-5 if "encoder.blocks.0.ls1.gamma" in sd else None,
+            "out_indices": [(k + 1) * depth // 4 - 1 for k in range(4)]}
+
+
+def is_vit3d_file(keys: List[str]) -> bool:
+    return any(_QKV.match(k) for k in keys) and any(k.endswith("pos_embed") for k in keys)
+
+
+# multi-channel input: every channel runs through the shared one-channel encoder (3DINO): no input keys
+FORMAT = CheckpointFormat("3dino", convert_3dino, is_vit3d_file, infer_from_file, lambda converted: "3dino_vit_l")
 BACKBONES.register("vit3d")(BackboneFamily(build, resolve_kwargs, "3-D ViT with cubic patches (3DINO ViT-L/16)",
-                                           tokens=True))
+                                           tokens=True, default_decoder="unetr", checkpoint=FORMAT))
