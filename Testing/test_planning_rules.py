@@ -102,7 +102,7 @@ def test_one_run_folder_rule_for_finetuning_and_pretraining(tmp_path):
     from medssl.train.run_folder import RunFolder
 
     for folder in (RunFolder.finetune(tmp_path / "ft"), RunFolder.pretrain(tmp_path / "pt")):
-        with pytest.raises(InputError, match="holds no interrupted run"):
+        with pytest.raises(InputError, match="holds no interrupted (pretraining )?run"):
             folder.prepare(resume=True, overwrite=False)
         folder.prepare(resume=False, overwrite=False)
         folder.run_dir.mkdir(parents=True)
