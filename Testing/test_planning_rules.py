@@ -102,7 +102,7 @@ def test_one_run_folder_rule_for_finetuning_and_pretraining(tmp_path):
     from medssl.train.run_folder import RunFolder
 
     for folder in (RunFolder.finetune(tmp_path / "ft"), RunFolder.pretrain(tmp_path / "pt")):
-        with pytest.raises(InputError, match="holds no interrupted run"):
+        with pytest.raises(InputError, match="holds no interrupted (pretraining )?run"):
             folder.prepare(resume=True, overwrite=False)
         folder.prepare(resume=False, overwrite=False)
         folder.run_dir.mkdir(parents=True)
@@ -126,3 +126,13 @@ def test_channel_names_follow_the_parent_package(one_case):
     assert [c.name for c in plan.channels] == ["T1w"] and plan.provenance["fields"]["channels"] == "like_pretrained"
     plan = make_finetune_plan(one_case, default_labels(["a"]), "data", ARCH, parent, Choices(spacing=3), ["t1"])
     assert [c.name for c in plan.channels] == ["t1"] and plan.provenance["fields"]["channels"] == "user"
+
+
+def test_spacing_option_of_the_command_line():
+    from medssl.cli.finetune_cmd import spacing_option
+
+    assert spacing_option(["native"]) == "native" and spacing_option(["1.5"]) == 1.5
+    assert spacing_option(["0.8", "0.8", "2"]) == [0.8, 0.8, 2.0]
+    for bad in (["fine"], ["1", "2"], ["-1"]):
+        with pytest.raises(InputError, match="--spacing"):
+            spacing_option(bad)

@@ -54,6 +54,7 @@ def test_one_case_model_segments_a_four_times_finer_copy_like_the_scan(tmp_path,
                    backbone="resenc:test", overrides=FAST, device="cpu")
     plan = Plan.load(out / "plan.json")
     assert plan.spacing == (4.0, 4.0, 4.0) and plan.provenance["fields"]["spacing"] == "data"
+    assert json.loads((out / "metadata.json").read_text())["plan_fields"]["spacing"] == "data"
 
     predictor = Predictor.from_package(out, device="cpu")
     on_scan = predictor.predict([str(colin_4mm / "scan.nii.gz")]).labels

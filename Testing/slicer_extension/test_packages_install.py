@@ -21,7 +21,7 @@ from MedSSLLib.train_logic import TrainLogic  # noqa: E402
 
 
 def test_home_folder_rule_matches_medssl(monkeypatch, tmp_path):
-    from medssl.hub import cache
+    from medssl import home as cache
 
     monkeypatch.setenv("MEDSSL_HOME", str(tmp_path / "h"))
     assert medsslHome() == cache.medssl_home() and modelsDir() == cache.models_dir()

@@ -25,7 +25,7 @@ RESULT_FILES = ("plan.json", "weights.safetensors", "backbone.safetensors")
 @dataclass(frozen=True)
 class RunFolder:
     """``out``: the folder the user named; ``result``: what the finished run writes; ``kind`` names the run
-    in messages ("fine-tuning", "pretraining")."""
+    in messages ("" for fine-tuning, "pretraining ")."""
 
     out: Path
     result: Path
@@ -33,11 +33,11 @@ class RunFolder:
 
     @classmethod
     def finetune(cls, out: str | Path) -> "RunFolder":
-        return cls(Path(out), Path(out), "fine-tuning")
+        return cls(Path(out), Path(out), "")
 
     @classmethod
     def pretrain(cls, out: str | Path) -> "RunFolder":
-        return cls(Path(out), Path(out) / "export", "pretraining")
+        return cls(Path(out), Path(out) / "export", "pretraining ")
 
     @property
     def run_dir(self) -> Path:
@@ -75,8 +75,8 @@ class RunFolder:
         recover_dir(self.result)
         if resume:
             if not self.plan.exists():
-                raise InputError(f"--resume: {self.out} holds no interrupted run (no training/plan.json); start a "
-                                 f"new {self.kind} run without --resume")
+                raise InputError(f"--resume: {self.out} holds no interrupted {self.kind}run (no training/plan.json); "
+                                 f"start a new run without --resume")
             return
         if (self.has_result() or self.plan.exists()) and not overwrite:
             raise InputError(f"{self.out} already holds a model or a run; pass --resume to continue the run, "
