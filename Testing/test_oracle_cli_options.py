@@ -109,3 +109,16 @@ def test_sw_batch_size_sets_the_windows_per_forward_pass(case, two_channel_model
                           str(reference), "--device", "cpu", "--progress", "none").returncode == 0
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))),
                                   sitk.GetArrayFromImage(sitk.ReadImage(str(reference))))
+
+
+def test_probabilities_are_a_distribution_whose_arg_max_is_the_label_map(case, two_channel_model, tmp_path):
+    seg, probs = tmp_path / "seg.nii.gz", tmp_path / "probs.nii.gz"
+    done = cli_in_process("predict", "--model", str(two_channel_model), "--input", case["t1"], case["t2"], "--output",
+                          str(seg), "--probabilities", str(probs), "--device", "cpu", "--progress", "none")
+    assert done.returncode == 0, done.stderr
+    p = sitk.GetArrayFromImage(sitk.ReadImage(str(probs)))  # (k, j, i, classes)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(seg)))
+    values = [lab["value"] for lab in json.loads((two_channel_model / "plan.json").read_text())["labels"]]
+    assert p.shape == (*labels.shape, len(values))
+    np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-3)
+    assert (np.asarray(values)[p.argmax(-1)] == labels).mean() > 0.999  # ties at resampled borders aside
