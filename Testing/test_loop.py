@@ -107,6 +107,23 @@ def test_accumulation_averages_micro_batches(tmp_path):
     assert [e["total"] for e in loop.sink.events if e["event"] == "start"] == [1]
 
 
+def test_gradient_clipping_scales_the_step_to_the_norm_limit(tmp_path):
+    """Oracle: with ``grad_clip`` below the gradient norm, one SGD step is ``-lr * g * clip / ||g||`` (the global
+    L2 norm over all parameters, as torch.nn.utils.clip_grad_norm_ documents), computed here by hand."""
+    model, lr, clip = Linear(), 0.05, 0.01
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = LoopConfig(steps=1, lr=lr, optimizer="sgd", momentum=0.0, schedule="constant", weight_decay=0.0,
+                     grad_clip=clip, checkpoint_every=100, log_every_s=0)
+    result = TrainLoop(model, Batches(), cfg, tmp_path, torch.device("cpu")).run()
+    oracle = Linear()
+    oracle.load_state_dict(start)
+    grads = torch.autograd.grad(oracle(Batches()[0])["loss"], list(oracle.parameters()))
+    norm = math.sqrt(sum(float((g ** 2).sum()) for g in grads))
+    assert norm > 10 * clip and result.history[0]["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    for (name, p), g in zip(oracle.named_parameters(), grads):
+        torch.testing.assert_close(model.state_dict()[name], p.detach() - lr * g * clip / norm, rtol=0, atol=1e-7)
+
+
 class Exploding(Regression):
     def forward(self, batch):
         out = super().forward(batch)
