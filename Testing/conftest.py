@@ -58,7 +58,7 @@ def tiny_package(tmp_path_factory, kmeans_t1, kmeans_labels) -> Path:
 
 
 
-SLOW_TIMEOUT_S = 1800  # the default per-test limit is pyproject's --timeout (600 s); @pytest.mark.slow raises it
+SLOW_TIMEOUT_S = 1800  # the default per-test limit is pyproject's timeout (600 s); @pytest.mark.slow raises it
 
 
 def pytest_collection_modifyitems(config, items):
