@@ -103,7 +103,7 @@ def test_accumulation_averages_micro_batches(tmp_path):
     grads = torch.autograd.grad(sum(micro) / 4, list(oracle.parameters()))
     for (name, p), g in zip(oracle.named_parameters(), grads):
         torch.testing.assert_close(model.state_dict()[name], p.detach() - lr * g, rtol=0, atol=1e-6)
-    assert result.history[0]["loss"] == pytest.approx(float(sum(micro)) / 4, rel=1e-6)
+    assert result.history[0]["loss"] == pytest.approx(float(sum(micro).detach()) / 4, rel=1e-6)
     assert [e["total"] for e in loop.sink.events if e["event"] == "start"] == [1]
 
 
