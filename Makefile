@@ -17,7 +17,7 @@ demo: install data
 	$(PY) -m medssl.demo --out demo_out
 
 test: install-dev data
-	HF_HUB_OFFLINE=1 $(PY) -m pytest Testing -q -p no:cacheprovider
+	HF_HUB_OFFLINE=1 $(PY) -m pytest Testing -q -p no:cacheprovider --durations=25
 
 bench: install-dev data
 	$(PY) benchmarks/predict_vs_monai.py

@@ -56,3 +56,14 @@ def tiny_package(tmp_path_factory, kmeans_t1, kmeans_labels) -> Path:
     return out
 
 
+
+
+SLOW_TIMEOUT_S = 1800  # the default per-test limit is pyproject's timeout (600 s); @pytest.mark.slow raises it
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.slow`` (a long end-to-end run: several subprocesses or trainings) gets a larger per-test
+    timeout; an explicit ``@pytest.mark.timeout(N)`` wins."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))

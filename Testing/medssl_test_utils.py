@@ -60,6 +60,15 @@ def blob_labels(image: sitk.Image, n: int = 3) -> sitk.Image:
     return out
 
 
+def require_module(name: str):
+    """Import ``name``; skip the test if it is not installed (fail under CI, where ``make test`` installs it)."""
+    if os.environ.get("CI"):
+        import importlib
+
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason=f"{name} is not installed (run 'make test')")
+
+
 NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}  # env for a subprocess that must see no CUDA GPU, even on a GPU machine
 
 
@@ -68,3 +77,50 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "medssl", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
+
+
+def stdout_lines(proc: subprocess.Popen, timeout: float = 120):
+    """Lines of a child's stdout, failing the test (and killing the child) if none arrives within ``timeout``
+    seconds: a plain ``for line in proc.stdout`` would hang the suite when the child hangs."""
+    import queue
+    import threading
+
+    lines: "queue.Queue[str | None]" = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            proc.kill()
+            pytest.fail(f"no output from {proc.args!r} for {timeout} s: it hangs")
+        if line is None:
+            return
+        yield line
+
+
+def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``medssl ARGS`` in this process (``medssl.cli.main.main``), captured like `run_cli`: for error paths
+    where the subprocess itself is not what is tested (a Python start-up costs ~2 s a case). The CLI's
+    SIGTERM handler is put back afterwards."""
+    import contextlib
+    import io
+    import signal
+
+    from medssl.cli.main import main
+
+    out, err, handler = io.StringIO(), io.StringIO(), signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: usage errors and --version
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    return subprocess.CompletedProcess(["medssl", *args], code, out.getvalue(), err.getvalue())

@@ -77,7 +77,8 @@ def test_dicom_series_folder(tmp_path):
     img = read_image(folder)
     assert img.GetSize() == (256, 256, 2)
     np.testing.assert_allclose(img.GetSpacing(), (1.796875, 1.796875, 3.0))
-    with pytest.raises(InputError, match="single slice|2D"):
+    with pytest.raises(InputError, match=r"0\.dcm has size \(256, 256, 1\), a single slice; medssl needs 3D volumes: give "
+                                         r"the 3D volume \(for DICOM, the series folder, not one slice file\)$"):
         read_image(folder / "0.dcm")
     with pytest.raises(InputError, match="no DICOM series"):
         read_image(tmp_path)

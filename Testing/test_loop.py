@@ -64,20 +64,64 @@ def test_loss_falls(tmp_path):
 
 
 def test_resume_continues_with_identical_losses(tmp_path):
-    _, full = run(tmp_path / "a", 20)
+    full_loop, full = run(tmp_path / "a", 20, accumulate=2)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "b", 20, kill_at=13)  # killed three steps after the step-10 checkpoint
+        run(tmp_path / "b", 20, kill_at=13, accumulate=2)  # killed three steps after the step-10 checkpoint
     assert load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")["step"] == 10
-    _, resumed = run(tmp_path / "b", 20, resume=True)
-    assert [h["loss"] for h in resumed.history[10:]] == pytest.approx([h["loss"] for h in full.history[10:]], rel=1e-6)
+    loop, resumed = run(tmp_path / "b", 20, resume=True, accumulate=2)
+    assert [h["loss"] for h in resumed.history[10:]] == [h["loss"] for h in full.history[10:]]  # bit for bit
+    a, b = full_loop.model.state_dict(), loop.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # dropout RNG and data position (2 micro-batches a step) restored
     assert resumed.step == 20 and load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")["step"] == 20
 
 
+class Linear(torch.nn.Module):
+    """``batch -> {"loss"}`` with no randomness of its own (no dropout): its gradients can be recomputed by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.lin = torch.nn.Linear(8, 1)
+
+    def forward(self, batch):
+        return {"loss": ((self.lin(batch["x"]) - batch["y"]) ** 2).mean()}
+
+
 def test_accumulation_averages_micro_batches(tmp_path):
-    loop, result = run(tmp_path, 3, accumulate=4, checkpoint_every=100)
-    assert result.step == 3 and all(math.isfinite(h["loss"]) for h in result.history)
-    starts = [e for e in loop.sink.events if e["event"] == "start"]
-    assert starts[0]["total"] == 3
+    """Oracle: one SGD step (no momentum, constant LR, no clipping) on 4 accumulated micro-batches moves the
+    weights by ``-lr x`` the MEAN of the 4 micro-batch gradients, computed here with autograd on a fresh copy;
+    the reported loss is the mean of the 4 micro-batch losses. Without the ``/ accumulate`` the step is 4x."""
+    model, lr = Linear(), 0.05
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = LoopConfig(steps=1, lr=lr, optimizer="sgd", momentum=0.0, schedule="constant", weight_decay=0.0,
+                     grad_clip=0.0, accumulate=4, checkpoint_every=100, log_every_s=0)
+    loop = TrainLoop(model, Batches(), cfg, tmp_path, torch.device("cpu"), sink=ListSink())
+    result = loop.run()
+    oracle = Linear()
+    oracle.load_state_dict(start)
+    micro = [oracle(Batches()[i])["loss"] for i in range(4)]  # micro-batches 0..3 make step 1
+    grads = torch.autograd.grad(sum(micro) / 4, list(oracle.parameters()))
+    for (name, p), g in zip(oracle.named_parameters(), grads):
+        torch.testing.assert_close(model.state_dict()[name], p.detach() - lr * g, rtol=0, atol=1e-6)
+    assert result.history[0]["loss"] == pytest.approx(float(sum(micro).detach()) / 4, rel=1e-6)
+    assert [e["total"] for e in loop.sink.events if e["event"] == "start"] == [1]
+
+
+def test_gradient_clipping_scales_the_step_to_the_norm_limit(tmp_path):
+    """Oracle: with ``grad_clip`` below the gradient norm, one SGD step is ``-lr * g * clip / ||g||`` (the global
+    L2 norm over all parameters, as torch.nn.utils.clip_grad_norm_ documents), computed here by hand."""
+    model, lr, clip = Linear(), 0.05, 0.01
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = LoopConfig(steps=1, lr=lr, optimizer="sgd", momentum=0.0, schedule="constant", weight_decay=0.0,
+                     grad_clip=clip, checkpoint_every=100, log_every_s=0)
+    result = TrainLoop(model, Batches(), cfg, tmp_path, torch.device("cpu")).run()
+    oracle = Linear()
+    oracle.load_state_dict(start)
+    grads = torch.autograd.grad(oracle(Batches()[0])["loss"], list(oracle.parameters()))
+    norm = math.sqrt(sum(float((g ** 2).sum()) for g in grads))
+    assert norm > 10 * clip and result.history[0]["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    for (name, p), g in zip(oracle.named_parameters(), grads):
+        torch.testing.assert_close(model.state_dict()[name], p.detach() - lr * g * clip / norm, rtol=0, atol=1e-7)
 
 
 class Exploding(Regression):
@@ -112,9 +156,17 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
             if step == 7:
                 os.kill(os.getpid(), signal.SIGTERM)
 
+    def previous(signum, frame):  # the handler in place before the run (3D Slicer's, the CLI's)
+        raise AssertionError("the run's own handler should have taken the signal")
+
     loop = TrainLoop(Regression(), Batches(), LoopConfig(steps=50, checkpoint_every=100, log_every_s=0), tmp_path,
                      torch.device("cpu"), hooks=[TermAt()])
-    with pytest.raises(Cancelled, match="cancelled at step 7 of 50.*--resume"):
-        loop.run()
-    assert load_checkpoint(tmp_path / "checkpoint_last.pt")["step"] == 7
-    assert signal.getsignal(signal.SIGTERM) is not None  # previous handler restored
+    saved = {s: signal.signal(s, previous) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with pytest.raises(Cancelled, match="cancelled at step 7 of 50.*--resume"):
+            loop.run()
+        assert load_checkpoint(tmp_path / "checkpoint_last.pt")["step"] == 7
+        assert signal.getsignal(signal.SIGTERM) is previous and signal.getsignal(signal.SIGINT) is previous
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

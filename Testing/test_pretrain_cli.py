@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from medssl_test_utils import ITK_DATA, REPO, require, run_cli
+from medssl_test_utils import ITK_DATA, REPO, require, run_cli, stdout_lines
 
 from medssl.errors import InputError
 from medssl.train.checkpoint import load_checkpoint
@@ -53,7 +53,7 @@ def test_kill_and_resume_gives_the_same_next_losses(t1, tmp_path):
     cmd = [sys.executable, "-m", "medssl", "pretrain", "--method", "dino3d", "--images", t1, "--out", str(killed),
            "--preset", "cpu", "--config", config, "--device", "cpu", "--progress", "json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, **ENV})
-    for line in proc.stdout:
+    for line in stdout_lines(proc):
         event = json.loads(line)
         if event["event"] == "step" and event["step"] >= 6:
             proc.send_signal(signal.SIGKILL)  # no chance to save: the step-4 checkpoint is what survives

@@ -120,5 +120,9 @@ def test_safetensors_package_contains_no_pickle(tiny_package):
     data = (tiny_package / "weights.safetensors").read_bytes()
     assert not zipfile.is_zipfile(tiny_package / "weights.safetensors")
     header_len = int.from_bytes(data[:8], "little")
-    json.loads(data[8: 8 + header_len])  # a plain JSON header, then raw tensor bytes
-    assert pickle.PROTO not in data[:2]
+    header = json.loads(data[8: 8 + header_len])  # a plain JSON header, then raw tensor bytes
+    # every byte after the header belongs to one tensor, back to back: there is no room for a pickle anywhere
+    spans = sorted(tuple(v["data_offsets"]) for k, v in header.items() if k != "__metadata__")
+    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert 8 + header_len + spans[-1][1] == len(data)
+    assert data[8:9] == b"{" and pickle.PROTO not in data[8: 8 + header_len]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from medssl_test_utils import ITK_DATA, MRICRON, require
+from medssl_test_utils import ITK_DATA, MRICRON, require, require_module
 from medssl.models import build_network, resolve_arch
 from medssl.planning.cache import cached_volumes
 from medssl.planning.fingerprint import fingerprint_dataset
@@ -43,8 +43,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def scans() -> list:
-    import nilearn
-
+    nilearn = require_module("nilearn")  # installed --no-deps by make install, not by .[dev]
     mni = Path(nilearn.__file__).parent / "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
     return [str(require(MRICRON / "ch2.nii.gz")), str(require(mni)),
             str(require(ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz"))]

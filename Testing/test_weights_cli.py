@@ -13,6 +13,7 @@ from helpers_backbones import fake_checkpoint, run_medssl
 
 from medssl.cli.main import main
 from medssl.hub import catalog, download
+from medssl.errors import CheckpointError
 
 ITK_DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
 
@@ -126,7 +127,8 @@ def test_download_verifies_records_and_resolves_from_the_cache(monkeypatch, tmp_
     bad = catalog.CatalogEntry({**entry.data, "sha256": "0" * 64})
     (path.parent / "record.json").unlink()
     path.unlink()
-    with pytest.raises(Exception, match="does not match the catalog"):
+    with pytest.raises(CheckpointError, match=r"voco_b: the downloaded file's sha256 [0-9a-f]{64} does not match the "
+                                              r"catalog; it was moved to .*VoCo_B_SSL_head\.pt\.bad; download again"):
         download.download(bad)
     assert download.cached_file(bad) is None and not any(p.suffix == ".pt" for p in path.parent.iterdir())
 

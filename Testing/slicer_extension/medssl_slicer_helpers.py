@@ -22,14 +22,16 @@ def recordedArgs(command) -> list:
 
 
 def processGone(pid: int, timeout: float = 5.0) -> bool:
-    """True once ``pid`` no longer runs (zombies count as gone)."""
+    """True once ``pid`` no longer runs (zombies count as gone). psutil, not /proc: on a system without /proc
+    (macOS) a missing /proc file would make every process look gone."""
+    import psutil
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        if state in ("Z", "X"):
+            if psutil.Process(pid).status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                return True
+        except psutil.NoSuchProcess:
             return True
         time.sleep(0.05)
     return False

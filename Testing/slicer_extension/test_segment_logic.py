@@ -14,8 +14,8 @@ from medssl_slicer_helpers import (PACKAGE_LABELS, obliqueLeftHanded, obliqueRig
                                    processGone, sceneSnapshot, waitFor)
 
 from MedSSLLib.commands import PredictOptions  # noqa: E402
-from MedSSLLib.nodeio import ijkToRas, terminologyEntry  # noqa: E402
-from MedSSLLib.packages import LabelInfo, readPackage  # noqa: E402
+from MedSSLLib.nodeio import ijkToRas  # noqa: E402
+from MedSSLLib.packages import readPackage  # noqa: E402
 from MedSSLLib.segment_logic import SegmentLogic  # noqa: E402
 from MedSSLLib.testing import ijkToRasMatrix, makeTinyPackage, volumeFromArray  # noqa: E402
 
@@ -98,9 +98,12 @@ def test_segment_names_colours_values_and_terminology(scene, fakeMedssl, tinyPac
         segment = segments[spec["value"]]
         assert segment.GetName() == spec["name"]
         np.testing.assert_allclose(segment.GetColor(), spec["color"], atol=1e-6)
-        assert segment.GetTerminology() == terminologyEntry(LabelInfo(spec["value"], spec["name"],
-                                                                      tuple(spec["color"]), spec["terminology"]))
-        assert spec["terminology"]["type"][1] in segment.GetTerminology()
+        # Slicer's serialisation (vtkSlicerTerminologiesModuleLogic::SerializeTerminologyEntry), written out by hand:
+        # context~category~type~type modifier~anatomic context~region~region modifier, codes as scheme^value^meaning
+        assert segment.GetTerminology() == (
+            "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure~"
+            f"SCT^{spec['terminology']['type'][1]}^{spec['terminology']['type'][2]}~^^~"
+            "Anatomic codes - DICOM master list~^^~^^")
     assert seg.GetName() == f"CT {readPackage(tinyPackage).name}"
 
 

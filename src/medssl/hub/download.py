@@ -13,6 +13,7 @@ are not on Hugging Face (MIS-FM, Google Drive) are always imported by hand.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -127,7 +128,7 @@ def event_tqdm(sink):
         def __init__(self, *args, **kwargs):
             kwargs["disable"] = True  # no bar: the events are the display
             super().__init__(*args, **kwargs)
-            self._t0, self._last, self._done = time.monotonic(), 0.0, 0
+            self._t0, self._last, self._done = time.monotonic(), 0.0, self.n  # n: bytes resumed (initial)
 
         def update(self, n=1):
             self._done += n or 0
@@ -157,8 +158,20 @@ def download(entry: CatalogEntry, accept_licence: bool = False, sink=None) -> Pa
     target.mkdir(parents=True, exist_ok=True)
     print(f"downloading {entry.file_name} ({entry.size_bytes / 1e9:.2f} GB) for {entry.id} from {entry.source_text}",
           file=sys.stderr)
+    started = time.time()
     path = Path(_hf_download(entry, target, event_tqdm(sink) if sink is not None else None))
+    _remove_stale_partials(target, started)
     return _verify_and_record(entry, path, "download", accept_licence)
+
+
+def _remove_stale_partials(target: Path, before: float) -> None:
+    """Delete partial files that killed downloads left (huggingface_hub writes each download to a temporary
+    ``*.incomplete`` file of its own, removed only when the process survives); a download still being written
+    by another process has a newer modification time and is kept."""
+    for partial in (target / ".cache" / "huggingface" / "download").glob("*.incomplete"):
+        with contextlib.suppress(OSError):
+            if partial.stat().st_mtime < before:
+                partial.unlink()
 
 
 def _hf_download(entry: CatalogEntry, target: Path, tqdm_class=None) -> str:

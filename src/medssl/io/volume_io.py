@@ -111,11 +111,15 @@ def _pick_timepoint(image: sitk.Image, path: str, t: Optional[int], what: str) -
     return image
 
 
+THREE_D_ADVICE = "give the 3D volume (for DICOM, the series folder, not one slice file)"
+
+
 def _check_3d_scalar(image: sitk.Image, path: str, what: str) -> None:
     if image.GetDimension() != 3:
-        raise InputError(f"{what} {path} is {image.GetDimension()}D; medssl needs 3D volumes")
+        raise InputError(f"{what} {path} is {image.GetDimension()}D; medssl needs 3D volumes: {THREE_D_ADVICE}")
     if min(image.GetSize()) < 2:
-        raise InputError(f"{what} {path} has size {image.GetSize()}, a single slice; medssl needs 3D volumes")
+        raise InputError(f"{what} {path} has size {image.GetSize()}, a single slice; medssl needs 3D volumes: "
+                         f"{THREE_D_ADVICE}")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"{what} {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel (colour or "

@@ -21,7 +21,8 @@ def build_optimizer(groups: List[Dict[str, Any]], cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":  # L2 penalty in the gradient, as PyMIC's Adam (MIS-FM's fine-tuning)
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=_amsgrad(cfg))
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,  # torch refuses
+                               weight_decay=cfg.weight_decay)  # Nesterov without momentum
     raise InputError(f"unknown optimizer {cfg.optimizer!r}; use adamw, adam or sgd")
 
 
