@@ -99,3 +99,13 @@ def test_unknown_id_suggests_close_ones():
 
     with pytest.raises(InputError, match="Did you mean: voco_b"):
         catalog.get_entry("voco_bb")
+
+
+def test_catalog_entry_is_typed_with_every_schema_field():
+    """Every field the schema allows is a typed attribute (the notes fields stay in ``data``)."""
+    import dataclasses
+
+    typed = {f.name for f in dataclasses.fields(catalog.CatalogEntry)} - {"data"}
+    assert typed == set(catalog.FIELDS) - {"sha256_note", "md5_note"}
+    entry = catalog.get_entry("voco_b")
+    assert entry.recipe == "voco" and entry.alt_file_names == [] and entry.size_bytes == entry.data["size_bytes"]

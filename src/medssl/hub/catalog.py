@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
@@ -52,37 +52,60 @@ class CatalogError(ValueError):
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    """One validated catalog entry; ``data`` is the raw JSON object."""
+    """One validated catalog entry, typed (the fields of `FIELDS`); ``data`` is the raw JSON object.
 
-    data: Dict[str, Any]
+    ``CatalogEntry(json_object)`` builds it from a JSON object that `validate_catalog` accepted."""
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "data":
-            raise AttributeError(name)
-        try:
-            return self.data[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    data: Dict[str, Any] = field(repr=False)
+    id: str = field(init=False)
+    title: str = field(init=False)
+    family: str = field(init=False)
+    arch: Dict[str, Any] = field(init=False)  # {"backbone", "backbone_kwargs", "decoder", "decoder_kwargs"}
+    source: Dict[str, Any] = field(init=False)
+    file_name: str = field(init=False)
+    sha256: Optional[str] = field(init=False)
+    size_bytes: int = field(init=False)
+    licence: str = field(init=False)
+    licence_requires_acceptance: bool = field(init=False)
+    citation: str = field(init=False)
+    converter: str = field(init=False)
+    native_num_classes: Optional[int] = field(init=False)
+    allowed_missing: List[str] = field(init=False)
+    allowed_unexpected: List[str] = field(init=False)
+    class_keys: List[str] = field(init=False)
+    plan_defaults: Dict[str, Any] = field(init=False)
+    alt_file_names: List[str] = field(init=False)
+    licence_url: Optional[str] = field(init=False)
+    recipe: Optional[str] = field(init=False)  # the fine-tuning recipe (`medssl.hub.recipes`)
+    md5: Optional[str] = field(init=False)
+    verified_against: Optional[str] = field(init=False)
+    notes: Optional[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        optional = {"alt_file_names": [], "licence_url": None, "recipe": None, "md5": None,
+                    "verified_against": None, "notes": None}
+        for f in fields(self):
+            if f.name != "data":
+                object.__setattr__(self, f.name, self.data[f.name] if f.name in self.data else optional[f.name])
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.data.get(name, default)
 
     @property
     def hf(self) -> bool:
-        return self.data["source"]["kind"] == "huggingface"
+        return self.source["kind"] == "huggingface"
 
     @property
     def downloadable(self) -> bool:
-        return self.hf or bool(self.data["source"].get("downloadable"))
+        return self.hf or bool(self.source.get("downloadable"))
 
     @property
     def file_names(self) -> List[str]:
-        return [self.data["file_name"]] + list(self.data.get("alt_file_names", []))
+        return [self.file_name] + list(self.alt_file_names)
 
     @property
     def source_text(self) -> str:
-        src = self.data["source"]
-        return f"https://huggingface.co/{src['repo_id']}" if self.hf else src["url"]
+        return f"https://huggingface.co/{self.source['repo_id']}" if self.hf else self.source["url"]
 
 
 def _check_fields(e: Dict[str, Any], where: str) -> List[str]:
