@@ -86,7 +86,7 @@ def test_oblique_series_geometry_and_voxels_match_pydicom(tmp_path):
     np.testing.assert_array_equal(arr, sitk.GetArrayFromImage(truth))
 
 
-def test_folder_with_two_series_reads_the_larger_one_whole(tmp_path):
+def test_folder_with_two_series_reads_the_larger_one_whole(tmp_path, capsys):
     big, small = oblique_ct(seed=1), oblique_ct(size=(12, 10, 4), spacing=(2.0, 2.0, 5.0), origin=(0, 0, 0), angle=-0.6,
                                                 seed=2)
     write_series(big, tmp_path / "mixed", "1.2.826.0.1.3680043.2.1125.21", "axial")
@@ -94,6 +94,8 @@ def test_folder_with_two_series_reads_the_larger_one_whole(tmp_path):
     img = read_image(tmp_path / "mixed")
     arr, spacing, origin, direction = pydicom_volume(tmp_path / "mixed", "1.2.826.0.1.3680043.2.1125.21")
     assert img.GetSize() == big.GetSize()  # no slice of the other series mixed in
+    note = capsys.readouterr().err
+    assert "holds 2 DICOM series; reading 1.2.826.0.1.3680043.2.1125.21" in note  # said, not silent
     assert_geometry(img, spacing, origin, direction)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(img), arr)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -84,7 +85,10 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     if not series:
         raise InputError(f"folder {folder} holds no DICOM series; give an image file or a DICOM folder")
     files = [sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series]
-    best = max(range(len(series)), key=lambda i: len(files[i]))
+    best = max(range(len(series)), key=lambda i: (len(files[i]), series[i]))  # ties: the same series every time
+    if len(series) > 1:
+        print(f"note: {folder} holds {len(series)} DICOM series; reading {series[best]} ({len(files[best])} files, "
+              f"the most); put the series you want in a folder of its own to choose another", file=sys.stderr)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files[best])
     try:
