@@ -7,12 +7,13 @@ default probabilities (Isensee et al. 2021, batchgenerators). All randomness com
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
 import numpy as np
 import torch
+
+from .affine import random_rotation, voxel_affine_theta
 
 
 @dataclass
@@ -40,16 +41,7 @@ class AugmentConfig:
 
 
 def _rotation(rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    r = np.eye(3)
-    if rng.random() >= cfg.p_rotation:
-        return r
-    for axis in range(3):
-        a = math.radians(rng.uniform(-cfg.max_rotation, cfg.max_rotation))
-        i, j = [k for k in range(3) if k != axis]
-        m = np.eye(3)
-        m[i, i], m[i, j], m[j, i], m[j, j] = math.cos(a), -math.sin(a), math.sin(a), math.cos(a)
-        r = m @ r
-    return r
+    return random_rotation(rng, cfg.max_rotation) if rng.random() < cfg.p_rotation else np.eye(3)
 
 
 def random_affine(rng: np.random.Generator, cfg: AugmentConfig, patch: Sequence[int], shape: Sequence[int],
@@ -65,12 +57,8 @@ def random_affine(rng: np.random.Generator, cfg: AugmentConfig, patch: Sequence[
     for axis in cfg.mirror_axes:
         if rng.random() < cfg.p_mirror:
             a[:, axis] = -a[:, axis]
-    n, p = np.asarray(shape, float), np.asarray(patch, float)
-    m = np.diag(1.0 / n) @ a @ np.diag(p)
-    centre = np.asarray(centre, float) + a @ ((p - 1) / 2.0 - np.floor(p / 2.0))
-    t = (2.0 * centre + 1.0) / n - 1.0
-    theta = np.concatenate([m[::-1, ::-1], t[::-1, None]], axis=1)
-    return torch.as_tensor(theta.copy(), dtype=torch.float32)
+    p = np.asarray(patch, float)
+    return voxel_affine_theta(np.asarray(centre, float) + a @ ((p - 1) / 2.0 - np.floor(p / 2.0)), a, p, shape)
 
 
 def augment_intensity(x: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PAIRS = ((0, 1), (0, 2), (1, 2))
+from ..data.affine import PAIRS, random_rotation, signed_permutation, voxel_affine_theta  # noqa: F401 (re-exported)
 
 
 def sample_view(volume: np.ndarray, centre: Sequence[float], matrix: np.ndarray, out: Sequence[int]) -> torch.Tensor:
@@ -32,47 +32,11 @@ def sample_view(volume: np.ndarray, centre: Sequence[float], matrix: np.ndarray,
     hi = np.clip(np.ceil(reach.max(1)).astype(int) + 2, lo + 1, shape)
     block = np.array(volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
     size = (hi - lo).astype(float)
-    c = np.asarray(centre, float) - lo
-    scale = np.diag(1.0 / size) @ matrix @ np.diag(out_a)
-    shift = (2.0 * c + 1.0) / size - 1.0
-    theta = np.concatenate([scale[::-1, ::-1], shift[::-1, None]], axis=1)  # grid_sample order: (x=k, y=j, z=i)
-    theta_t = torch.as_tensor(theta.copy(), dtype=torch.float32)[None]
-    grid = F.affine_grid(theta_t, [1, 1, *[int(o) for o in out]], align_corners=False)
+    theta = voxel_affine_theta(np.asarray(centre, float) - lo, matrix, out_a, size)
+    grid = F.affine_grid(theta[None], [1, 1, *[int(o) for o in out]], align_corners=False)
     view = F.grid_sample(torch.from_numpy(block)[None, None], grid, mode="bilinear", padding_mode="border",
                          align_corners=False)
     return view[0]
-
-
-def signed_permutation(rng: np.random.Generator, p_flip: float, p_rot90: float,
-                       rot90_pairs: Sequence[Tuple[int, int]] = PAIRS) -> np.ndarray:
-    """Random flips (each axis with ``p_flip``) and quarter turns (each axis pair of ``rot90_pairs`` with
-    ``p_rot90``, 1-3 turns): a 3x3 signed permutation matrix (MONAI RandFlip / RandRotate90 semantics; 3DINO
-    turns in all three pairs, VoCo in-plane only, MONAI's default ``spatial_axes=(0, 1)``)."""
-    q = np.eye(3)
-    for axis in range(3):
-        if rng.random() < p_flip:
-            q[:, axis] = -q[:, axis]
-    for a, b in rot90_pairs:
-        if rng.random() < p_rot90:
-            r = np.eye(3)
-            for _ in range(int(rng.integers(1, 4))):
-                step = np.eye(3)
-                step[[a, b], [a, b]] = 0.0
-                step[a, b], step[b, a] = -1.0, 1.0
-                r = step @ r
-            q = q @ r
-    return q
-
-
-def random_rotation(rng: np.random.Generator, max_degrees: float) -> np.ndarray:
-    """Rotation by independent angles in ``[-max, max]`` about each axis (batchgenerators SpatialTransform)."""
-    r = np.eye(3)
-    for a, b in PAIRS:
-        t = math.radians(rng.uniform(-max_degrees, max_degrees))
-        m = np.eye(3)
-        m[a, a], m[a, b], m[b, a], m[b, b] = math.cos(t), -math.sin(t), math.sin(t), math.cos(t)
-        r = m @ r
-    return r
 
 
 def random_centre(rng: np.random.Generator, extent: Sequence[float], box: Tuple[Sequence[int], Sequence[int]]
