@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 PathLike = Union[str, os.PathLike]
 DEVICES = ("auto", "cuda", "cpu")
 PRESETS = ("quick", "standard")
+SPARSE_AXES = ("auto", "axial", "coronal", "sagittal", "i", "j", "k")  # ``finetune --sparse-slices`` (test-checked)
 # The medssl (sub)commands that accept ``--progress json`` (checked against the real CLI by the tests).
 PROGRESS_COMMANDS = (("predict",), ("finetune",), ("pretrain",), ("weights", "download"))
 
@@ -112,9 +113,12 @@ class FinetuneOptions:
     resume: bool = False
     overwrite: bool = False
     config: Optional[str] = None
+    sparseSlices: Optional[str] = None  # "A few painted slices": None (dense labels) or an axis of SPARSE_AXES
     extraArgs: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
+        if self.sparseSlices is not None and self.sparseSlices not in SPARSE_AXES:
+            raise ValueError(f"sparse-slice axis {self.sparseSlices!r} is not one of {', '.join(SPARSE_AXES)}")
         if self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r} is not one of {', '.join(PRESETS)}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -140,6 +144,8 @@ def finetuneArgs(images: Sequence[Sequence[PathLike]], labels: Sequence[PathLike
         args += ["--steps", str(options.steps)]
     if options.config:
         args += ["--config", str(options.config)]
+    if options.sparseSlices:
+        args += ["--sparse-slices", options.sparseSlices]
     if options.resume:
         args.append("--resume")
     if options.overwrite:
