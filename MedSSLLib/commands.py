@@ -178,3 +178,19 @@ def withJsonProgress(args: Sequence[str]) -> list[str]:
 
 def infoArgs() -> list[str]:
     return ["info", "--json"]
+
+
+def exportArgs(package: PathLike, archive: PathLike, overwrite: bool = False) -> list[str]:
+    """``export PKG --out ZIP [--overwrite]`` (share a model package as one zip)."""
+    if not str(archive).lower().endswith(".zip"):
+        raise ValueError(f"{archive} must end in .zip")
+    args = ["export", str(package), "--out", str(archive)]
+    return args + ["--overwrite"] if overwrite else args
+
+
+def importArgs(archive: PathLike, out: Optional[PathLike] = None, overwrite: bool = False) -> list[str]:
+    """``import ZIP [--out DIR] [--overwrite]`` (check and unpack a model zip)."""
+    if not Path(archive).is_file():
+        raise ValueError(f"{archive} does not exist; choose the model .zip")
+    args = ["import", str(archive)] + (["--out", str(out)] if out is not None else [])
+    return args + ["--overwrite"] if overwrite else args
