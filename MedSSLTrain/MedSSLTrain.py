@@ -68,6 +68,7 @@ class MedSSLTrainParameterNode:
     preset: Annotated[str, Choice(list(PRESETS))] = "quick"
     steps: Annotated[int, WithinRange(0, 1000000)] = 0
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    sparseSlices: bool = False  # "A few painted slices" (medssl finetune --sparse-slices auto)
     lastPackage: str = ""
 
 
@@ -242,7 +243,8 @@ class MedSSLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ training
     def _options(self) -> FinetuneOptions:
         p = self._parameterNode
-        return FinetuneOptions(p.backbone, p.preset, p.steps or None, p.device)
+        return FinetuneOptions(p.backbone, p.preset, p.steps or None, p.device,
+                               sparseSlices="auto" if p.sparseSlices else None)
 
     def _folder(self) -> Optional[Path]:
         p = self._parameterNode
