@@ -19,7 +19,7 @@ DEVICES = ("auto", "cuda", "cpu")
 PRESETS = ("quick", "standard")
 SPARSE_AXES = ("auto", "axial", "coronal", "sagittal", "i", "j", "k")  # ``finetune --sparse-slices`` (test-checked)
 # The medssl (sub)commands that accept ``--progress json`` (checked against the real CLI by the tests).
-PROGRESS_COMMANDS = (("predict",), ("finetune",), ("pretrain",), ("weights", "download"))
+PROGRESS_COMMANDS = (("predict",), ("finetune",), ("pretrain",), ("weights", "download"), ("rank",))
 
 
 @dataclass
@@ -194,3 +194,16 @@ def importArgs(archive: PathLike, out: Optional[PathLike] = None, overwrite: boo
         raise ValueError(f"{archive} does not exist; choose the model .zip")
     args = ["import", str(archive)] + (["--out", str(out)] if out is not None else [])
     return args + ["--overwrite"] if overwrite else args
+
+
+def rankArgs(package: PathLike, images: Sequence[Sequence[PathLike]], device: str = "auto",
+             tta: bool = True) -> list[str]:
+    """``rank --model PKG --images c1 c2,c2b ... --device D --progress json`` (one entry per volume or folder);
+    the ranking arrives in the final ``done`` event."""
+    if not images:
+        raise ValueError("choose at least one volume (or a folder) to rank")
+    for channels in images:
+        _checkNoComma(channels)
+    args = ["rank", "--model", str(package), "--images", *[",".join(map(str, c)) for c in images],
+            "--device", device, "--progress", "json"]
+    return args if tta else args + ["--no-tta"]
