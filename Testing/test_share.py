@@ -103,6 +103,30 @@ def test_changed_weights_are_refused_and_nothing_is_written(tmp_path, package):
     refused(rewrite(archive, tmp_path / "big.zip", grow), tmp_path / "m", "larger than its manifest")
 
 
+def test_manifest_catches_weights_and_metadata_changed_together(tmp_path, package):
+    """A zip whose weights and metadata.json were changed consistently passes the package's own check; the
+    manifest's sha256 of every file still refuses it."""
+    import hashlib
+
+    archive = export_package(package, tmp_path / "liver.zip").archive
+    with zipfile.ZipFile(archive) as zf:
+        weights = bytearray(zf.read("liver/weights.safetensors"))
+    weights[-1] ^= 1
+    digest = hashlib.sha256(bytes(weights)).hexdigest()
+
+    def swap(info, data):
+        if info.filename.endswith("weights.safetensors"):
+            return info, bytes(weights)
+        if info.filename.endswith("metadata.json"):
+            meta = json.loads(data)
+            meta["weights_sha256"] = digest
+            return info, json.dumps(meta, indent=1, sort_keys=True).encode()
+        return info, data
+
+    refused(rewrite(archive, tmp_path / "forged.zip", swap), tmp_path / "m", "manifest.json")
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("entry, message", [("../evil.txt", "outside the model folder"),
                                             ("liver/../../evil.txt", "outside the model folder"),
                                             ("/tmp/evil.txt", "outside the model folder"),
