@@ -139,3 +139,29 @@ def test_segments_read_are_those_segment_editor_lists_overlaps_lower_wins(scene,
     sparse, info = make_sparse(read.image, "k", target_grid(read.image, "native", None))
     out = __import__("SimpleITK").GetArrayFromImage(sparse)
     assert info.painted == 6 and (out[[0, 1, 8, 9]] == 255).all() and (out[2] == 0).sum() > 0
+
+
+def test_train_logic_with_a_few_painted_slices_on_a_real_scan(tmp_path, scene, realMedssl, medsslHome):
+    import numpy as np
+    import slicer
+
+    from MedSSLLib.folder_logic import loadVolumeFile
+    from MedSSLLib.testing import volumeFromArray
+    from MedSSLLib.train_logic import TrainingCase, TrainLogic
+    from MedSSLLib.nodeio import ijkToRas
+
+    volume = loadVolumeFile(realScan("KmeansTest_T1UCharRaw.nii.gz"), scene)
+    labels = loadVolumeFile(realScan("KmeansTest_T1KmeansPrelimSegmentation.nii.gz"), scene)
+    arr = slicer.util.arrayFromVolume(labels).astype(np.uint8)
+    arr[np.arange(arr.shape[0]) % 4 != 0] = 0  # painted on every 4th k slice only
+    arr[arr > 2] = 0
+    labelmap = volumeFromArray(scene, arr, ijkToRas(volume), "painted", "vtkMRMLLabelMapVolumeNode")
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation)
+    config = tmp_path / "fast.yaml"
+    config.write_text("patch_size: [32, 32, 32]\nspacing: [3.0, 3.0, 3.0]\nloop: {validate_every: 2, checkpoint_every: 4}\n")
+    options = FinetuneOptions(backbone="resenc:test", steps=4, device="cpu", config=str(config), sparseSlices="auto")
+    job = TrainLogic(realMedssl).train("sparse_model", [TrainingCase([volume], segmentation)], options, timeout=900)
+    painted = len(range(0, arr.shape[0], 4))
+    assert any(f"{painted} of {arr.shape[0]} slices along axis k painted" in line for line in job.log), job.log
+    assert len(job.outputs["package"].labels) == 2
