@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PIPC := $(PIP) install -q -c constraints.txt
-SAMPLE_DATA := /usr/share/mricron/templates/aal.nii.gz /usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz
+SAMPLE_DATA := /usr/share/mricron/templates/aal.nii.gz /usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz /usr/bin/dciodvfy
 
 .PHONY: demo test install install-dev data bench clean slicer-zip
 
@@ -39,7 +39,7 @@ $(VENV)/.medssl-installed: pyproject.toml constraints.txt
 install-dev: install $(VENV)/.medssl-dev-installed
 
 $(VENV)/.medssl-dev-installed: pyproject.toml constraints.txt
-	$(PIPC) -e ".[dev]"
+	$(PIPC) -e ".[dev,dicom]"
 	# upstream reference implementations for the equivalence tests (Testing/upstream.py): MONAI 1.3.0, the version
 	# VoCo trained with, beside (not over) the project's MONAI; imported only by the tests' child processes
 	$(PIP) install -q --no-deps --upgrade --target $(VENV)/reference/monai-1.3.0 "monai==1.3.0"
@@ -47,12 +47,13 @@ $(VENV)/.medssl-dev-installed: pyproject.toml constraints.txt
 	touch $@
 
 # Real scans for the demo and the tests: Debian packages mricron-data (Colin27 + AAL) and
-# insighttoolkit5-examples (ITK KmeansTest T1). Nothing is committed to this repository.
+# insighttoolkit5-examples (ITK KmeansTest T1); dicom3tools (dciodvfy) validates the DICOM SEG the tests write.
+# Nothing is committed to this repository.
 data:
 	@if ls $(SAMPLE_DATA) >/dev/null 2>&1; then echo "sample scans present"; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends mricron-data insighttoolkit5-examples; \
-	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends mricron-data insighttoolkit5-examples; \
-	else echo "install the Debian packages mricron-data and insighttoolkit5-examples (needs root)"; exit 1; fi
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends mricron-data insighttoolkit5-examples dicom3tools; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends mricron-data insighttoolkit5-examples dicom3tools; \
+	else echo "install the Debian packages mricron-data, insighttoolkit5-examples and dicom3tools (needs root)"; exit 1; fi
 
 # The extension as the CMake install lays it out (file lists read from the CMakeLists.txt files); no venv needed.
 slicer-zip:

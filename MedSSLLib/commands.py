@@ -19,8 +19,9 @@ from . import bundled_core
 PathLike = Union[str, os.PathLike]
 DEVICES = ("auto", "cuda", "cpu")
 PRESETS = ("quick", "standard")
+SPARSE_AXES = ("auto", "axial", "coronal", "sagittal", "i", "j", "k")  # ``finetune --sparse-slices`` (test-checked)
 # The medssl (sub)commands that accept ``--progress json`` (checked against the real CLI by the tests).
-PROGRESS_COMMANDS = (("predict",), ("finetune",), ("pretrain",), ("weights", "download"))
+PROGRESS_COMMANDS = (("predict",), ("finetune",), ("pretrain",), ("weights", "download"), ("rank",))
 
 
 @dataclass
@@ -114,9 +115,12 @@ class FinetuneOptions:
     resume: bool = False
     overwrite: bool = False
     config: Optional[str] = None
+    sparseSlices: Optional[str] = None  # "A few painted slices": None (dense labels) or an axis of SPARSE_AXES
     extraArgs: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
+        if self.sparseSlices is not None and self.sparseSlices not in SPARSE_AXES:
+            raise ValueError(f"sparse-slice axis {self.sparseSlices!r} is not one of {', '.join(SPARSE_AXES)}")
         if self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r} is not one of {', '.join(PRESETS)}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -142,6 +146,8 @@ def finetuneArgs(images: Sequence[Sequence[PathLike]], labels: Sequence[PathLike
         args += ["--steps", str(options.steps)]
     if options.config:
         args += ["--config", str(options.config)]
+    if options.sparseSlices:
+        args += ["--sparse-slices", options.sparseSlices]
     if options.resume:
         args.append("--resume")
     if options.overwrite:
@@ -174,3 +180,32 @@ def withJsonProgress(args: Sequence[str]) -> list[str]:
 
 def infoArgs() -> list[str]:
     return ["info", "--json"]
+
+
+def exportArgs(package: PathLike, archive: PathLike, overwrite: bool = False) -> list[str]:
+    """``export PKG --out ZIP [--overwrite]`` (share a model package as one zip)."""
+    if not str(archive).lower().endswith(".zip"):
+        raise ValueError(f"{archive} must end in .zip")
+    args = ["export", str(package), "--out", str(archive)]
+    return args + ["--overwrite"] if overwrite else args
+
+
+def importArgs(archive: PathLike, out: Optional[PathLike] = None, overwrite: bool = False) -> list[str]:
+    """``import ZIP [--out DIR] [--overwrite]`` (check and unpack a model zip)."""
+    if not Path(archive).is_file():
+        raise ValueError(f"{archive} does not exist; choose the model .zip")
+    args = ["import", str(archive)] + (["--out", str(out)] if out is not None else [])
+    return args + ["--overwrite"] if overwrite else args
+
+
+def rankArgs(package: PathLike, images: Sequence[Sequence[PathLike]], device: str = "auto",
+             tta: bool = True) -> list[str]:
+    """``rank --model PKG --images c1 c2,c2b ... --device D --progress json`` (one entry per volume or folder);
+    the ranking arrives in the final ``done`` event."""
+    if not images:
+        raise ValueError("choose at least one volume (or a folder) to rank")
+    for channels in images:
+        _checkNoComma(channels)
+    args = ["rank", "--model", str(package), "--images", *[",".join(map(str, c)) for c in images],
+            "--device", device, "--progress", "json"]
+    return args if tta else args + ["--no-tta"]

@@ -18,6 +18,17 @@ from typing import Any, Optional, Union
 
 PACKAGE_FILES = ("plan.json", "weights.safetensors", "metadata.json")
 PACKAGE_FORMAT = "medssl-model-package"
+# The same rule as medssl.hub.share.licence_notice (kept in step by a test): 3DINO's CC BY-NC-ND and the like.
+RESTRICTIONS = ((re.compile(r"\bNC\b|non-?commercial", re.I), "non-commercial use only"),
+                (re.compile(r"\bND\b|no-?deriv", re.I), "no derivatives (sharing a fine-tuned copy may not be allowed)"))
+
+
+def licenceNotice(licence: str) -> str:
+    """A warning for a non-commercial and/or no-derivatives licence, else '' (shown wherever a model is listed)."""
+    found = [what for pattern, what in RESTRICTIONS if pattern.search(licence or "")]
+    if not found:
+        return ""
+    return f"licence restriction: {licence} allows {' and '.join(found)}; check it before using or sharing this model"
 
 
 def medsslHome() -> Path:
@@ -75,7 +86,13 @@ class PackageInfo:
         if self.created:
             lines.append(f"Created: {self.created}")
         lines.append(f"Licence: {self.licence or 'not stated'}")
+        if self.licenceNotice:
+            lines.append(self.licenceNotice[0].upper() + self.licenceNotice[1:])
         return "\n".join(lines)
+
+    @property
+    def licenceNotice(self) -> str:
+        return licenceNotice(self.licence)
 
 
 class PackageError(ValueError):

@@ -172,7 +172,8 @@ class TrainPanel:
     # ------------------------------------------------------------------ training
     def _options(self) -> FinetuneOptions:
         p = self.parameterNode
-        return FinetuneOptions(p.backbone, p.preset, p.steps or None, p.device)
+        return FinetuneOptions(p.backbone, p.preset, p.steps or None, p.device,
+                               sparseSlices="auto" if p.sparseSlices else None)
 
     def _folder(self) -> Optional[Path]:
         p = self.parameterNode

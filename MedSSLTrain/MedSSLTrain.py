@@ -68,6 +68,7 @@ class MedSSLTrainParameterNode:
     preset: Annotated[str, Choice(list(PRESETS))] = "quick"
     steps: Annotated[int, WithinRange(0, 1000000)] = 0
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    sparseSlices: bool = False  # "A few painted slices" (medssl finetune --sparse-slices auto)
     lastPackage: str = ""
 
 

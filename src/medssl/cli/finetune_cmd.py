@@ -5,10 +5,12 @@ import argparse
 
 from .common import add_device, add_progress, positive_int, read_label_names
 
+SPARSE_AXES = ("auto", "axial", "coronal", "sagittal", "i", "j", "k")  # = medssl.data.sparse.AXES (a test checks)
 EPILOG = """examples:
   medssl finetune --images ct1.nii.gz ct2.nii.gz --labels seg1.nii.gz seg2.nii.gz --out my_model
   medssl finetune --images t1a.nii.gz,t2a.nii.gz --labels a.seg.nrrd --out mr_model --backbone openmind_resencl_mae
   medssl finetune --images imagesTr/ --labels labelsTr/ --out model --preset standard
+  medssl finetune --images ct.nii.gz --labels every10th.seg.nrrd --out m --sparse-slices axial
   medssl finetune ... --out my_model --resume            (continue an interrupted run)
   medssl finetune ... --out model_v2 --backbone my_model (continue training from a package)"""
 
@@ -35,6 +37,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--label-names", metavar="JSON", help='names of label values, e.g. {"1": "liver"}')
     p.add_argument("--channel-names", nargs="+", metavar="NAME", help="names of the input channels")
     p.add_argument("--freeze-backbone", action="store_true", help="train the decoder only")
+    p.add_argument("--sparse-slices", nargs="?", const="auto", choices=SPARSE_AXES, metavar="AXIS",
+                   help="labels painted on a few slices: slices along AXIS (auto, axial, coronal, sagittal, i, j, k; "
+                        "default auto) that carry no segment are not labelled (ignored by loss, sampling and "
+                        "validation); unpainted voxels on painted slices are background. auto: the axis whose "
+                        "painted slices come in runs of at most 2, per case; a case with dense labels is kept")
     p.add_argument("--accept-licence", action="store_true",
                    help="accept the licence of a --backbone FILE read like gated weights (3DINO: CC BY-NC-ND)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -54,6 +61,8 @@ def overrides(args: argparse.Namespace) -> dict:
         out["spacing"] = spacing_option(args.spacing)
     if args.freeze_backbone:
         out["freeze_backbone"] = True
+    if args.sparse_slices:
+        out["sparse_slices"] = args.sparse_slices
     return out
 
 

@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import List, Optional
 
-COMMANDS = ["finetune", "predict", "info", "weights", "pretrain"]
+COMMANDS = ["finetune", "predict", "info", "weights", "pretrain", "export", "import", "rank"]
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

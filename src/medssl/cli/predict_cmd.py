@@ -16,7 +16,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="PKG", help="model package folder")
     p.add_argument("--input", nargs="+", required=True, metavar="IMG", help="one image per channel (or DICOM folder)")
-    p.add_argument("--output", required=True, metavar="OUT", help="label map to write (.seg.nrrd keeps names and colours)")
+    p.add_argument("--output", required=True, metavar="OUT", help="label map to write (.seg.nrrd keeps names and colours; .dcm: DICOM SEG of a DICOM series input)")
     p.add_argument("--overlap", type=fraction, help="sliding-window overlap in [0, 1) (default: the plan's)")
     p.add_argument("--sw-batch-size", type=positive_int, help="windows per forward pass")
     p.add_argument("--tta", action="store_true", help="average over mirrored copies (slower, smoother)")
@@ -37,16 +37,21 @@ def _check_outputs(args: argparse.Namespace) -> None:
         raise InputError("--output, --probabilities and --uncertainty must be different files")
     for o in outs:
         ensure_writable_dir(Path(o).resolve().parent, "output folder")
+    if str(args.output).lower().endswith(".dcm"):  # DICOM SEG: the input must be a DICOM series (checked first)
+        from ..io.dicom_seg import require_highdicom, source_series_files
+
+        source_series_files(args.input)
+        require_highdicom()
 
 
 def _write_outputs(args: argparse.Namespace, result, segments) -> None:
     """Every output is written to a temporary file first and renamed only once all are complete: a failure
     writing the probabilities or the uncertainty leaves the previous label map untouched too."""
     from ..io.atomic import atomic_paths
-    from ..io.labels import write_label_map
+    from ..io.dicom_seg import label_writer
     from ..io.volume_io import write_image
 
-    outputs = [(args.output, lambda tmp: write_label_map(result.labels, segments, tmp))]
+    outputs = [(args.output, label_writer(args.output, args.input, result.labels, segments))]
     if result.probabilities is not None:
         outputs.append((args.probabilities, lambda tmp: write_image(result.probabilities, tmp)))
     if result.uncertainty is not None:

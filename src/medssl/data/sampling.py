@@ -9,7 +9,7 @@ intensity augmentation follows nnU-Net's defaults (brightness, contrast, gamma, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ class Case:
     label: np.ndarray
     name: str = ""
     foreground: Dict[int, np.ndarray] = field(default_factory=dict)  # class -> (N, 3) voxel indices
+    labelled: Optional[np.ndarray] = None  # sparse slices: (N, 3) labelled voxels that every patch must reach
 
     def __post_init__(self) -> None:
         if not self.foreground:
@@ -70,13 +71,19 @@ class PatchBatches(torch.utils.data.Dataset):
         return image, label.round().long()
 
     def _centre(self, case: Case, rng: np.random.Generator) -> np.ndarray:
-        """Voxel centre of the patch: a random foreground voxel with probability ``fg``, else uniform."""
+        """Voxel centre of the patch: a random foreground voxel with probability ``fg``, else uniform; for a
+        sparse case (``labelled`` set) uniform within a quarter patch of a labelled voxel, so every patch holds
+        labelled slices even after rotation and scaling."""
         if case.foreground and rng.random() < self.fg:
             cls = list(case.foreground)[int(rng.integers(len(case.foreground)))]
             idx = case.foreground[cls]
             return idx[int(rng.integers(len(idx)))].astype(np.float64)
-        shape = np.array(case.label.shape)
-        half = np.minimum(np.array(self.patch) / 2.0, shape / 2.0)
+        shape, patch = np.array(case.label.shape), np.array(self.patch, dtype=np.float64)
+        half = np.minimum(patch / 2.0, shape / 2.0)
+        if case.labelled is not None and len(case.labelled):
+            anchor = case.labelled[int(rng.integers(len(case.labelled)))]
+            centre = anchor + np.round(rng.uniform(-patch / 4.0, patch / 4.0))
+            return np.clip(centre, np.minimum(anchor, half - 0.5), np.maximum(anchor, shape - half - 0.5))
         return np.round(rng.uniform(half - 0.5, shape - half - 0.5))
 
 

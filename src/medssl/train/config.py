@@ -35,6 +35,7 @@ class FinetuneConfig:
     val_fraction: float = 0.2
     val_overlap: float = 0.25
     freeze_backbone: bool = False
+    sparse_slices: Optional[str] = None  # None: dense labels; auto | axial | coronal | sagittal | i | j | k
     sw_batch_size: int = 2
     overlap: float = 0.5
     seed: int = 0

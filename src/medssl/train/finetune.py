@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from ..data.datasets import CaseFiles, collect_cases, label_set, to_class_indices, value_lookup
-from ..data.preprocess import preprocess
+from ..data.preprocess import preprocess, target_grid
 from ..data.sampling import Case, PatchBatches
+from ..data.sparse import check_axis_name, labelled_index, make_sparse
 from ..events import EventSink, NullSink
 from ..hub.backbone_source import resolve_backbone
 from ..hub.package import save_package
@@ -56,6 +57,8 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     source = resolve_backbone(backbone, accept_licence=accept_licence)
     recipe = get_recipe(source.recipe) if source.recipe else None
     cfg = load_config(FinetuneConfig, "finetune", preset, config_yaml, overrides, recipe and recipe.finetune)
+    if cfg.sparse_slices:
+        check_axis_name(cfg.sparse_slices)
     paths.prepare(resume, overwrite)
     dev = resolve_device(device)
     train_files = collect_cases(images, labels)
@@ -109,7 +112,7 @@ def _prepare_data(paths: RunFolder, train_files, val_files, source: BackboneSour
         rule = LIKE_PRETRAINED if base is not None else USER if label_names else DATA
         plan = make_finetune_plan(read, labels, rule, source.arch, source.plan_defaults, plan_choices(cfg),
                                   channel_names, {"backbone": source.name})
-    cases = [_to_case(ch, lab, plan, f) for (ch, lab), f in zip(read, train_files + val_files)]
+    cases = [_to_case(ch, lab, plan, f, cfg.sparse_slices, sink) for (ch, lab), f in zip(read, train_files + val_files)]
     if not resume:  # only once every input has been checked: a bad input leaves nothing behind
         _write_run_files(paths, plan, cfg, inputs, source)
     train, val = _split(cases[: len(train_files)], cases[len(train_files):], cfg, sink)
@@ -134,10 +137,18 @@ def _base_if_compatible(base, maps):
     return None
 
 
-def _to_case(channels, label: LabelMap, plan: Plan, files: CaseFiles) -> Case:
+def _to_case(channels, label: LabelMap, plan: Plan, files: CaseFiles, sparse: Optional[str] = None,
+             sink: Optional[EventSink] = None) -> Case:
     table = value_lookup(label, plan.labels, str(files.label), plan.ignore_label)
-    pre = preprocess(channels, plan, to_class_indices(label, table), names=files.channels)
-    return Case(pre.image, pre.label.astype(np.uint8), files.name)
+    indices, info = to_class_indices(label, table), None
+    if sparse:  # unpainted slices -> ignore label (`medssl.data.sparse`)
+        indices, info = make_sparse(indices, sparse, target_grid(channels[0], plan.orientation, plan.spacing),
+                                    plan.ignore_label)
+        (sink or NullSink()).emit("log", message=info.describe(files.name))
+    pre = preprocess(channels, plan, indices, names=files.channels)
+    lab = pre.label.astype(np.uint8)
+    is_sparse = info is not None and info.axis is not None
+    return Case(pre.image, lab, files.name, labelled=labelled_index(lab, plan.ignore_label) if is_sparse else None)
 
 
 def _split(train: List[Case], val: List[Case], cfg: FinetuneConfig, sink: EventSink):
