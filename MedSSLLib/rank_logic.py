@@ -12,7 +12,7 @@ Usage from Slicer's Python console::
     job.outputs["segmentation"], job.outputs["volume"]                   # correct it in Segment Editor
     logic.rankFolder("/data/unlabelled", model)                           # files of a folder instead
 
-The score is medssl's (``medssl rank --help``, ``medssl.ranking``): mean test-time-augmentation entropy inside
+The score is medssl's (``medssl rank --help``, ``medssl.inference.ranking``): mean test-time-augmentation entropy inside
 the predicted foreground and the fraction of uncertain voxels.
 """
 

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 from medssl_test_utils import MRICRON, require, run_cli
 
-from medssl.ranking import UNCERTAIN, score_probabilities
+from medssl.inference.ranking import UNCERTAIN, score_probabilities
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 
 from .common import add_device, add_progress
 
-EPILOG = """score (see medssl.ranking):
+EPILOG = """score (see medssl.inference.ranking):
   H                   normalised entropy (0 certain, 1 uniform) of the class probabilities averaged over
                       mirrored copies (test-time augmentation), per voxel on the model's grid
   mean_entropy        mean H inside the predicted foreground (arg-max not background)
@@ -34,7 +34,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..events import make_sink
-    from ..ranking import rank_images
+    from ..inference.ranking import rank_images
 
     sink = make_sink("none" if args.json and args.progress == "bar" else args.progress)
     try:

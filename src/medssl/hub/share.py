@@ -171,7 +171,7 @@ def import_package(archive: str | os.PathLike, out: Optional[str | os.PathLike] 
                    overwrite: bool = False) -> SharedModel:
     """Check and unpack ``archive`` into ``out`` (default ``<medssl home>/models/<name>``); see the module
     docstring. Nothing is written to ``out`` unless every check passes."""
-    from .cache import models_dir
+    from ..home import models_dir
 
     archive = Path(archive)
     if not archive.is_file():

@@ -22,14 +22,14 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .data.datasets import _expand_images
-from .data.postprocess import entropy
-from .data.preprocess import preprocess
-from .errors import InputError, MedSSLError
-from .events import EventSink, NullSink
-from .inference.predictor import Predictor
-from .inference.sliding_window import probabilities
-from .io.volume_io import read_image
+from ..data.datasets import _expand_images
+from ..data.postprocess import entropy
+from ..data.preprocess import preprocess
+from ..errors import InputError, MedSSLError
+from ..events import EventSink, NullSink
+from ..io.volume_io import read_image
+from .predictor import Predictor
+from .sliding_window import probabilities
 
 UNCERTAIN = 0.5  # normalised entropy above which a voxel counts as uncertain
 
