@@ -24,8 +24,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", metavar="OUT", help="also write a voxel-wise uncertainty (entropy) map")
     p.add_argument("--low-memory", action="store_true", help="stitch in a rolling buffer to bound memory (automatic for large volumes)")
     add_device(p)
+    add_runtime(p)
     add_progress(p)
     return p
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    from ..inference.runtimes import PRECISIONS, RUNTIMES
+
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="engine for the network: auto (torch on a GPU, OpenVINO on an x86 CPU where installed, else "
+                        "torch), torch or openvino")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (bfloat16 where the GPU/CPU computes it natively, float16 on older GPUs, else float32)")
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -63,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(args)
     sink = make_sink(args.progress)
     try:
-        predictor = Predictor.from_package(args.model, args.device)
+        predictor = Predictor.from_package(args.model, args.device, args.runtime, args.precision)
         sink.emit("start", task="predict", total=1, model=str(args.model), device=str(predictor.device))
         result = predictor.predict(args.input, overlap=args.overlap, tta=args.tta, sw_batch_size=args.sw_batch_size,
                                    low_memory=True if args.low_memory else None,

@@ -8,6 +8,8 @@
 Pipeline: read -> `preprocess` (the plan's) -> sliding window (MONAI, Gaussian blending) -> `postprocess`
 back onto the input grid. Large volumes are stitched in a rolling buffer (`StreamingStitcher`) unless
 probabilities are requested; a CUDA out-of-memory error is retried with a smaller window batch, then on the CPU.
+The window network is run by the engine `runtimes.choose_runtime` picks (``runtime="auto"``: torch autocast on
+a GPU, OpenVINO on an x86 CPU, else torch), built once on first use and kept for every later case.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from ..io.volume_io import read_image
 from ..plan import Plan, check_channel_count
 from .devices import resolve_device
 from .resources import GB, available_gb
+from .runtimes import RuntimeChoice, build_window_net, choose_runtime
 from .sliding_window import WindowSettings, count_windows, probabilities
 from .streaming import StreamingStitcher
 
@@ -47,15 +50,27 @@ class Prediction:
 class Predictor:
     """A fine-tuned network with its plan; see the module docstring."""
 
-    def __init__(self, plan: Plan, net: torch.nn.Module, device: torch.device, metadata: Optional[Dict] = None):
+    def __init__(self, plan: Plan, net: torch.nn.Module, device: torch.device, metadata: Optional[Dict] = None,
+                 runtime: str = "torch", precision: str = "auto", package_dir: Optional[Path] = None):
         self.plan, self.net, self.device, self.metadata = plan, net.to(device).eval(), device, metadata or {}
+        self.runtime, self.precision, self.package_dir = runtime, precision, package_dir
+        self.choice: Optional[RuntimeChoice] = None
+        self._window_net = None
+        choose_runtime(runtime, device, precision)  # an impossible request fails here, before any reading
 
     @classmethod
-    def from_package(cls, path: str | Path, device: str = "auto") -> "Predictor":
+    def from_package(cls, path: str | Path, device: str = "auto", runtime: str = "auto",
+                     precision: str = "auto") -> "Predictor":
         dev = resolve_device(device)
         recover_dir(path)  # a package whose replacement was killed half-way is completed first
         plan, net, meta = load_package(path)
-        return cls(plan, net, dev, meta)
+        return cls(plan, net, dev, meta, runtime, precision, Path(path))
+
+    def window_net(self, sink: Optional[EventSink] = None):
+        """The callable run on each window batch (built, exported and compiled once; see `runtimes`)."""
+        if self._window_net is None:
+            self.choice, self._window_net = build_window_net(self, sink or NullSink())
+        return self._window_net
 
     def settings(self, overlap: Optional[float] = None, tta: bool = False,
                  sw_batch_size: Optional[int] = None) -> WindowSettings:
@@ -105,16 +120,18 @@ class Predictor:
                     sink.emit("log", message="GPU out of memory: retrying on the CPU")
                     self.device = torch.device("cpu")
                     self.net.to(self.device)
+                    self.runtime, self._window_net = "torch", None  # precision chosen again for the CPU
 
     def _run(self, pre: Preprocessed, settings: WindowSettings, low_memory: bool, want_probs: bool,
              want_unc: bool, sink: EventSink) -> Prediction:
         image = torch.from_numpy(pre.image).unsqueeze(0)
         progress = _WindowProgress(sink, count_windows(pre.image.shape[1:], settings), len(settings.mirror_axes))
-        amp = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+        net = self.window_net(sink)
+        amp = self.choice.amp_dtype if self.choice else None
         if low_memory:
-            result = self._streamed_labels(image, settings, progress, want_unc, amp, pre)
+            result = self._streamed_labels(net, image, settings, progress, want_unc, amp, pre)
         else:
-            probs = probabilities(self.net, image, settings, self.device, torch.float32, progress, amp)[0].numpy()
+            probs = probabilities(net, image, settings, self.device, torch.float32, progress, amp)[0].numpy()
             sink.emit("progress", stage="postprocess", done=0, total=1)
             result = Prediction(
                 scores_to_labels(probs, pre.record, self.plan.label_values()),
@@ -123,7 +140,7 @@ class Predictor:
         sink.emit("progress", stage="postprocess", done=1, total=1)
         return result
 
-    def _streamed_labels(self, image, settings, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
+    def _streamed_labels(self, net, image, settings, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
         """Low-memory path: finished blocks of the rolling buffer are reduced at once. On the input grid, to
         labels; otherwise float16 scores on the network grid are kept and resampled class by class (same
         result as the full path)."""
@@ -131,7 +148,7 @@ class Predictor:
         index = np.zeros(shape, np.uint8 if k < 256 else np.uint16) if identity else None
         scores = None if identity else np.zeros((k, *shape), np.float16)
         unc = np.zeros(shape, np.float32) if want_unc else None
-        for region, probs in StreamingStitcher(settings).run(self.net, image, self.device, k, progress, amp):
+        for region, probs in StreamingStitcher(settings).run(net, image, self.device, k, progress, amp):
             if identity:
                 index[region] = probs.argmax(0).numpy()
             else:
@@ -161,6 +178,7 @@ class _WindowProgress:
                        eta_s=self.clock.eta(self.done))
 
 
-def predict_files(model: str | Path, inputs: List[str], device: str = "auto", **kwargs) -> Prediction:
-    """Convenience: ``Predictor.from_package(model, device).predict(inputs, **kwargs)``."""
-    return Predictor.from_package(model, device).predict(inputs, **kwargs)
+def predict_files(model: str | Path, inputs: List[str], device: str = "auto", runtime: str = "auto",
+                  **kwargs) -> Prediction:
+    """Convenience: ``Predictor.from_package(model, device, runtime).predict(inputs, **kwargs)``."""
+    return Predictor.from_package(model, device, runtime).predict(inputs, **kwargs)
