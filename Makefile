@@ -26,7 +26,8 @@ install: $(VENV)/.medssl-installed
 $(VENV)/.medssl-installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIPC) "torch==2.13.0"
-	$(PIPC) -e .
+	# [openvino]: the CPU runtime --runtime auto picks on x86 (openvino + onnx; neither pulls torch)
+	$(PIPC) -e ".[openvino]"
 	# dynamic-network-architectures: --no-deps, its timm pin would pull a CUDA torch and a broken torchvision
 	$(PIP) install -q --no-deps "dynamic-network-architectures==0.4.4"
 	# unlabelled scans for the demo's pretraining: nibabel's anatomical test image and nilearn's bundled
@@ -38,7 +39,7 @@ $(VENV)/.medssl-installed: pyproject.toml constraints.txt
 install-dev: install $(VENV)/.medssl-dev-installed
 
 $(VENV)/.medssl-dev-installed: pyproject.toml constraints.txt
-	$(PIPC) -e ".[dev]"
+	$(PIPC) -e ".[dev,openvino]"
 	touch $@
 
 # Real scans for the demo and the tests: Debian packages mricron-data (Colin27 + AAL) and

@@ -141,6 +141,11 @@ class VoCo(SSLMethod):
     def view_maker(self) -> VoCoViews:
         return VoCoViews(self.cfg)
 
+    def forward_voxels(self) -> int:
+        """3 x 3 base crops and ``n_crops`` random crops, each ``base_size``^3, per volume."""
+        c = self.cfg
+        return (c.grid[0] * c.grid[1] + c.n_crops) * c.base_size ** 3
+
     def train(self, mode: bool = True) -> "VoCo":
         super().train(mode)
         self.teacher.eval()
