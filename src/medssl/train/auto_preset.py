@@ -82,7 +82,7 @@ def candidates(method: str, backbone: str, batch: int, patch: List[int], method_
     for model in [backbone, *_smaller_backbones(backbone)]:
         b, p, m, changes = batch, list(patch), dict(method_cfg), [] if model == backbone else [f"model {model}"]
         while True:
-            yield Candidate(model, b, p, m, ", ".join(changes))
+            yield Candidate(model, b, list(p), dict(m), ", ".join(changes))
             if b > 1:
                 b = max(1, b // 2)
                 changes = [c for c in changes if not c.startswith("batch")] + [f"batch {batch} -> {b}"]
@@ -152,3 +152,23 @@ def fit_pretraining(cfg, method: str, device: torch.device, in_channels: int = 1
                          f"{free:.1f} GB free; scaled down: {cand.change} (about {need:.1f} GB)")
     raise ResourceError(f"even the smallest {method} setting needs more memory than the {free:.1f} GB free on "
                         f"{device}; free memory or use --preset cpu with --batch-size 1")
+
+
+def fit_finetuning(net: torch.nn.Module, in_channels: int, patch, batch: int, device: torch.device, amp: bool
+                   ) -> Tuple[int, List[int], Optional[str]]:
+    """Fine-tuning's ``--preset auto``: (batch, patch, note) that fit; the batch first, then the patch. The
+    model is the one asked for (its weights come with it), so its size is not changed here."""
+    free, divisor = available_gb(device), int(getattr(net, "size_divisor", 16))
+    per_voxel = activation_bytes_per_voxel(net, in_channels, 2 * max(divisor, 8))
+    params = sum(p.numel() for p in net.parameters()) * 16
+    recipe, first = list(patch), None
+    for cand in candidates("finetune", "", batch, list(patch), {}, {}, divisor):
+        need = (params + per_voxel * cand.batch * cand.patch[0] * cand.patch[1] * cand.patch[2] * (0.6 if amp else 1)) / GB
+        first = need if first is None else first
+        if need <= MARGIN * free:
+            note = None if not cand.change else (
+                f"preset auto: batch {batch}, patch {recipe} need about {first:.1f} GB but {device} has {free:.1f} GB "
+                f"free; scaled down: {cand.change} (about {need:.1f} GB)")
+            return cand.batch, cand.patch, note
+    raise ResourceError(f"fine-tuning needs more memory than the {free:.1f} GB free on {device} even with batch 1 "
+                        f"and patch {MIN_PATCH}; use a smaller backbone")
