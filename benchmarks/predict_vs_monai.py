@@ -91,7 +91,9 @@ torch.set_num_threads(int(sys.argv[4]))
 from medssl.cli.main import main
 import medssl.cli.predict_cmd, medssl.inference.predictor  # imported before the clock, as MONAI is in the other run
 t0 = time.perf_counter()
-rc = main(["predict", "--model", sys.argv[1], "--input", sys.argv[2], "--output", sys.argv[3], "--device", "cpu",
+import os
+rc = main(["predict", "--model", sys.argv[1], "--input", sys.argv[2], "--output", sys.argv[3],
+           "--device", os.environ.get("MEDSSL_BENCH_DEVICE", "cpu"),
            "--progress", "none", "--runtime", sys.argv[5] if len(sys.argv) > 5 else "torch"])
 dt = time.perf_counter() - t0
 print(json.dumps({"rc": rc, "seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
