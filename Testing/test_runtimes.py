@@ -85,7 +85,7 @@ def test_openvino_float32_equals_torch_with_tta_streaming_and_uncertainty(tiny_p
         assert ref.keys() == got.keys()
         for key in ref.keys() - {"labels"}:
             np.testing.assert_allclose(got[key], ref[key], atol=1e-4, err_msg=key)
-        assert np.mean(got["labels"] == ref["labels"]) > 0.9999
+        assert np.mean(got["labels"] == ref["labels"]) > 0.999  # near ties only (streamed: float16 scores)
     assert [e["message"] for e in sink.of("log")] == ["runtime: openvino float32 on cpu (--precision float32, "
                                                        "openvino installed)"]  # compiled once for both cases
     assert (tiny_package / "model.onnx").is_file() and any((tiny_package / runtimes.OPENVINO_CACHE).iterdir())
