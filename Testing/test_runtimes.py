@@ -81,7 +81,8 @@ def test_openvino_float32_equals_torch_with_tta_streaming_and_uncertainty(tiny_p
     ov_pred, sink = Predictor.from_package(tiny_package, "cpu", "openvino", "float32"), ListSink()
     for kwargs in ({"probabilities": True, "tta": True, "uncertainty": True},
                    {"low_memory": True, "tta": True, "uncertainty": True}):
-        ref, got = _arrays(torch_pred.predict([kmeans_t1], **kwargs)), _arrays(ov_pred.predict([kmeans_t1], sink=sink, **kwargs))
+        ref = _arrays(torch_pred.predict([kmeans_t1], **kwargs))
+        got = _arrays(ov_pred.predict([kmeans_t1], sink=sink, **kwargs))
         assert ref.keys() == got.keys()
         for key in ref.keys() - {"labels"}:
             np.testing.assert_allclose(got[key], ref[key], atol=1e-4, err_msg=key)
