@@ -99,6 +99,8 @@ class Predictor:
         if low_memory and probabilities:
             raise InputError("--probabilities needs the whole probability map in memory; drop --low-memory or "
                              "--probabilities")
+        if low_memory and sw_batch_size is None:
+            settings.sw_batch_size = 1  # one window's activations (ResEnc-tiny at 128^3: 0.5 GB less than two)
         return self._run_with_oom_retry(pre, settings, low_memory, probabilities, uncertainty, sink)
 
     def _needs_low_memory(self, pre: Preprocessed) -> bool:
