@@ -39,3 +39,29 @@ def test_slabs_equal_the_whole_volume(monkeypatch, slab_slices):
     expected = _whole_volume_labels(scores.astype(np.float32), pre.record, plan.label_values())
     assert len(np.unique(expected)) == 4
     np.testing.assert_array_equal(sitk.GetArrayFromImage(got), expected)
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_blocks_in_stream_order_give_the_same_labels_and_are_dropped(monkeypatch, axis):
+    """Scores handed in block by block (as the streamed stitcher does) give the whole-volume labels; on an
+    axis-aligned grid streamed along the input's slab axis, only a band of network slices is ever held."""
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((40, 50, 60)).astype(np.float32))
+    image.SetSpacing((0.8, 0.9, 1.5))
+    plan = Plan([ChannelSpec("t1")], [NormSpec("zscore", {"per_image": True})], (16, 16, 16),
+                default_labels(["a", "b", "c"]), resolve_arch("resenc", "unet", {"preset": "test"}),
+                spacing=(1.6, 1.8, 2.0), orientation="native")
+    record = preprocess([image], plan).record
+    shape = record.network_grid.size
+    noise = np.random.default_rng(1).random((4, *shape)).astype(np.float32)
+    scores = np.stack([sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(c), 1.0))
+                       for c in noise]).astype(np.float16)
+    monkeypatch.setattr(postprocess, "SLAB_VOXELS", 60 * 50 * 4)
+    expected = sitk.GetArrayFromImage(postprocess.scores_to_labels(scores, record, plan.label_values()))
+    writer, held = postprocess.SlabLabels(record, plan.label_values(), axis), []
+    for start in range(0, shape[axis], 3):
+        block = [slice(None)] * 4
+        block[1 + axis] = slice(start, start + 3)
+        writer.add(start, scores[tuple(block)])
+        held.append(sum(c.shape[1 + axis] for _, c in writer.chunks))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(writer.result()), expected)
+    assert (max(held) < shape[axis] / 2) == (axis == 2)  # the input's slab axis k is the network's axis 2

@@ -37,23 +37,70 @@ def scores_to_labels(scores: np.ndarray, record: PreprocessRecord, label_values:
     if record.identity():
         index = np.argmax(scores, axis=0)
         return image_from_ijk(values.astype(dtype)[index], record.input_grid)
-    g = record.input_grid
-    lut = values.astype(dtype)
-    out = np.empty(g.size[::-1], dtype)  # SimpleITK's (k, j, i) order: slabs along k are contiguous
-    depth = max(1, SLAB_VOXELS // (g.size[0] * g.size[1]))
-    for k0 in range(0, g.size[2], depth):
-        slab = _slab(g, k0, min(depth, g.size[2] - k0))
-        box, sub = _source_box(record.network_grid, slab)
-        best = _resampled(image_from_ijk(np.asarray(scores[(0, *box)], np.float32), sub), slab, 1.0)
-        index = np.zeros(best.shape, np.uint8 if len(values) < 256 else np.uint16)
-        for c in range(1, scores.shape[0]):
-            s = _resampled(image_from_ijk(np.asarray(scores[(c, *box)], np.float32), sub), slab, 0.0)
+    writer = SlabLabels(record, label_values, axis=0)
+    writer.add(0, np.asarray(scores))
+    return writer.result()
+
+
+class SlabLabels:
+    """Labels on the input grid from class scores on the network grid that arrive block by block along the
+    network axis ``axis`` (in increasing order, as `StreamingStitcher` hands them out). Each input slab (about
+    `SLAB_VOXELS` voxels along the input's last axis) is filled as soon as the network block it reads is complete,
+    and network slices no later slab reads are dropped: with an axis-aligned plan only a band of float16 scores is
+    held, never the whole network grid (an oblique one may need all of it, and then holds it)."""
+
+    def __init__(self, record: PreprocessRecord, label_values: Sequence[int], axis: int) -> None:
+        values = np.asarray(label_values)
+        self.record, self.axis, self.n = record, axis, len(values)
+        self.lut = values.astype(np.uint8 if values.max() < 256 else np.uint16)
+        g = record.input_grid
+        self.out = np.empty(g.size[::-1], self.lut.dtype)  # SimpleITK's (k, j, i) order: slabs along k contiguous
+        depth = max(1, SLAB_VOXELS // (g.size[0] * g.size[1]))
+        self.slabs = [(k0, _slab(g, k0, min(depth, g.size[2] - k0))) for k0 in range(0, g.size[2], depth)]
+        self.boxes = [_source_box(record.network_grid, slab) for _, slab in self.slabs]
+        self.chunks: list = []  # (start along axis, scores (K, ...)); the streamed path passes float16
+        self.done, self.next = 0, 0  # network slices received; next slab to fill
+
+    def add(self, start: int, scores: np.ndarray) -> None:
+        """Scores ``(K, ...)`` of network slices ``start .. start + n`` along ``axis`` (after all before them)."""
+        self.chunks.append((start, np.asarray(scores)))
+        self.done = start + scores.shape[1 + self.axis]
+        while self.next < len(self.slabs) and self.boxes[self.next][0][self.axis].stop <= self.done:
+            self._fill(self.next)
+            self.next += 1
+        keep = min((b[0][self.axis].start for b in self.boxes[self.next:]), default=self.done)
+        self.chunks = [(s, c) for s, c in self.chunks if s + c.shape[1 + self.axis] > keep]
+
+    def result(self) -> sitk.Image:
+        if self.next != len(self.slabs):
+            raise ValueError("SlabLabels.result: not every network slice was added")
+        image = sitk.GetImageFromArray(self.out)
+        self.out = np.empty(0, self.lut.dtype)
+        return self.record.input_grid.apply_to(image)
+
+    def _block(self, box) -> np.ndarray:
+        """Scores (K, *box) cut from the held chunks."""
+        a, lo, hi = self.axis, box[self.axis].start, box[self.axis].stop
+        parts = []
+        for s, c in self.chunks:
+            o0, o1 = max(lo, s), min(hi, s + c.shape[1 + a])
+            if o1 > o0:
+                cut = [slice(None)] + list(box)
+                cut[1 + a] = slice(o0 - s, o1 - s)
+                parts.append(c[tuple(cut)])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1 + a)
+
+    def _fill(self, i: int) -> None:
+        k0, slab = self.slabs[i]
+        box, sub = self.boxes[i]
+        block = self._block(box)
+        best = _resampled(image_from_ijk(block[0].astype(np.float32), sub), slab, 1.0)
+        index = np.zeros(best.shape, np.uint8 if self.n < 256 else np.uint16)
+        for c in range(1, block.shape[0]):
+            s = _resampled(image_from_ijk(block[c].astype(np.float32), sub), slab, 0.0)
             index[s > best] = c
             np.maximum(best, s, out=best)
-        out[k0:k0 + slab.size[2]] = lut[index]
-    image = sitk.GetImageFromArray(out)
-    del out
-    return g.apply_to(image)
+        self.out[k0:k0 + slab.size[2]] = self.lut[index]
 
 
 SLAB_VOXELS = 8 * 2**20  # voxels of the input grid per slab (32 MB per float32 array)

@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..data.postprocess import entropy, scalar_to_input_grid, scores_to_input_grid, scores_to_labels
+from ..data.postprocess import SlabLabels, entropy, scalar_to_input_grid, scores_to_input_grid, scores_to_labels
 from ..data.preprocess import Preprocessed, preprocess
 from ..errors import InputError
 from ..events import EtaClock, EventSink, NullSink
@@ -34,7 +34,7 @@ from .devices import resolve_device
 from .resources import GB, available_gb
 from .runtimes import RuntimeChoice, build_window_net, choose_runtime
 from .sliding_window import WindowSettings, count_windows, probabilities
-from .streaming import StreamingStitcher
+from .streaming import StreamingStitcher, monai_padding, stream_axis
 
 ImageLike = Union[str, Path, sitk.Image]
 LOW_MEMORY_BYTES = 0.5e9  # stream the stitching when full-volume class scores would exceed this (issue 19: a
@@ -145,17 +145,19 @@ class Predictor:
 
     def _streamed_labels(self, net, image, settings, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
         """Low-memory path: finished blocks of the rolling buffer are reduced at once. On the input grid, to
-        labels; otherwise float16 scores on the network grid are kept and resampled class by class (same
-        result as the full path)."""
+        labels; otherwise to float16 scores that `SlabLabels` resamples onto the input grid slab by slab as soon
+        as the slab's network block is complete, dropping what no later slab reads (same result as the full path)."""
         shape, identity, k = image.shape[2:], pre.record.identity(), self.plan.num_classes
         index = np.zeros(shape, np.uint8 if k < 256 else np.uint16) if identity else None
-        scores = None if identity else np.zeros((k, *shape), np.float16)
+        padded = [s + a + b for s, (a, b) in zip(shape, monai_padding(shape, settings.roi))]
+        axis = stream_axis(padded)
+        slabs = None if identity else SlabLabels(pre.record, self.plan.label_values(), axis)
         unc = np.zeros(shape, np.float32) if want_unc else None
         for region, probs in StreamingStitcher(settings).run(net, image, self.device, k, progress, amp):
             if identity:
                 index[region] = probs.argmax(0).numpy()
             else:
-                scores[(slice(None), *region)] = probs.numpy()
+                slabs.add(region[axis].start, probs.numpy().astype(np.float16))
             if unc is not None:
                 unc[region] = entropy(probs.numpy())
             del probs
@@ -163,7 +165,7 @@ class Predictor:
         if identity:
             labels = image_from_ijk(values.astype(np.uint8 if values.max() < 256 else np.uint16)[index], pre.record.input_grid)
         else:
-            labels = scores_to_labels(scores, pre.record, self.plan.label_values())
+            labels = slabs.result()
         return Prediction(labels, None, scalar_to_input_grid(unc, pre.record) if unc is not None else None)
 
 
