@@ -27,7 +27,8 @@ install: $(VENV)/.medssl-installed
 $(VENV)/.medssl-installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIPC) "torch==2.13.0"
-	$(PIPC) -e .
+	# [openvino]: the CPU runtime --runtime auto picks on x86 (openvino + onnx; neither pulls torch)
+	$(PIPC) -e ".[openvino]"
 	# dynamic-network-architectures: --no-deps, its timm pin would pull a CUDA torch and a broken torchvision
 	$(PIP) install -q --no-deps "dynamic-network-architectures==0.4.4"
 	# unlabelled scans for the demo's pretraining: nibabel's anatomical test image and nilearn's bundled
@@ -39,7 +40,7 @@ $(VENV)/.medssl-installed: pyproject.toml constraints.txt
 install-dev: install $(VENV)/.medssl-dev-installed
 
 $(VENV)/.medssl-dev-installed: pyproject.toml constraints.txt
-	$(PIPC) -e ".[dev,dicom]"
+	$(PIPC) -e ".[dev,dicom,openvino]"
 	# upstream reference implementations for the equivalence tests (Testing/upstream.py): MONAI 1.3.0, the version
 	# VoCo trained with, beside (not over) the project's MONAI; imported only by the tests' child processes
 	$(PIP) install -q --no-deps --upgrade --target $(VENV)/reference/monai-1.3.0 "monai==1.3.0"

@@ -18,6 +18,7 @@ from . import bundled_core
 
 PathLike = Union[str, os.PathLike]
 DEVICES = ("auto", "cuda", "cpu")
+RUNTIMES = ("auto", "torch", "openvino")  # medssl predict --runtime (medssl.inference.runtimes.RUNTIMES)
 PRESETS = ("quick", "standard")
 SPARSE_AXES = ("auto", "axial", "coronal", "sagittal", "i", "j", "k")  # ``finetune --sparse-slices`` (test-checked)
 # The medssl (sub)commands that accept ``--progress json`` (checked against the real CLI by the tests).
@@ -78,10 +79,13 @@ class PredictOptions:
     tta: bool = False
     lowMemory: bool = False
     uncertainty: bool = False
+    runtime: str = "auto"  # medssl predict --runtime: auto | torch | openvino
 
     def validate(self) -> None:
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
         if self.overlap is not None and not 0 <= self.overlap < 1:
             raise ValueError(f"overlap {self.overlap} is out of range; use a value in [0, 1), e.g. 0.5")
 
@@ -93,6 +97,8 @@ def predictArgs(package: PathLike, inputs: Sequence[PathLike], output: PathLike,
     _checkNoComma(inputs)
     args = ["predict", "--model", str(package), "--input", *map(str, inputs), "--output", str(output),
             "--device", options.device, "--progress", "json"]
+    if options.runtime != "auto":
+        args += ["--runtime", options.runtime]
     if options.overlap is not None:
         args += ["--overlap", f"{options.overlap:g}"]
     if options.tta:

@@ -123,7 +123,7 @@ def _predictor(sw_batch_size: int = 4):
                 default_labels(["a", "b"]), resolve_arch("resenc", "unet", {"preset": "test"}),
                 sliding_window=SlidingWindowSpec(overlap=0.25, sw_batch_size=sw_batch_size))
     torch.manual_seed(0)
-    return Predictor(plan, build_from_plan(plan), torch.device("cpu"))
+    return Predictor(plan, build_from_plan(plan), torch.device("cpu"), precision="float32")  # exact labels on any CPU
 
 
 class _Log:

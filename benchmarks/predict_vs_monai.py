@@ -1,6 +1,7 @@
 """Benchmark: ``medssl predict`` end to end against bare MONAI ``sliding_window_inference``.
 
     python benchmarks/predict_vs_monai.py [--backbone resenc:tiny] [--roi 96] [--repeats 2] [--skip-speed] [--skip-large] [--skip-bare-large]
+    python benchmarks/predict_vs_monai.py --runtimes [--runtime auto] [--package PKG] [--roi 48 --spacing 3]
 
 Part 1 (speed): the Colin27 T1 (181x217x181, real scan) is segmented by a package on its native grid by
 (a) ``medssl predict`` in a subprocess: read, preprocess, sliding window, invert, write ``.seg.nrrd``;
@@ -11,7 +12,13 @@ reported with the ratio (target <= 1.05) and each process's peak RSS.
 Part 2 (memory): a 512x512x300 volume with a 14-class network, predicted on the CPU by ``medssl predict``
 (low-memory streamed stitching kicks in automatically) versus bare MONAI stitching the full probability map
 (target for medssl: peak RSS <= 3 GB).
-The networks have random weights: time and memory do not depend on the weight values.
+Part 3 (``--runtimes``, issue 19): Colin27 at the plan's spacing (default 3 mm, ROI 48 as the demo), side by
+side in one run: (a) ``medssl predict --runtime R`` end to end (after one warm-up run that exports the ONNX
+file and fills OpenVINO's cache, as any later run finds them) against bare MONAI float32; (b) the sliding-window
+part alone on the same preprocessed tensor, ``R``'s window network against bare MONAI float32; (c) labels of
+(b) against float32 on the network grid. The load average is printed, as the 2 cores may be shared.
+The networks have random weights (time and memory do not depend on them) unless ``--package`` gives a trained
+one (label agreement does: near ties are many in a random network).
 """
 from __future__ import annotations
 
@@ -49,20 +56,51 @@ dt = time.perf_counter() - t0
 print(json.dumps({"seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+SW_ONLY = r"""
+import json, sys, time, numpy as np, torch
+import SimpleITK as sitk
+from monai.inferers import sliding_window_inference
+from medssl.data.preprocess import preprocess
+from medssl.inference.predictor import Predictor
+from medssl.inference.sliding_window import count_windows, probabilities
+torch.set_num_threads(int(sys.argv[3]))
+runtime, out = sys.argv[4], sys.argv[5]
+pred = Predictor.from_package(sys.argv[1], "cpu", "torch" if runtime == "monai" else runtime,
+                              "float32" if runtime == "monai" else "auto")
+x = torch.from_numpy(preprocess([sitk.ReadImage(sys.argv[2])], pred.plan).image)[None]
+settings = pred.settings()
+net = pred.window_net()
+with torch.inference_mode():
+    net(torch.zeros(settings.sw_batch_size, x.shape[1], *settings.roi))  # compile / warm up outside the clock
+    t0 = time.perf_counter()
+    if runtime == "monai":
+        y = sliding_window_inference(x, settings.roi, settings.sw_batch_size, lambda w: torch.softmax(net(w), 1),
+                                     overlap=settings.overlap, mode=settings.mode, sigma_scale=settings.sigma_scale)
+    else:
+        y = probabilities(net, x, settings, pred.device, torch.float32, None, pred.choice.amp_dtype)
+    labels = y.argmax(1)[0].numpy().astype(np.uint8)
+dt = time.perf_counter() - t0
+np.save(out, labels)
+print(json.dumps({"seconds": dt, "choice": pred.choice.describe(pred.device),
+                  "windows": count_windows(x.shape[2:], settings)}))
+"""
+
 MEDSSL_TIMED = r"""
 import json, resource, sys, time, torch
 torch.set_num_threads(int(sys.argv[4]))
 from medssl.cli.main import main
 import medssl.cli.predict_cmd, medssl.inference.predictor  # imported before the clock, as MONAI is in the other run
 t0 = time.perf_counter()
-rc = main(["predict", "--model", sys.argv[1], "--input", sys.argv[2], "--output", sys.argv[3], "--device", "cpu",
-           "--progress", "none"])
+import os
+rc = main(["predict", "--model", sys.argv[1], "--input", sys.argv[2], "--output", sys.argv[3],
+           "--device", os.environ.get("MEDSSL_BENCH_DEVICE", "cpu"),
+           "--progress", "none", "--runtime", sys.argv[5] if len(sys.argv) > 5 else "torch"])
 dt = time.perf_counter() - t0
 print(json.dumps({"rc": rc, "seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-def make_package(folder: Path, backbone: str, classes: int, roi: int) -> Path:
+def make_package(folder: Path, backbone: str, classes: int, roi: int, spacing: float | None = None) -> Path:
     """A package with random weights whose plan keeps the native grid (so both runs see the same tensor)."""
     import torch
 
@@ -74,7 +112,8 @@ def make_package(folder: Path, backbone: str, classes: int, roi: int) -> Path:
     torch.manual_seed(0)
     arch = resolve_backbone(backbone).arch
     plan = Plan([ChannelSpec("t1")], [NormSpec("zscore", {"per_image": True})], (roi, roi, roi),
-                default_labels([f"class_{i}" for i in range(1, classes)]), arch, spacing=None, orientation="native",
+                default_labels([f"class_{i}" for i in range(1, classes)]), arch,
+                spacing=None if spacing is None else (spacing,) * 3, orientation="native",
                 sliding_window=SlidingWindowSpec(overlap=0.5, sw_batch_size=1))
     net = build_network(arch, 1, classes)
     return save_package(folder, plan, net.state_dict(), {"licence": "benchmark only"})
@@ -117,6 +156,38 @@ def part_memory(tmp: Path, roi: int, threads: int, with_monai: bool = True) -> d
     return result
 
 
+def part_runtimes(tmp: Path, backbone: str, roi: int, spacing: float | None, repeats: int, threads: int,
+                  runtime: str, package: str | None) -> dict:
+    """Part 3 of the module docstring; runs alternate, medians reported."""
+    pkg = Path(package) if package else make_package(tmp / "pkg_rt", backbone, 9, roi, spacing)
+    seg = str(tmp / "rt_seg.seg.nrrd")
+    run_json(MEDSSL_TIMED, str(pkg), str(COLIN), seg, str(threads), runtime)  # warm-up: ONNX export, OpenVINO cache
+    runs: dict = {"e2e": [], "bare": [], "sw": [], "sw_f32": []}
+    load = [os.getloadavg()[0]]
+    for _ in range(repeats):
+        runs["e2e"].append(run_json(MEDSSL_TIMED, str(pkg), str(COLIN), seg, str(threads), runtime))
+        runs["bare"].append(run_json(BARE_MONAI, str(pkg), str(COLIN), str(threads)))
+        runs["sw"].append(run_json(SW_ONLY, str(pkg), str(COLIN), str(threads), runtime, str(tmp / "sw.npy")))
+        runs["sw_f32"].append(run_json(SW_ONLY, str(pkg), str(COLIN), str(threads), "monai", str(tmp / "f32.npy")))
+        load.append(os.getloadavg()[0])
+    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    agree = float(np.mean(np.load(tmp / "sw.npy") == np.load(tmp / "f32.npy")))
+    return {"choice": runs["sw"][0]["choice"], "windows": runs["sw"][0]["windows"], "e2e_s": med["e2e"],
+            "bare_monai_s": med["bare"], "e2e_ratio": med["e2e"] / med["bare"], "sw_s": med["sw"],
+            "sw_monai_f32_s": med["sw_f32"], "sw_ratio": med["sw"] / med["sw_f32"], "label_agreement": agree,
+            "load_average": [round(x, 1) for x in load], "threads": threads}
+
+
+def _print_runtimes(r: dict, backbone: str, roi: int, spacing) -> None:
+    print(f"[runtimes] Colin27 at {spacing or 'native'} mm, {backbone}, roi {roi}, {r['windows']} windows; {r['choice']}")
+    print(f"  medssl predict end to end {r['e2e_s']:.2f} s / bare MONAI float32 {r['bare_monai_s']:.2f} s = "
+          f"{r['e2e_ratio']:.3f} (target <= 0.35: {_verdict(r['e2e_ratio'] <= 0.35)})")
+    print(f"  sliding window alone {r['sw_s']:.2f} s / MONAI float32 {r['sw_monai_f32_s']:.2f} s = {r['sw_ratio']:.3f} "
+          f"(target <= 0.15: {_verdict(r['sw_ratio'] <= 0.15)})")
+    print(f"  labels agree with float32 on {100 * r['label_agreement']:.3f} % of voxels (target >= 99.9 %: "
+          f"{_verdict(r['label_agreement'] >= 0.999)}); load average {r['load_average']} on {os.cpu_count()} cores")
+
+
 def _verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
 
@@ -131,6 +202,10 @@ def main() -> int:
     p.add_argument("--skip-large", action="store_true", help="skip part 2 (memory)")
     p.add_argument("--skip-speed", action="store_true", help="skip part 1 (speed)")
     p.add_argument("--skip-bare-large", action="store_true", help="part 2 without the (slow, ~6 GB) bare MONAI run")
+    p.add_argument("--runtimes", action="store_true", help="part 3 only: runtime ratios (roi default 48, spacing 3)")
+    p.add_argument("--runtime", default="auto", help="part 3: medssl's --runtime (auto, torch, openvino)")
+    p.add_argument("--spacing", type=float, default=3.0, help="part 3: plan spacing in mm (0: native grid)")
+    p.add_argument("--package", help="part 3: a trained package instead of random weights")
     args = p.parse_args()
     if not COLIN.exists():
         print("error: Colin27 is missing; install the Debian package mricron-data", file=sys.stderr)
@@ -139,6 +214,12 @@ def main() -> int:
         tmp = Path(d)
         t0 = time.time()
         result = {}
+        if args.runtimes:
+            roi = 48 if args.roi == 96 else args.roi
+            r = result["runtimes"] = part_runtimes(tmp, args.backbone, roi, args.spacing or None, args.repeats,
+                                                   args.threads, args.runtime, args.package)
+            _print_runtimes(r, args.backbone, roi, args.spacing)
+            args.skip_speed = args.skip_large = True
         if not args.skip_speed:
             result["speed"] = speed = part_speed(tmp, args.backbone, args.roi, args.repeats, args.threads)
             print(f"[speed] Colin27 181x217x181, {args.backbone}, roi {args.roi}, overlap 0.5, gaussian:")

@@ -13,7 +13,7 @@ pytest.importorskip("slicer")
 
 from medssl_slicer_helpers import REPO  # noqa: E402
 
-from MedSSLLib import catalog, install  # noqa: E402
+from MedSSLLib import catalog, commands, install  # noqa: E402
 from MedSSLLib.commands import FinetuneOptions, PredictOptions, finetuneArgs, predictArgs  # noqa: E402
 from MedSSLLib.packages import (PackageError, listPackages, medsslHome, modelsDir, nextVersionName,  # noqa: E402
                                 packageFolder, readPackage, safeName)
@@ -124,6 +124,14 @@ def test_medssl_cli_accepts_the_command_lines(realMedssl):
     finetune = finetuneArgs([["a.nrrd", "b.nrrd"]], ["l.seg.nrrd"], "out",
                             FinetuneOptions("resenc:tiny", "standard", 5, "auto", True, True, "c.yaml"))
     assert parser.parse_args(predict).tta and parser.parse_args(finetune).resume
+    from medssl.inference.runtimes import RUNTIMES
+
+    assert RUNTIMES == commands.RUNTIMES
+    for runtime in RUNTIMES:
+        chosen = predictArgs("pkg", ["a.nrrd"], "o.seg.nrrd", PredictOptions(runtime=runtime))
+        assert parser.parse_args(chosen).runtime == runtime
+    with pytest.raises(ValueError, match="runtime"):
+        predictArgs("pkg", ["a.nrrd"], "o.seg.nrrd", PredictOptions(runtime="tensorrt"))
 
 
 def test_diagnostics_from_the_real_medssl_info(realMedssl):

@@ -52,7 +52,7 @@ CPU_OOM_HINTS = ("DefaultCPUAllocator: not enough memory", "can't allocate memor
                  "CUDA error: out of memory")
 OOM_ADVICE = {
     "finetune": "use a smaller --patch-size (e.g. half of it), batch_size: 1 in --config",
-    "pretrain": "use --batch-size 1 or a smaller patch_size in --config",
+    "pretrain": "use --batch-size 1 or a smaller patch_size in --config, or --preset cpu",
     "predict": "use --low-memory, --sw-batch-size 1",
 }
 

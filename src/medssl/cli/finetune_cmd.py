@@ -25,7 +25,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="PKG", help="model package folder to write")
     p.add_argument("--backbone", default="resenc:tiny",
                    help="architecture[:preset], weight-catalog id, checkpoint file or model package (default resenc:tiny)")
-    p.add_argument("--preset", default="quick", help="training preset: quick (default) or standard")
+    p.add_argument("--preset", default="auto", help="training preset: auto (default: quick, with the batch and then "
+                   "the patch scaled down when they would not fit this machine's memory), quick or standard")
     p.add_argument("--config", metavar="YAML", help="YAML file with settings overriding the preset")
     p.add_argument("--steps", type=positive_int, help="number of training steps")
     p.add_argument("--patch-size", type=positive_int, nargs=3, metavar=("I", "J", "K"), help="training patch size")

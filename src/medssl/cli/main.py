@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import List, Optional
 
-COMMANDS = ["finetune", "predict", "info", "weights", "pretrain", "export", "import", "rank"]
+COMMANDS = ["finetune", "predict", "info", "weights", "pretrain", "export", "import", "rank", "export-onnx"]
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f".{name}_cmd", __package__)
+            module = importlib.import_module(f".{name.replace('-', '_')}_cmd", __package__)
         except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}_cmd":
+            if exc.name != f"{__package__}.{name.replace('-', '_')}_cmd":
                 raise
             continue
         p = module.add_parser(sub)

@@ -8,15 +8,21 @@ from .common import add_device, add_progress, fraction, positive_int
 
 EPILOG = """examples:
   medssl predict --model my_model --input ct.nii.gz --output ct_seg.seg.nrrd
-  medssl predict --model mr_model --input t1.nii.gz t2.nii.gz --output seg.nii.gz --tta --uncertainty unc.nii.gz"""
+  medssl predict --model mr_model --input t1.nii.gz t2.nii.gz --output seg.nii.gz --tta --uncertainty unc.nii.gz
+  medssl predict --model my_model --input-dir scans/ --output-dir segs/   # model loaded and compiled once"""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment images with a model package", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="PKG", help="model package folder")
-    p.add_argument("--input", nargs="+", required=True, metavar="IMG", help="one image per channel (or DICOM folder)")
-    p.add_argument("--output", required=True, metavar="OUT", help="label map to write (.seg.nrrd keeps names and colours; .dcm: DICOM SEG of a DICOM series input)")
+    p.add_argument("--input", nargs="+", metavar="IMG", help="one image per channel (or DICOM folder)")
+    p.add_argument("--output", metavar="OUT", help="label map to write (.seg.nrrd keeps names and colours; .dcm: "
+                                                   "DICOM SEG of a DICOM series input)")
+    p.add_argument("--input-dir", metavar="DIR", help="segment every case in DIR (several channels: case_0000.nii.gz, "
+                                                      "case_0001.nii.gz, ...) instead of --input")
+    p.add_argument("--output-dir", metavar="DIR", help="with --input-dir: where <case>.seg.nrrd files are written")
+    p.add_argument("--output-suffix", default=".seg.nrrd", help="with --output-dir: file ending (default .seg.nrrd)")
     p.add_argument("--overlap", type=fraction, help="sliding-window overlap in [0, 1) (default: the plan's)")
     p.add_argument("--sw-batch-size", type=positive_int, help="windows per forward pass")
     p.add_argument("--tta", action="store_true", help="average over mirrored copies (slower, smoother)")
@@ -24,13 +30,31 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", metavar="OUT", help="also write a voxel-wise uncertainty (entropy) map")
     p.add_argument("--low-memory", action="store_true", help="stitch in a rolling buffer to bound memory (automatic for large volumes)")
     add_device(p)
+    add_runtime(p)
     add_progress(p)
     return p
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    from ..inference.runtimes import PRECISIONS, RUNTIMES
+
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="engine for the network: auto (torch on a GPU, OpenVINO on an x86 CPU where installed, else "
+                        "torch), torch or openvino")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (bfloat16 where the GPU/CPU computes it natively, float16 on older GPUs, else float32)")
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
     from ..errors import InputError
     from ..io.atomic import ensure_writable_dir
+
+    if bool(args.input_dir) != bool(args.output_dir) or bool(args.input_dir) == bool(args.input or args.output):
+        raise InputError("give either --input IMG... with --output OUT, or --input-dir DIR with --output-dir DIR")
+    if args.input_dir:
+        return
+    if not (args.input and args.output):
+        raise InputError("--input and --output go together; give both")
 
     outs = [o for o in (args.output, args.probabilities, args.uncertainty) if o]
     if len(set(map(str, outs))) != len(outs):
@@ -68,7 +92,11 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(args)
     sink = make_sink(args.progress)
     try:
-        predictor = Predictor.from_package(args.model, args.device)
+        predictor = Predictor.from_package(args.model, args.device, args.runtime, args.precision)
+        if args.input_dir:
+            from .predict_folder import run_folder
+
+            return run_folder(args, predictor, sink)
         sink.emit("start", task="predict", total=1, model=str(args.model), device=str(predictor.device))
         result = predictor.predict(args.input, overlap=args.overlap, tta=args.tta, sw_batch_size=args.sw_batch_size,
                                    low_memory=True if args.low_memory else None,

@@ -14,7 +14,8 @@ EPILOG = """examples:
   torchrun --nproc_per_node 4 -m medssl pretrain --method volume_fusion --images ct/ --out run_vf
   medssl finetune --images ... --labels ... --out model --backbone run_mae/export/backbone.safetensors
 
-presets: <method> (default) is the published recipe; <method>_cpu (--preset cpu) a scaled-down one."""
+presets: auto (default) is the published recipe, scaled down (batch, then crop, then model size) to the memory
+of this machine with one line saying what changed; recipe is the recipe as published; cpu a small CPU one."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -25,7 +26,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to write (RUN/training, RUN/export)")
     p.add_argument("--backbone", metavar="ARCH", help="architecture[:preset], e.g. resenc:L, vit3d:B, swin_unetr:B "
                                                       "(default: the preset's)")
-    p.add_argument("--preset", help="settings preset: the method's recipe (default) or 'cpu'")
+    p.add_argument("--preset", default="auto", help="auto (default: the method's published recipe, scaled down "
+                   "when it would not fit this machine's memory), recipe (as published) or cpu")
     p.add_argument("--config", metavar="YAML", help="YAML file with settings overriding the preset")
     p.add_argument("--steps", type=positive_int, help="number of optimisation steps")
     p.add_argument("--batch-size", type=positive_int, help="volumes per step and process")

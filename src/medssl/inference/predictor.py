@@ -8,6 +8,8 @@
 Pipeline: read -> `preprocess` (the plan's) -> sliding window (MONAI, Gaussian blending) -> `postprocess`
 back onto the input grid. Large volumes are stitched in a rolling buffer (`StreamingStitcher`) unless
 probabilities are requested; a CUDA out-of-memory error is retried with a smaller window batch, then on the CPU.
+The window network is run by the engine `runtimes.choose_runtime` picks (``runtime="auto"``: torch autocast on
+a GPU, OpenVINO on an x86 CPU, else torch), built once on first use and kept for every later case.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..data.postprocess import entropy, scalar_to_input_grid, scores_to_input_grid, scores_to_labels
+from ..data.postprocess import SlabLabels, entropy, scalar_to_input_grid, scores_to_input_grid, scores_to_labels
 from ..data.preprocess import Preprocessed, preprocess
 from ..errors import InputError
 from ..events import EtaClock, EventSink, NullSink
@@ -30,11 +32,13 @@ from ..io.volume_io import read_image
 from ..plan import Plan, check_channel_count
 from .devices import resolve_device
 from .resources import GB, available_gb
+from .runtimes import RuntimeChoice, build_window_net, choose_runtime
 from .sliding_window import WindowSettings, count_windows, probabilities
-from .streaming import StreamingStitcher
+from .streaming import StreamingStitcher, monai_padding, stream_axis
 
 ImageLike = Union[str, Path, sitk.Image]
-LOW_MEMORY_BYTES = 1.5e9  # stream the stitching when full-volume class scores would exceed this
+LOW_MEMORY_BYTES = 0.5e9  # stream the stitching when full-volume class scores would exceed this (issue 19: a
+# 512x512x300 CT, 14 classes, at 1.6 mm peaked at 2.57 GB on the full path; the streamed one keeps float16 scores)
 
 
 @dataclass
@@ -47,15 +51,27 @@ class Prediction:
 class Predictor:
     """A fine-tuned network with its plan; see the module docstring."""
 
-    def __init__(self, plan: Plan, net: torch.nn.Module, device: torch.device, metadata: Optional[Dict] = None):
+    def __init__(self, plan: Plan, net: torch.nn.Module, device: torch.device, metadata: Optional[Dict] = None,
+                 runtime: str = "torch", precision: str = "auto", package_dir: Optional[Path] = None):
         self.plan, self.net, self.device, self.metadata = plan, net.to(device).eval(), device, metadata or {}
+        self.runtime, self.precision, self.package_dir = runtime, precision, package_dir
+        self.choice: Optional[RuntimeChoice] = None
+        self._window_net = None
+        choose_runtime(runtime, device, precision)  # an impossible request fails here, before any reading
 
     @classmethod
-    def from_package(cls, path: str | Path, device: str = "auto") -> "Predictor":
+    def from_package(cls, path: str | Path, device: str = "auto", runtime: str = "auto",
+                     precision: str = "auto") -> "Predictor":
         dev = resolve_device(device)
         recover_dir(path)  # a package whose replacement was killed half-way is completed first
         plan, net, meta = load_package(path)
-        return cls(plan, net, dev, meta)
+        return cls(plan, net, dev, meta, runtime, precision, Path(path))
+
+    def window_net(self, sink: Optional[EventSink] = None):
+        """The callable run on each window batch (built, exported and compiled once; see `runtimes`)."""
+        if self._window_net is None:
+            self.choice, self._window_net = build_window_net(self, sink or NullSink())
+        return self._window_net
 
     def settings(self, overlap: Optional[float] = None, tta: bool = False,
                  sw_batch_size: Optional[int] = None) -> WindowSettings:
@@ -82,10 +98,12 @@ class Predictor:
         if low_memory and probabilities:
             raise InputError("--probabilities needs the whole probability map in memory; drop --low-memory or "
                              "--probabilities")
+        if low_memory and sw_batch_size is None:
+            settings.sw_batch_size = 1  # one window's activations (ResEnc-tiny at 128^3: 0.5 GB less than two)
         return self._run_with_oom_retry(pre, settings, low_memory, probabilities, uncertainty, sink)
 
     def _needs_low_memory(self, pre: Preprocessed) -> bool:
-        """Full-volume float32 class scores above 1.5 GB, or above a quarter of the free RAM, are streamed."""
+        """Full-volume float32 class scores above 0.5 GB, or above a quarter of the free RAM, are streamed."""
         limit = min(LOW_MEMORY_BYTES, 0.25 * available_gb(torch.device("cpu")) * GB)
         return self.plan.num_classes * pre.image[0].size * 4 > limit
 
@@ -104,16 +122,18 @@ class Predictor:
                     sink.emit("log", message="GPU out of memory: retrying on the CPU")
                     self.device = torch.device("cpu")
                     self.net.to(self.device)
+                    self.runtime, self._window_net = "torch", None  # precision chosen again for the CPU
 
     def _run(self, pre: Preprocessed, settings: WindowSettings, low_memory: bool, want_probs: bool,
              want_unc: bool, sink: EventSink) -> Prediction:
         image = torch.from_numpy(pre.image).unsqueeze(0)
         progress = _WindowProgress(sink, count_windows(pre.image.shape[1:], settings), len(settings.mirror_axes))
-        amp = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+        net = self.window_net(sink)
+        amp = self.choice.amp_dtype if self.choice else None
         if low_memory:
-            result = self._streamed_labels(image, settings, progress, want_unc, amp, pre)
+            result = self._streamed_labels(net, image, settings, progress, want_unc, amp, pre)
         else:
-            probs = probabilities(self.net, image, settings, self.device, torch.float32, progress, amp)[0].numpy()
+            probs = probabilities(net, image, settings, self.device, torch.float32, progress, amp)[0].numpy()
             sink.emit("progress", stage="postprocess", done=0, total=1)
             result = Prediction(
                 scores_to_labels(probs, pre.record, self.plan.label_values()),
@@ -122,19 +142,21 @@ class Predictor:
         sink.emit("progress", stage="postprocess", done=1, total=1)
         return result
 
-    def _streamed_labels(self, image, settings, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
+    def _streamed_labels(self, net, image, settings, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
         """Low-memory path: finished blocks of the rolling buffer are reduced at once. On the input grid, to
-        labels; otherwise float16 scores on the network grid are kept and resampled class by class (same
-        result as the full path)."""
+        labels; otherwise to float16 scores that `SlabLabels` resamples onto the input grid slab by slab as soon
+        as the slab's network block is complete, dropping what no later slab reads (same result as the full path)."""
         shape, identity, k = image.shape[2:], pre.record.identity(), self.plan.num_classes
         index = np.zeros(shape, np.uint8 if k < 256 else np.uint16) if identity else None
-        scores = None if identity else np.zeros((k, *shape), np.float16)
+        padded = [s + a + b for s, (a, b) in zip(shape, monai_padding(shape, settings.roi))]
+        axis = stream_axis(padded)
+        slabs = None if identity else SlabLabels(pre.record, self.plan.label_values(), axis)
         unc = np.zeros(shape, np.float32) if want_unc else None
-        for region, probs in StreamingStitcher(settings).run(self.net, image, self.device, k, progress, amp):
+        for region, probs in StreamingStitcher(settings).run(net, image, self.device, k, progress, amp):
             if identity:
                 index[region] = probs.argmax(0).numpy()
             else:
-                scores[(slice(None), *region)] = probs.numpy()
+                slabs.add(region[axis].start, probs.numpy().astype(np.float16))
             if unc is not None:
                 unc[region] = entropy(probs.numpy())
             del probs
@@ -142,7 +164,7 @@ class Predictor:
         if identity:
             labels = image_from_ijk(values.astype(np.uint8 if values.max() < 256 else np.uint16)[index], pre.record.input_grid)
         else:
-            labels = scores_to_labels(scores, pre.record, self.plan.label_values())
+            labels = slabs.result()
         return Prediction(labels, None, scalar_to_input_grid(unc, pre.record) if unc is not None else None)
 
 
@@ -160,6 +182,7 @@ class _WindowProgress:
                        eta_s=self.clock.eta(self.done))
 
 
-def predict_files(model: str | Path, inputs: List[str], device: str = "auto", **kwargs) -> Prediction:
-    """Convenience: ``Predictor.from_package(model, device).predict(inputs, **kwargs)``."""
-    return Predictor.from_package(model, device).predict(inputs, **kwargs)
+def predict_files(model: str | Path, inputs: List[str], device: str = "auto", runtime: str = "auto",
+                  **kwargs) -> Prediction:
+    """Convenience: ``Predictor.from_package(model, device, runtime).predict(inputs, **kwargs)``."""
+    return Predictor.from_package(model, device, runtime).predict(inputs, **kwargs)

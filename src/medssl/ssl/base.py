@@ -62,6 +62,11 @@ class SSLMethod(nn.Module):
     def export_state(self) -> Dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def forward_voxels(self) -> int:
+        """Voxels the trained network sees per volume of a batch (for the memory estimate): one patch here;
+        multi-crop methods (VoCo, DINO) count all their crops."""
+        return int(self.patch_size[0] * self.patch_size[1] * self.patch_size[2])
+
 
 def check_input_size(encoder: nn.Module, size: Sequence[int], what: str, tokens: bool = False) -> None:
     """Raise `InputError` unless every side of ``size`` is a multiple of the encoder's size divisor and, for

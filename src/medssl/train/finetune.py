@@ -36,6 +36,7 @@ from ..models import build_from_plan
 from ..plan import Plan, SlidingWindowSpec
 from ..planning.finetune_plan import Choices, make_finetune_plan
 from ..planning.rules import DATA, LIKE_PRETRAINED, USER
+from .auto_preset import fit_finetuning, uses_amp
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FinetuneConfig, load_config, to_dict
 from .loop import TrainLoop
@@ -45,7 +46,7 @@ from .segmentation_task import SegmentationTask, validate_cases
 
 
 def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, backbone: str = "resenc:tiny",
-             preset: Optional[str] = "quick", config_yaml: Optional[str] = None, overrides: Optional[Dict] = None,
+             preset: Optional[str] = "auto", config_yaml: Optional[str] = None, overrides: Optional[Dict] = None,
              val_images: Sequence[str] = (), val_labels: Sequence[str] = (), device: str = "auto",
              resume: bool = False, overwrite: bool = False, label_names: Optional[Dict[int, str]] = None,
              channel_names: Optional[Sequence[str]] = None, sink: Optional[EventSink] = None,
@@ -56,7 +57,9 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     paths = RunFolder.finetune(out)
     source = resolve_backbone(backbone, accept_licence=accept_licence)
     recipe = get_recipe(source.recipe) if source.recipe else None
-    cfg = load_config(FinetuneConfig, "finetune", preset, config_yaml, overrides, recipe and recipe.finetune)
+    auto = preset in (None, "", "auto")
+    cfg = load_config(FinetuneConfig, "finetune", "quick" if auto else preset, config_yaml, overrides,
+                      recipe and recipe.finetune)
     if cfg.sparse_slices:
         check_axis_name(cfg.sparse_slices)
     paths.prepare(resume, overwrite)
@@ -78,7 +81,9 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     if cfg.freeze_backbone:
         for p in net.encoder.parameters():
             p.requires_grad_(False)
-    est = check_training_fits(net, plan.num_channels, plan.patch_size, cfg.batch_size, dev, amp=dev.type == "cuda")
+    if auto:
+        plan = _fit(paths, plan, net, cfg, dev, resume, sink)
+    est = check_training_fits(net, plan.num_channels, plan.patch_size, cfg.batch_size, dev, amp=uses_amp(cfg.loop.amp, dev))
     sink.emit("log", message=f"estimated training memory {est.total_gb:.2f} GB on {dev}")
     return _train_and_package(paths, plan, net, train, val, cfg, source, dev, resume, sink)
 
@@ -89,6 +94,24 @@ def plan_summary(plan: Plan) -> str:
     spacing = "each scan's own" if plan.spacing is None else " x ".join(f"{s:g}" for s in plan.spacing) + " mm"
     return (f"plan {plan.hash()}: spacing {spacing} ({rules.get('spacing', '?')}), patch "
             f"{' x '.join(map(str, plan.patch_size))} ({rules.get('patch_size', '?')})")
+
+
+def _fit(paths: RunFolder, plan: Plan, net, cfg: FinetuneConfig, dev: torch.device, resume: bool, sink) -> Plan:
+    """``--preset auto`` (`auto_preset.fit_finetuning`): batch, then patch scaled to the memory; the run files
+    record the result, and ``--resume`` keeps it."""
+    if resume:
+        cfg.batch_size = int(json.loads(paths.config.read_text())["config"].get("batch_size", cfg.batch_size))
+        return plan
+    batch, patch, note = fit_finetuning(net, plan.num_channels, plan.patch_size, cfg.batch_size, dev,
+                                        uses_amp(cfg.loop.amp, dev))
+    if note is None:
+        return plan
+    sink.emit("log", message=note)
+    cfg.batch_size, plan = batch, plan.replace(patch_size=tuple(patch))
+    saved = json.loads(paths.config.read_text())
+    write_text_atomic(paths.config, json.dumps({**saved, "config": to_dict(cfg)}, indent=1, default=str))
+    write_text_atomic(paths.plan, plan.to_json())
+    return plan
 
 
 def _read_case(files: CaseFiles):

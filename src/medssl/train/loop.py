@@ -3,7 +3,7 @@
 A task supplies a module whose ``forward(batch)`` returns ``{"loss": scalar, <terms>...}`` (pure forward: it
 never calls ``backward``; fine-tuning wraps the network in `SegmentationTask`, each SSL method is such a
 module) and a map-style batch source whose item ``i`` is the batch of step ``i``. The loop owns the
-rest: device moves, AMP (bf16/fp16 on GPU, with a GradScaler for fp16), gradient accumulation and clipping,
+rest: device moves, AMP (bf16/fp16 on GPU, with a GradScaler for fp16; bf16 on CPUs that compute it natively), gradient accumulation and clipping,
 the NaN guard, LR schedule, hooks (EMA teachers, temperature schedules), validation, atomic checkpoints and
 exact ``--resume`` (model, optimizer, scheduler, scaler, RNG and data position), and progress events.
 Under ``torchrun`` the model is wrapped in DistributedDataParallel and only rank 0 writes.
@@ -24,6 +24,7 @@ import torch
 
 from ..errors import Cancelled, CheckpointError, MedSSLError
 from ..events import EtaClock, EventSink, NullSink
+from .auto_preset import worker_count
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext
 from .optim import build_optimizer, build_scheduler
@@ -194,10 +195,11 @@ class TrainLoop:
         """Batch indices ``start..stop`` (micro-steps); under DDP rank r takes index ``i * world + r``."""
         world, rank = self.dist.world_size, self.dist.rank
         sampler = range(start * world + rank, stop * world, world)
+        workers = worker_count(self.cfg.num_workers)  # never more processes than cores
         loader = torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=sampler,
-                                             num_workers=self.cfg.num_workers,
+                                             num_workers=workers,
                                              generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps the global RNG untouched
-                                             persistent_workers=False, prefetch_factor=2 if self.cfg.num_workers else None)
+                                             persistent_workers=False, prefetch_factor=2 if workers else None)
         return iter(loader)
 
     def _one_step(self, loader) -> tuple:
@@ -258,6 +260,12 @@ class TrainLoop:
 
 
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """``auto``: bf16 on a GPU that has it (else fp16 with a scaler), bf16 on a CPU with AMX/AVX-512-BF16
+    (`benchmarks/train_step_bf16.py`), else float32."""
+    from ..inference.runtimes import cpu_has_bf16
+
+    if amp == "auto" and device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if amp == "fp16":

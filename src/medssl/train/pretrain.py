@@ -38,6 +38,7 @@ from ..planning.planner import plan_pretraining
 from ..ssl import METHODS, SSLMethod, build_method
 from ..ssl.batches import StepBatches
 from .config import CONFIG_DIR, load_config, to_dict
+from .auto_preset import fit_pretraining, restore_fitted, uses_amp
 from .distributed import DistContext
 from .loop import LoopConfig, LoopResult, TrainLoop
 from .memory import check_training_fits
@@ -70,7 +71,7 @@ class PretrainConfig:
 def preset_name(method: str, preset: Optional[str]) -> str:
     """``None`` -> the method's published recipe (``<method>``); ``cpu`` -> ``<method>_cpu``."""
     METHODS.get(method)
-    name = method if preset in (None, "", "recipe") else preset if preset.startswith(method) else f"{method}_{preset}"
+    name = method if preset in (None, "", "recipe", "auto") else preset if preset.startswith(method) else f"{method}_{preset}"
     if not (CONFIG_DIR / "pretrain" / f"{name}.yaml").exists():
         known = sorted(p.stem for p in (CONFIG_DIR / "pretrain").glob(f"{method}*.yaml"))
         raise InputError(f"no pretraining preset {preset!r} for {method}; known: {', '.join(known)}")
@@ -159,7 +160,7 @@ def check_memory(net: torch.nn.Module, ssl: SSLMethod, plan: Plan, cfg: Pretrain
     """The fine-tuning memory estimate (`check_training_fits`) for the plan's network on ``batch_size``
     patches, with the optimiser holding every parameter of the method (heads, teacher). Methods that pass
     several crops per volume need somewhat more; the estimate is a lower bound for them."""
-    amp = dev.type == "cuda" and cfg.loop.amp != "off"
+    amp = uses_amp(cfg.loop.amp, dev)
     est = check_training_fits(net, plan.num_channels, plan.patch_size, cfg.batch_size, dev, amp, optimised=ssl,
                               advice=OOM_ADVICE["pretrain"])
     sink.emit("log", message=f"estimated training memory {est.total_gb:.2f} GB on {dev}")
@@ -172,10 +173,13 @@ def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Opti
     """Pretrain and write ``<out>/export``; returns that folder. See the module docstring."""
     dist = DistContext.from_env(device)
     sink = (sink or NullSink()) if dist.is_main else NullSink()
-    cfg = load_config(PretrainConfig, "pretrain", preset_name(method, preset), config_yaml, overrides)
+    auto = preset in (None, "", "auto")
+    cfg = load_config(PretrainConfig, "pretrain", preset_name(method, None if auto else preset), config_yaml, overrides)
     cfg.backbone = backbone or cfg.backbone
     paths = RunFolder.pretrain(out)
     files = collect_volumes(images)
+    if auto:
+        cfg = _fit(cfg, method, _device(device, dist), paths, resume, sink)
     plan = _shared_plan(dist, lambda: _make_plan(paths, files, cfg, method, resume, overwrite, sink))
     sink.emit("log", message=f"{method} on {plan.architecture.backbone}: spacing {plan.spacing or 'native'}, "
                              f"normalisation {plan.normalization[0].scheme}, plan {plan.hash()}")
@@ -194,6 +198,17 @@ def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Opti
     dist.barrier()
     dist.close()
     return paths.result
+
+
+def _fit(cfg: PretrainConfig, method: str, dev: torch.device, paths: PretrainPaths, resume: bool,
+         sink: EventSink) -> PretrainConfig:
+    """``--preset auto`` (`auto_preset.fit_pretraining`); a resumed run keeps the settings it started with."""
+    if resume and paths.file("config.json").exists():
+        return restore_fitted(cfg, json.loads(paths.file("config.json").read_text()).get("config", {}))
+    cfg, note = fit_pretraining(cfg, method, dev)
+    if note:
+        sink.emit("log", message=note)
+    return cfg
 
 
 def _device(device: str, dist: DistContext) -> torch.device:

@@ -187,6 +187,11 @@ class Dino3D(SSLMethod):
     def view_maker(self) -> DinoViews:
         return DinoViews(self.cfg, self.n_tokens)
 
+    def forward_voxels(self) -> int:
+        """Two global and ``n_local`` local crops per volume through the student."""
+        c = self.cfg
+        return 2 * c.global_size ** 3 + c.n_local * c.local_size ** 3
+
     def train(self, mode: bool = True) -> "Dino3D":
         super().train(mode)
         self.teacher.eval()

@@ -164,6 +164,11 @@ class VoCo(SSLMethod):
         """Every trainable parameter decayed, norms and biases too (``AdamW(model.parameters())`` upstream)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
+    def forward_voxels(self) -> int:
+        """3 x 3 base crops and ``n_crops`` random crops, each ``base_size``^3, per volume."""
+        c = self.cfg
+        return (c.grid[0] * c.grid[1] + c.n_crops) * c.base_size ** 3
+
     def train(self, mode: bool = True) -> "VoCo":
         super().train(mode)
         self.teacher.eval()

@@ -1,0 +1,61 @@
+"""--preset auto: the recipe when it fits, else batch, then crop, then model size; workers within the cores."""
+from __future__ import annotations
+
+import torch
+
+from medssl.inference import resources
+from medssl.train import auto_preset
+from medssl.train.config import load_config
+from medssl.train.pretrain import PretrainConfig, preset_name
+
+
+def test_reductions_come_in_order_batch_patch_model():
+    seen = [(c.backbone, c.batch, c.patch[0], c.method.get("base_size"), c.change)
+            for c in auto_preset.candidates("voco", "resenc:small", 4, [96] * 3, {}, {"base_size": 64})]
+    assert seen[:5] == [("resenc:small", 4, 96, None, ""), ("resenc:small", 2, 96, None, "batch 4 -> 2"),
+                        ("resenc:small", 1, 96, None, "batch 4 -> 1"),
+                        ("resenc:small", 1, 48, 32, "batch 4 -> 1, patch 96 -> 48"),
+                        ("resenc:small", 1, 32, 32, "batch 4 -> 1, patch 96 -> 32")]
+    assert seen[5] == ("resenc:tiny", 4, 96, None, "model resenc:tiny")  # the next size, from the recipe's batch
+
+
+def _mae(backbone="resenc:small"):
+    cfg = load_config(PretrainConfig, "pretrain", preset_name("mae3d", "auto"))
+    cfg.backbone = backbone
+    return cfg
+
+
+def test_the_recipe_is_kept_when_it_fits(monkeypatch):
+    monkeypatch.setattr(resources, "available_gb", lambda device: 1e6)
+    cfg, note = auto_preset.fit_pretraining(_mae(), "mae3d", torch.device("cpu"))
+    assert note is None and (cfg.batch_size, cfg.patch_size) == (8, [160, 160, 160])
+
+
+def test_a_recipe_too_large_is_scaled_down_with_one_line(monkeypatch):
+    monkeypatch.setattr(resources, "available_gb", lambda device: 2.0)
+    cfg, note = auto_preset.fit_pretraining(_mae(), "mae3d", torch.device("cpu"))
+    assert note.startswith("preset auto: the mae3d recipe (resenc:small, batch 8, patch 160) needs about ")
+    assert "cpu has 2.0 GB free; scaled down: batch 8 -> 1" in note and cfg.batch_size == 1
+    assert cfg.patch_size[0] < 160 and _mae().batch_size == 8  # the loaded recipe itself is untouched
+    monkeypatch.setattr(resources, "available_gb", lambda device: 0.01)  # nothing fits: the recipe, refused later
+    cfg, note = auto_preset.fit_pretraining(_mae("resenc:tiny"), "mae3d", torch.device("cpu"))
+    assert note is None and cfg.batch_size == 8
+
+
+def test_voco_counts_its_eleven_crops(monkeypatch):
+    from types import SimpleNamespace
+
+    from medssl.ssl import METHODS
+    from medssl.ssl.base import method_config
+
+    view = SimpleNamespace(cfg=method_config("voco", {}), patch_size=(96, 96, 96))
+    assert METHODS.get("voco").forward_voxels(view) == 11 * 64 ** 3
+    dino = SimpleNamespace(cfg=method_config("dino3d", {}), patch_size=(112, 112, 112))
+    assert METHODS.get("dino3d").forward_voxels(dino) == 2 * 96 ** 3 + 8 * 48 ** 3
+
+
+def test_workers_never_exceed_the_cores(monkeypatch):
+    monkeypatch.setattr(auto_preset.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert [auto_preset.worker_count(n) for n in (0, 1, 8)] == [0, 1, 1]
+    monkeypatch.setattr(auto_preset.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert auto_preset.worker_count(8) == 0

@@ -1,0 +1,47 @@
+"""medssl predict --input-dir/--output-dir: one model load and compile for every case of a folder."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from medssl_test_utils import NO_GPU, run_cli
+
+from medssl.cli.predict_folder import folder_cases
+from medssl.errors import InputError
+
+
+def test_folder_cases_pair_channels_by_nnunet_suffix(tmp_path):
+    for name in ("b_0000.nii.gz", "b_0001.nii.gz", "a_0001.nrrd", "a_0000.nrrd", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    cases = folder_cases(tmp_path, 2)
+    assert list(cases) == ["a", "b"] and [p.name for p in cases["a"]] == ["a_0000.nrrd", "a_0001.nrrd"]
+    (tmp_path / "c_0000.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match="case c does not have files _0000 .. _0001"):
+        folder_cases(tmp_path, 2)
+    assert list(folder_cases(tmp_path, 1)) == ["a_0000", "a_0001", "b_0000", "b_0001", "c_0000"]
+
+
+def test_a_folder_is_segmented_like_single_cases(tmp_path, tiny_package, kmeans_t1):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(kmeans_t1, scans / "one.nii.gz")
+    flipped = sitk.Flip(sitk.ReadImage(str(kmeans_t1)), [True, False, False])
+    sitk.WriteImage(flipped, str(scans / "two.nii.gz"))
+    (scans / "broken.nii.gz").write_bytes(b"not an image")
+    proc = run_cli("predict", "--model", str(tiny_package), "--input-dir", str(scans), "--output-dir",
+                   str(tmp_path / "segs"), "--device", "cpu", "--runtime", "torch", "--progress", "none", env=NO_GPU)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "1 of 3 case(s) failed (broken)" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "segs").iterdir()) == ["one.seg.nrrd", "two.seg.nrrd"]
+    single = run_cli("predict", "--model", str(tiny_package), "--input", str(scans / "two.nii.gz"), "--output",
+                     str(tmp_path / "two.seg.nrrd"), "--device", "cpu", "--runtime", "torch", env=NO_GPU)
+    assert single.returncode == 0, single.stderr
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "segs" / "two.seg.nrrd"))),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "two.seg.nrrd"))))
+
+
+def test_folder_and_single_options_do_not_mix(tmp_path, tiny_package, kmeans_t1):
+    proc = run_cli("predict", "--model", str(tiny_package), "--input", str(kmeans_t1), "--output-dir", str(tmp_path))
+    assert proc.returncode == 2 and "give either --input IMG... with --output OUT, or --input-dir" in proc.stderr

@@ -1,0 +1,80 @@
+"""``medssl predict --input-dir DIR --output-dir DIR``: every case of a folder with one loaded model.
+
+The package is read, checked and (for OpenVINO) compiled once; each case is then read, segmented and written
+as ``<output-dir>/<case>.seg.nrrd`` (or ``--output-suffix``). Cases: with a one-channel plan every image file
+of the folder; with several channels, nnU-Net's naming ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ...
+(one file per channel, in the plan's order). A case that fails is reported in one line and the others go on;
+the exit code is then 2.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Dict, List
+
+from ..errors import InputError, MedSSLError
+
+CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def folder_cases(folder: Path, channels: int) -> Dict[str, List[Path]]:
+    """{case name: one file per channel}, sorted by name; see the module docstring."""
+    from ..io.volume_io import find_images, strip_suffix
+
+    if not folder.is_dir():
+        raise InputError(f"--input-dir {folder} is not a folder; give the folder holding the images")
+    files = [f for f in find_images(folder) if not f.name.lower().endswith(".seg.nrrd")]
+    if channels == 1:
+        cases = {strip_suffix(f.name): [f] for f in files}
+    else:
+        grouped: Dict[str, Dict[int, Path]] = {}
+        for f in files:
+            m = CHANNEL_FILE.match(strip_suffix(f.name))
+            if m:
+                grouped.setdefault(m["case"], {})[int(m["channel"])] = f
+        bad = [c for c, chans in grouped.items() if sorted(chans) != list(range(channels))]
+        if bad:
+            raise InputError(f"--input-dir: case {bad[0]} does not have files _0000 .. _{channels - 1:04d} for the "
+                             f"model's {channels} channels")
+        cases = {c: [chans[i] for i in range(channels)] for c, chans in grouped.items()}
+    if not cases:
+        raise InputError(f"--input-dir {folder} holds no images (.nii.gz, .nrrd, .mha ...)")
+    return dict(sorted(cases.items()))
+
+
+def run_folder(args: argparse.Namespace, predictor, sink) -> int:
+    """Segment every case; returns the exit code (2 when a case failed)."""
+    import time
+
+    from ..io.atomic import atomic_path, ensure_writable_dir
+    from ..io.labels import write_label_map
+
+    if args.probabilities or args.uncertainty:
+        raise InputError("--probabilities and --uncertainty name one file; with --input-dir use them per case "
+                         "with --input/--output")
+    cases = folder_cases(Path(args.input_dir), predictor.plan.num_channels)
+    out_dir = ensure_writable_dir(Path(args.output_dir), "output folder")
+    failed, t0 = [], time.perf_counter()
+    sink.emit("start", task="predict", total=len(cases), model=str(args.model), device=str(predictor.device))
+    for n, (name, files) in enumerate(cases.items()):
+        sink.emit("progress", stage="case", done=n, total=len(cases), case=name)
+        try:
+            result = predictor.predict([str(f) for f in files], overlap=args.overlap, tta=args.tta,
+                                       sw_batch_size=args.sw_batch_size, low_memory=True if args.low_memory else None,
+                                       sink=sink)
+            with atomic_path(out_dir / f"{name}{args.output_suffix}") as tmp:
+                write_label_map(result.labels, predictor.plan.labels, tmp)
+        except MedSSLError as exc:
+            failed.append(name)
+            sink.emit("log", message=f"case {name} skipped: {exc}")
+    minutes = (time.perf_counter() - t0) / 60
+    sink.emit("done", task="predict", output=str(out_dir), cases=len(cases) - len(failed), failed=failed,
+              cases_per_minute=(len(cases) - len(failed)) / max(minutes, 1e-9))
+    if args.progress != "json":
+        print(f"{len(cases) - len(failed)} case(s) segmented into {out_dir} "
+              f"({(len(cases) - len(failed)) / max(minutes, 1e-9):.1f} cases per minute)")
+    if failed:
+        raise InputError(f"{len(failed)} of {len(cases)} case(s) failed ({', '.join(failed[:3])}"
+                         f"{' ...' if len(failed) > 3 else ''}); the others are in {out_dir}")
+    return 0

@@ -1,0 +1,86 @@
+"""The package's window network as an ONNX file (``model.onnx`` beside ``weights.safetensors``).
+
+The network is exported once per weights file with torch's TorchScript-based exporter
+(``torch.onnx.export(..., dynamo=False)``, which needs the ``onnx`` package). Chosen by measurement on the
+project's 2-core reference machine (resenc:tiny, ROI 48, see README "Inference runtimes"): it exports in 2.9 s
+against 5.8 s for the dynamo exporter (which also needs ``onnxscript``) and 3-11 s for
+``openvino.convert_model`` on the torch module, and the three graphs run equally fast in OpenVINO. The file is
+then usable by any ONNX tool (OpenVINO, ONNX Runtime). Input ``image (N, C, *roi)`` with a dynamic batch,
+output ``logits (N, K, *roi)``. A sidecar ``model.onnx.json`` records the sha256 of the weights and the ROI,
+so an ONNX file left from older weights is never used. A package folder that cannot be written (a read-only
+install) gets its ONNX file in the medssl home instead (``runtime/<weights sha256>/``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import torch
+
+from ..errors import InputError, PackageError
+from ..hub.cache import medssl_home
+
+ONNX_NAME = "model.onnx"
+OPSET = 17
+
+
+def runtime_dir(package: str | Path, weights_sha256: str) -> Path:
+    """Where the ONNX file and OpenVINO's cache live: the package folder when writable, else the home cache."""
+    package = Path(package)
+    if os.access(package, os.W_OK):
+        return package
+    return medssl_home() / "runtime" / weights_sha256[:16]
+
+
+def onnx_record(roi: Sequence[int], weights_sha256: str, in_channels: int, num_classes: int) -> Dict:
+    return {"weights_sha256": weights_sha256, "roi": [int(r) for r in roi], "in_channels": int(in_channels),
+            "num_classes": int(num_classes), "opset": OPSET, "torch": torch.__version__}
+
+
+def current_onnx(folder: Path, record: Dict) -> Optional[Path]:
+    """``folder/model.onnx`` when its sidecar matches ``record`` (same weights, ROI and channels), else None."""
+    path, side = folder / ONNX_NAME, folder / (ONNX_NAME + ".json")
+    try:
+        saved = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    keys = ("weights_sha256", "roi", "in_channels", "num_classes")
+    return path if path.is_file() and all(saved.get(k) == record[k] for k in keys) else None
+
+
+def export_onnx(net: torch.nn.Module, roi: Sequence[int], in_channels: int, out: Path, record: Dict) -> Path:
+    """Export ``net`` (eval mode, CPU, float32) to ``out``; the sidecar is written last, so a half-written
+    export is never taken for a finished one."""
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it; checked here for a one-line error)
+    except ImportError:
+        raise InputError("exporting to ONNX needs the onnx package; install it with "
+                         "'pip install -c constraints.txt medssl[openvino]' (or 'make install')") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    net = net.to("cpu").float().eval()
+    example = torch.zeros(1, in_channels, *[int(r) for r in roi])
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes are not the user's concern
+            torch.onnx.export(net, (example,), str(tmp), dynamo=False, opset_version=OPSET,
+                              input_names=["image"], output_names=["logits"],
+                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    except Exception as exc:  # noqa: BLE001  (any exporter failure becomes one line with what to do)
+        tmp.unlink(missing_ok=True)
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise PackageError(f"this network cannot be exported to ONNX ({first}); use --runtime torch") from None
+    os.replace(tmp, out)
+    (out.parent / (out.name + ".json")).write_text(json.dumps(record, indent=1))
+    return out
+
+
+def package_onnx(folder: Path, net: torch.nn.Module, roi: Sequence[int], in_channels: int,
+                 num_classes: int, weights_sha256: str, force: bool = False) -> Path:
+    """``folder/model.onnx`` (``folder``: `runtime_dir`), exported first when missing or from other weights."""
+    record = onnx_record(roi, weights_sha256, in_channels, num_classes)
+    found = None if force else current_onnx(folder, record)
+    return found or export_onnx(net, roi, in_channels, folder / ONNX_NAME, record)

@@ -1,0 +1,65 @@
+"""The window network run by OpenVINO on the CPU: a callable ``(N, C, *roi)`` tensor -> logits tensor.
+
+It stands in for the torch module in `sliding_window.window_predictor`, so TTA flips, MONAI stitching,
+streamed stitching, probabilities and uncertainty are unchanged. The ONNX file is read once; a model with
+a static batch is compiled per batch size met (usually one or two: the window batch and the last, smaller
+one), with ``INFERENCE_PRECISION_HINT`` ``bf16`` or ``f32`` and OpenVINO's model cache (``CACHE_DIR``) so a
+later process loads the compiled blob instead of compiling again. Threads follow torch's setting
+(``OMP_NUM_THREADS`` / ``torch.set_num_threads``). API: OpenVINO 2024+ ``openvino.Core`` (Apache-2.0).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OpenVinoWindowNet:
+    """See the module docstring; ``precision`` is ``"bf16"`` or ``"f32"``."""
+
+    def __init__(self, onnx_path: Path, precision: str = "f32", cache_dir: Optional[Path] = None,
+                 threads: Optional[int] = None) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise InputError("--runtime openvino needs the openvino package; install it with "
+                             "'pip install -c constraints.txt medssl[openvino]' or use --runtime torch") from None
+        self.core = ov.Core()
+        self.model = self.core.read_model(str(onnx_path))
+        self.precision = precision
+        self.config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+                       "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
+        if cache_dir is not None:
+            self.config["CACHE_DIR"] = str(cache_dir)
+        self._compiled: Dict[int, object] = {}
+
+    def _compiled_for(self, batch: int):
+        if batch not in self._compiled:
+            model = self.model.clone()
+            spatial = [int(d.get_length()) for d in list(model.input(0).get_partial_shape())[1:]]
+            model.reshape([batch, *spatial])  # channels and ROI are static in the export; only N varies
+            self._compiled[batch] = self.core.compile_model(model, "CPU", self.config)
+        return self._compiled[batch]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        compiled = self._compiled_for(int(x.shape[0]))
+        out = compiled(np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy()))[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+    def to(self, _device) -> "OpenVinoWindowNet":
+        return self  # runs on the CPU only; kept so the predictor can treat it like a module
+
+    def eval(self) -> "OpenVinoWindowNet":
+        return self

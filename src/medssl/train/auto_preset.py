@@ -1,0 +1,171 @@
+"""``--preset auto``: the published recipe when its memory estimate fits the device, else that recipe scaled
+down, in this order: the batch (halved down to 1), then the crop size (halved, down to 32 voxels), then the
+model size (the next smaller preset of the same architecture). One log line says what changed and why.
+
+The estimate is `resources.estimate_training` (parameters with AdamW state + activations measured on a small
+probe) with every crop a method trains on (`SSLMethod.forward_voxels`: VoCo's 3 x 3 bases + 2 crops, DINO's
+global + local crops). Parameters are counted on the ``meta`` device, so no large model is allocated while
+searching; the activation probe runs once per architecture.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import torch
+
+from ..inference import resources  # called through the module: a test's stand-in applies here too
+
+# Smaller presets of each architecture, largest first (the model-size step of the search).
+LADDERS = {"resenc": ["L", "M", "small", "tiny"], "vit3d": ["L", "B"], "swin_unetr": ["H", "L", "B"]}
+# Crop sizes of multi-crop methods (in ``method:``), scaled with the patch; minimum side per key.
+CROP_KEYS = {"voco": {"base_size": 32}, "dino3d": {"global_size": 32, "local_size": 16}}
+MIN_PATCH = 32
+MARGIN = 0.9  # the share of free memory a run may plan to use (as `check_training_fits`)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (``os.sched_getaffinity``: taskset, cgroup cpusets), else cpu_count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def worker_count(requested: int) -> int:
+    """DataLoader workers: at most the cores besides the training process's own (0 on one core)."""
+    return max(0, min(int(requested), usable_cores() - 1))
+
+
+def uses_amp(amp: str, device: torch.device) -> bool:
+    """Whether the training loop will run under autocast (activations then counted at 0.6)."""
+    from .loop import _amp_dtype
+
+    return _amp_dtype(amp, device) is not None
+
+
+def restore_fitted(cfg, saved: Dict[str, Any]):
+    """On ``--resume``: the backbone, batch, patch and method settings the run started with."""
+    for key in ("backbone", "batch_size", "patch_size", "method"):
+        if key in saved:
+            setattr(cfg, key, saved[key])
+    return cfg
+
+
+@dataclass
+class Candidate:
+    backbone: str
+    batch: int
+    patch: List[int]
+    method: Dict[str, Any]
+    change: str = ""
+
+
+def _halve(patch: List[int], divisor: int) -> List[int]:
+    return [max(MIN_PATCH, (p // 2 + divisor - 1) // divisor * divisor) for p in patch]
+
+
+def _smaller_backbones(backbone: str) -> List[str]:
+    name, _, preset = backbone.partition(":")
+    ladder = LADDERS.get(name, [])
+    if preset not in ladder:
+        return []
+    return [f"{name}:{p}" for p in ladder[ladder.index(preset) + 1:]]
+
+
+def candidates(method: str, backbone: str, batch: int, patch: List[int], method_cfg: Dict[str, Any],
+               crop_defaults: Dict[str, int], divisor: int = 16) -> Iterator[Candidate]:
+    """The recipe, then batch, then crop, then model-size reductions (each model from the recipe's batch)."""
+    for model in [backbone, *_smaller_backbones(backbone)]:
+        b, p, m, changes = batch, list(patch), dict(method_cfg), [] if model == backbone else [f"model {model}"]
+        while True:
+            yield Candidate(model, b, list(p), dict(m), ", ".join(changes))
+            if b > 1:
+                b = max(1, b // 2)
+                changes = [c for c in changes if not c.startswith("batch")] + [f"batch {batch} -> {b}"]
+            elif max(p) > MIN_PATCH:
+                p = _halve(p, divisor)
+                for key, low in CROP_KEYS.get(method, {}).items():
+                    m[key] = max(low, int(m.get(key, crop_defaults[key])) // 2 // divisor * divisor)
+                changes = [c for c in changes if not c.startswith("patch")] + [f"patch {patch[0]} -> {p[0]}"]
+            else:
+                break
+
+
+def _estimate_gb(method: str, cand: Candidate, in_channels: int, amp: bool, probes: Dict) -> float:
+    """Training memory of one candidate (see the module docstring)."""
+    from types import SimpleNamespace
+
+    from ..models import build_network, resolve_arch
+    from ..ssl import METHODS
+    from ..ssl.base import method_config
+    from .pretrain import DEFAULT_DECODER
+
+    name, _, preset = cand.backbone.partition(":")
+    arch = resolve_arch(name, DEFAULT_DECODER.get(name, "unet"), {"preset": preset} if preset else {})
+    if cand.backbone not in probes:
+        net = build_network(arch, in_channels, 2)
+        probes[cand.backbone] = (_method_parameters(method, arch, cand),
+                                 resources.activation_bytes_per_voxel(net, in_channels, 2 * max(int(net.size_divisor), 8)))
+        del net
+    params, per_voxel = probes[cand.backbone]
+    view = SimpleNamespace(cfg=method_config(method, cand.method), patch_size=cand.patch)
+    voxels = METHODS.get(method).forward_voxels(view)  # only reads cfg and patch_size: nothing is built
+    return (params * 16 + per_voxel * voxels * cand.batch * (0.6 if amp else 1.0)) / resources.GB
+
+
+def _method_parameters(method: str, arch, cand: Candidate) -> int:
+    """Parameters of the method (network, heads, teacher), counted on the meta device where the modules allow."""
+    from ..ssl import build_method
+
+    try:
+        with torch.device("meta"):
+            return sum(p.numel() for p in build_method(method, arch, cand.method, cand.patch).parameters())
+    except (RuntimeError, NotImplementedError):  # e.g. MONAI's Swin calls .item() while building
+        return sum(p.numel() for p in build_method(method, arch, cand.method, cand.patch).parameters())
+
+
+def fit_pretraining(cfg, method: str, device: torch.device, in_channels: int = 1
+                    ) -> Tuple[Any, Optional[str]]:
+    """(config that fits, one line saying what changed or None); the recipe itself when nothing fits."""
+    from ..ssl.base import method_config
+
+    free = resources.available_gb(device)
+    defaults = vars(method_config(method, {}))
+    amp = uses_amp(cfg.loop.amp, device)
+    probes: Dict = {}
+    recipe = f"{cfg.backbone}, batch {cfg.batch_size}, patch {cfg.patch_size[0]}"
+    first = None
+    for cand in candidates(method, cfg.backbone, cfg.batch_size, list(cfg.patch_size), dict(cfg.method),
+                           {k: int(defaults[k]) for k in CROP_KEYS.get(method, {})}):
+        need = _estimate_gb(method, cand, in_channels, amp, probes)
+        first = need if first is None else first
+        if need <= MARGIN * free:
+            if not cand.change:
+                return cfg, None
+            out = copy.deepcopy(cfg)
+            out.backbone, out.batch_size, out.patch_size, out.method = cand.backbone, cand.batch, cand.patch, cand.method
+            return out, (f"preset auto: the {method} recipe ({recipe}) needs about {first:.1f} GB but {device} has "
+                         f"{free:.1f} GB free; scaled down: {cand.change} (about {need:.1f} GB)")
+    return cfg, None  # nothing fits: the recipe is kept and the memory check refuses it with its advice
+
+
+def fit_finetuning(net: torch.nn.Module, in_channels: int, patch, batch: int, device: torch.device, amp: bool
+                   ) -> Tuple[int, List[int], Optional[str]]:
+    """Fine-tuning's ``--preset auto``: (batch, patch, note) that fit; the batch first, then the patch. The
+    model is the one asked for (its weights come with it), so its size is not changed here."""
+    free, divisor = resources.available_gb(device), int(getattr(net, "size_divisor", 16))
+    per_voxel = resources.activation_bytes_per_voxel(net, in_channels, 2 * max(divisor, 8))
+    params = sum(p.numel() for p in net.parameters()) * 16
+    recipe, first = list(patch), None
+    for cand in candidates("finetune", "", batch, list(patch), {}, {}, divisor):
+        need = (params + per_voxel * cand.batch * cand.patch[0] * cand.patch[1] * cand.patch[2] * (0.6 if amp else 1)) / resources.GB
+        first = need if first is None else first
+        if need <= MARGIN * free:
+            note = None if not cand.change else (
+                f"preset auto: batch {batch}, patch {recipe} need about {first:.1f} GB but {device} has {free:.1f} GB "
+                f"free; scaled down: {cand.change} (about {need:.1f} GB)")
+            return cand.batch, cand.patch, note
+    return batch, list(patch), None  # nothing fits: unchanged, and the memory check refuses with its advice
