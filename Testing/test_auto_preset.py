@@ -55,7 +55,9 @@ def test_voco_counts_its_eleven_crops(monkeypatch):
 
 
 def test_workers_never_exceed_the_cores(monkeypatch):
-    monkeypatch.setattr(auto_preset.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    from medssl.inference import devices
+
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert [auto_preset.worker_count(n) for n in (0, 1, 8)] == [0, 1, 1]
-    monkeypatch.setattr(auto_preset.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert auto_preset.worker_count(8) == 0

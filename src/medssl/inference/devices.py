@@ -1,6 +1,8 @@
 """Device choice: ``auto`` takes the GPU when torch sees one, else the CPU; ``cuda`` without a GPU is an error."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..errors import InputError
@@ -36,3 +38,16 @@ def gpu_summary() -> list:
             out.append({"index": i, "name": props.name, "memory_total_gb": round(total / 2**30, 2),
                         "memory_free_gb": round(free / 2**30, 2), "capability": f"{props.major}.{props.minor}"})
     return out
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (``os.sched_getaffinity``: taskset, cgroup cpusets), else cpu_count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def worker_count(requested: int) -> int:
+    """DataLoader workers: at most the cores besides the training process's own (0 on one core)."""
+    return max(0, min(int(requested), usable_cores() - 1))

@@ -21,7 +21,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from ..errors import InputError, PackageError
-from ..hub.cache import medssl_home
+from ..home import medssl_home
 
 ONNX_NAME = "model.onnx"
 OPSET = 17

@@ -24,7 +24,7 @@ from typing import Callable, FrozenSet, Optional, Tuple
 import torch
 
 from ..errors import InputError, MedSSLError
-from ..hub.cache import medssl_home
+from ..home import medssl_home
 from .openvino_runtime import openvino_available
 
 RUNTIMES = ("auto", "torch", "openvino")

@@ -2,7 +2,7 @@
 down, in this order: the batch (halved down to 1), then the crop size (halved, down to 32 voxels), then the
 model size (the next smaller preset of the same architecture). One log line says what changed and why.
 
-The estimate is `resources.estimate_training` (parameters with AdamW state + activations measured on a small
+The estimate is `memory.estimate_training` (parameters with AdamW state + activations measured on a small
 probe) with every crop a method trains on (`SSLMethod.forward_voxels`: VoCo's 3 x 3 bases + 2 crops, DINO's
 global + local crops). Parameters are counted on the ``meta`` device, so no large model is allocated while
 searching; the activation probe runs once per architecture.
@@ -10,13 +10,15 @@ searching; the activation probe runs once per architecture.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
 from ..inference import resources  # called through the module: a test's stand-in applies here too
+from ..inference.devices import usable_cores, worker_count  # noqa: F401 (worker_count: part of this module's API)
+from . import memory
+from .loop import uses_amp  # noqa: F401 (re-exported for finetune and pretrain)
 
 # Smaller presets of each architecture, largest first (the model-size step of the search).
 LADDERS = {"resenc": ["L", "M", "small", "tiny"], "vit3d": ["L", "B"], "swin_unetr": ["H", "L", "B"]}
@@ -24,26 +26,6 @@ LADDERS = {"resenc": ["L", "M", "small", "tiny"], "vit3d": ["L", "B"], "swin_une
 CROP_KEYS = {"voco": {"base_size": 32}, "dino3d": {"global_size": 32, "local_size": 16}}
 MIN_PATCH = 32
 MARGIN = 0.9  # the share of free memory a run may plan to use (as `check_training_fits`)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (``os.sched_getaffinity``: taskset, cgroup cpusets), else cpu_count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def worker_count(requested: int) -> int:
-    """DataLoader workers: at most the cores besides the training process's own (0 on one core)."""
-    return max(0, min(int(requested), usable_cores() - 1))
-
-
-def uses_amp(amp: str, device: torch.device) -> bool:
-    """Whether the training loop will run under autocast (activations then counted at 0.6)."""
-    from .loop import _amp_dtype
-
-    return _amp_dtype(amp, device) is not None
 
 
 def restore_fitted(cfg, saved: Dict[str, Any]):
@@ -101,14 +83,14 @@ def _estimate_gb(method: str, cand: Candidate, in_channels: int, amp: bool, prob
     from ..models import build_network, resolve_arch
     from ..ssl import METHODS
     from ..ssl.base import method_config
-    from .pretrain import DEFAULT_DECODER
+    from ..hub.backbone_source import default_decoder
 
     name, _, preset = cand.backbone.partition(":")
-    arch = resolve_arch(name, DEFAULT_DECODER.get(name, "unet"), {"preset": preset} if preset else {})
+    arch = resolve_arch(name, default_decoder(name), {"preset": preset} if preset else {})
     if cand.backbone not in probes:
         net = build_network(arch, in_channels, 2)
         probes[cand.backbone] = (_method_parameters(method, arch, cand),
-                                 resources.activation_bytes_per_voxel(net, in_channels, 2 * max(int(net.size_divisor), 8)))
+                                 memory.activation_bytes_per_voxel(net, in_channels, 2 * max(int(net.size_divisor), 8)))
         del net
     params, per_voxel = probes[cand.backbone]
     view = SimpleNamespace(cfg=method_config(method, cand.method), patch_size=cand.patch)
@@ -157,7 +139,7 @@ def fit_finetuning(net: torch.nn.Module, in_channels: int, patch, batch: int, de
     """Fine-tuning's ``--preset auto``: (batch, patch, note) that fit; the batch first, then the patch. The
     model is the one asked for (its weights come with it), so its size is not changed here."""
     free, divisor = resources.available_gb(device), int(getattr(net, "size_divisor", 16))
-    per_voxel = resources.activation_bytes_per_voxel(net, in_channels, 2 * max(divisor, 8))
+    per_voxel = memory.activation_bytes_per_voxel(net, in_channels, 2 * max(divisor, 8))
     params = sum(p.numel() for p in net.parameters()) * 16
     recipe, first = list(patch), None
     for cand in candidates("finetune", "", batch, list(patch), {}, {}, divisor):

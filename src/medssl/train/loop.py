@@ -24,7 +24,7 @@ import torch
 
 from ..errors import Cancelled, CheckpointError, MedSSLError
 from ..events import EtaClock, EventSink, NullSink
-from .auto_preset import worker_count
+from ..inference.devices import worker_count
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext
 from .optim import build_optimizer, build_scheduler
@@ -273,6 +273,11 @@ def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     if amp == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16
+
+
+def uses_amp(amp: str, device: torch.device) -> bool:
+    """Whether the training loop will run under autocast (activations then counted at 0.6)."""
+    return _amp_dtype(amp, device) is not None
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

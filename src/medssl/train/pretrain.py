@@ -200,11 +200,11 @@ def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Opti
     return paths.result
 
 
-def _fit(cfg: PretrainConfig, method: str, dev: torch.device, paths: PretrainPaths, resume: bool,
+def _fit(cfg: PretrainConfig, method: str, dev: torch.device, paths: RunFolder, resume: bool,
          sink: EventSink) -> PretrainConfig:
     """``--preset auto`` (`auto_preset.fit_pretraining`); a resumed run keeps the settings it started with."""
-    if resume and paths.file("config.json").exists():
-        return restore_fitted(cfg, json.loads(paths.file("config.json").read_text()).get("config", {}))
+    if resume and paths.config.exists():
+        return restore_fitted(cfg, json.loads(paths.config.read_text()).get("config", {}))
     cfg, note = fit_pretraining(cfg, method, dev)
     if note:
         sink.emit("log", message=note)
