@@ -46,18 +46,6 @@ def test_slicer_installers_are_slicers_own_functions(monkeypatch):
     inspect.signature(slicer_util.pip_install).bind("--no-deps monai")  # how _installWithoutSkipped calls it
 
 
-def test_pip_ensure_is_found_where_slicer_puts_it(monkeypatch):
-    def pip_ensure(requirements, skip_packages=None, prompt_install=True, requester=None):  # Slicer >= 5.10
-        return requirements
-
-    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
-    monkeypatch.setitem(sys.modules, "slicer.pydeps", types.SimpleNamespace(pip_ensure=pip_ensure))
-    assert install.slicerInstallers().pipEnsure is pip_ensure
-    monkeypatch.delitem(sys.modules, "slicer.pydeps")
-    monkeypatch.setattr(install, "PIP_ENSURE_MODULES", ("medssl_no_such_module.pydeps",))
-    assert install.slicerInstallers().pipEnsure is None  # older Slicer: pip_install one package at a time
-
-
 def test_without_the_pytorch_extension_the_message_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # import fails as in a Slicer without the extension
     with pytest.raises(RuntimeError, match=r"^MedSSL needs the PyTorch extension: install 'PyTorch' from the "
