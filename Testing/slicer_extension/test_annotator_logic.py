@@ -20,6 +20,7 @@ def test_sparse_slices_option_parses_in_the_real_cli():
         finetuneArgs([["t1.nrrd"]], ["l.seg.nrrd"], "out", FinetuneOptions(sparseSlices="oblique"))
 
 
+@pytest.mark.slow  # real medssl subprocesses (train, rank, predict)
 def test_export_and_import_buttons_logic_round_trip(realMedssl, medsslHome, tinyPackage, tmp_path):
     from MedSSLLib.packages import listPackages
     from MedSSLLib.share_logic import ShareLogic
@@ -52,6 +53,7 @@ def realScan(name: str):
     return path
 
 
+@pytest.mark.slow  # real medssl subprocesses (train, rank, predict)
 def test_segment_next_ranks_scene_volumes_and_segments_the_first(scene, realMedssl, medsslHome, tinyPackage):
     import slicer
 
@@ -78,6 +80,7 @@ def test_segment_next_ranks_scene_volumes_and_segments_the_first(scene, realMeds
     assert segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole()) is job.outputs["volume"]
 
 
+@pytest.mark.slow  # real medssl subprocesses (train, rank, predict)
 def test_folder_mode_segments_every_case_and_lists_failures(tmp_path, scene, realMedssl, medsslHome, tinyPackage):
     import shutil
 
@@ -141,6 +144,7 @@ def test_segments_read_are_those_segment_editor_lists_overlaps_lower_wins(scene,
     assert info.painted == 6 and (out[[0, 1, 8, 9]] == 255).all() and (out[2] == 0).sum() > 0
 
 
+@pytest.mark.slow  # real medssl subprocesses (train, rank, predict)
 def test_train_logic_with_a_few_painted_slices_on_a_real_scan(tmp_path, scene, realMedssl, medsslHome):
     import numpy as np
     import slicer
