@@ -94,7 +94,7 @@ def test_accumulation_averages_micro_batches(tmp_path):
     model, lr = Linear(), 0.05
     start = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = LoopConfig(steps=1, lr=lr, optimizer="sgd", momentum=0.0, schedule="constant", weight_decay=0.0,
-                     grad_clip=0.0, accumulate=4, checkpoint_every=100, log_every_s=0)
+                     grad_clip=0.0, accumulate=4, checkpoint_every=100, log_every_s=0, amp="off")  # float32 oracle
     loop = TrainLoop(model, Batches(), cfg, tmp_path, torch.device("cpu"), sink=ListSink())
     result = loop.run()
     oracle = Linear()
@@ -113,7 +113,7 @@ def test_gradient_clipping_scales_the_step_to_the_norm_limit(tmp_path):
     model, lr, clip = Linear(), 0.05, 0.01
     start = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = LoopConfig(steps=1, lr=lr, optimizer="sgd", momentum=0.0, schedule="constant", weight_decay=0.0,
-                     grad_clip=clip, checkpoint_every=100, log_every_s=0)
+                     grad_clip=clip, checkpoint_every=100, log_every_s=0, amp="off")  # float32 oracle
     result = TrainLoop(model, Batches(), cfg, tmp_path, torch.device("cpu")).run()
     oracle = Linear()
     oracle.load_state_dict(start)
