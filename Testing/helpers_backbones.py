@@ -91,8 +91,9 @@ def run_medssl(*args: str, env: Optional[dict] = None, timeout: float = 900) -> 
     """``python -m medssl ARGS`` in a subprocess, as users and 3D Slicer run it."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 **(env or {})}
-    return subprocess.run([sys.executable, "-m", "medssl", *args], capture_output=True, text=True, env=full_env,
-                          timeout=timeout)
+    full_env.setdefault("PYTHONIOENCODING", "utf-8")  # CI may run in the C locale
+    return subprocess.run([sys.executable, "-m", "medssl", *args], capture_output=True, text=True, encoding="utf-8",
+                          env=full_env, timeout=timeout)
 
 
 def timed_load(spec: str, entry_id: str, catalog_id: Optional[str] = None, in_channels: int = 1,

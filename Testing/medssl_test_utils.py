@@ -74,8 +74,8 @@ NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}  # env for a subprocess that must see no C
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m medssl ARGS`` in a subprocess (the way users and 3D Slicer run it)."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "medssl", *args], capture_output=True, text=True,
+    full_env = {**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})}  # CI may run in the C locale
+    return subprocess.run([sys.executable, "-m", "medssl", *args], capture_output=True, text=True, encoding="utf-8",
                           env=full_env, timeout=timeout)
 
 

@@ -40,7 +40,7 @@ def _resolve(node: ast.ImportFrom, module: str, is_package: bool, modules: Set[s
 def imports(path: Path, modules: Set[str]) -> Iterator[Tuple[str, int]]:
     """Every medssl module ``path`` imports, anywhere in the file (inside functions too)."""
     module, is_package = module_name(path), path.name == "__init__.py"
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         names: List[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]

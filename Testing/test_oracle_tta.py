@@ -83,7 +83,7 @@ def hand_entropy(p: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("tta", [False, True])
 def test_probabilities_equal_the_hand_written_mirroring(tta):
     net, image = BiasFieldNet(), ras_image()
-    result = Predictor(make_plan(), net, torch.device("cpu")).predict([image], tta=tta, probabilities=True,
+    result = Predictor(make_plan(), net, torch.device("cpu"), precision="float32").predict([image], tta=tta, probabilities=True,
                                                                         uncertainty=True)
     expected = oracle_probabilities(net, image, mirror=tta)
     np.testing.assert_allclose(predicted_probabilities(result), expected, atol=2e-5)
@@ -99,7 +99,7 @@ def test_probabilities_equal_the_hand_written_mirroring(tta):
 def test_low_memory_tta_labels_and_uncertainty_equal_the_oracle():
     """The streamed stitcher (``--low-memory``) with TTA: labels and uncertainty from the same hand recipe."""
     net, image = BiasFieldNet(), ras_image(1)
-    result = Predictor(make_plan(), net, torch.device("cpu")).predict([image], tta=True, low_memory=True,
+    result = Predictor(make_plan(), net, torch.device("cpu"), precision="float32").predict([image], tta=True, low_memory=True,
                                                                         uncertainty=True)
     expected = oracle_probabilities(net, image, mirror=True)
     labels = sitk.GetArrayFromImage(result.labels).transpose(2, 1, 0)
@@ -128,7 +128,7 @@ def test_low_memory_uncertainty_equals_the_full_path_on_an_oblique_grid():
     for m in net:
         if isinstance(m, torch.nn.Conv3d):
             torch.nn.init.normal_(m.weight, std=0.5)
-    pred = Predictor(make_plan(patch=16, spacing=(2.5, 2.5, 2.5)), net, torch.device("cpu"))
+    pred = Predictor(make_plan(patch=16, spacing=(2.5, 2.5, 2.5)), net, torch.device("cpu"), precision="float32")
     full = pred.predict([image], tta=True, low_memory=False, uncertainty=True)
     low = pred.predict([image], tta=True, low_memory=True, uncertainty=True)
     a, b = sitk.GetArrayFromImage(full.uncertainty), sitk.GetArrayFromImage(low.uncertainty)

@@ -190,7 +190,8 @@ def test_failed_probability_write_leaves_the_previous_label_map(monkeypatch, tmp
     out, probs, unc = tmp_path / "seg.seg.nrrd", tmp_path / "probs.nii.gz", tmp_path / "unc.nii.gz"
     for p in (out, probs, unc):
         p.write_bytes(b"previous result")
-    args = argparse.Namespace(output=str(out), probabilities=str(probs), uncertainty=str(unc))
+    args = argparse.Namespace(output=str(out), input=[str(out.with_name("image.nii.gz"))], probabilities=str(probs),
+                              uncertainty=str(unc))
     real = volume_io.write_image
 
     def disk_full_for_probabilities(img, path, *a, **k):
