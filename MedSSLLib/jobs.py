@@ -142,6 +142,15 @@ class JobRunner:
             self.runner.wait(timeout)
         return self.job
 
+    def waitOrRaise(self, timeout: Optional[float], what: str) -> Job:
+        """`wait`, then RuntimeError with medssl's message when ``what`` was cancelled or failed."""
+        job = self.wait(timeout)
+        if job.cancelled:
+            raise RuntimeError(f"{what} was cancelled")
+        if not job.ok:
+            raise RuntimeError(f"{what} failed: {job.error}")
+        return job
+
     def cancel(self) -> None:
         """Cancel the running job (kills the whole process tree); results are not read."""
         if self.busy and self.runner is not None:

@@ -146,12 +146,12 @@ class RankLogic:
     def rank(self, volumes: Sequence, model: ModelSpec, timeout: Optional[float] = None, **options) -> Job:
         """Blocking `startRank`; raises RuntimeError with medssl's message on failure."""
         self.startRank(volumes, model, **options)
-        return self._waitOrRaise(timeout, "ranking")
+        return self.jobs.waitOrRaise(timeout, "ranking")
 
     def rankFolder(self, folder: Union[str, Path], model: ModelSpec, timeout: Optional[float] = None,
                    **options) -> Job:
         self.startRankFolder(folder, model, **options)
-        return self._waitOrRaise(timeout, "ranking")
+        return self.jobs.waitOrRaise(timeout, "ranking")
 
     def segmentNext(self, volumes: Sequence, model: ModelSpec, options: Optional[PredictOptions] = None,
                     timeout: Optional[float] = None) -> Job:
@@ -165,14 +165,6 @@ class RankLogic:
         segmenter = SegmentLogic(self._command, self._runnerFactory, self._schedule)
         job = segmenter.segment([ranked[0].node], model, options, timeout=timeout)
         job.outputs.update(volume=ranked[0].node, ranking=self.jobs.job.outputs["ranking"])
-        return job
-
-    def _waitOrRaise(self, timeout: Optional[float], what: str) -> Job:
-        job = self.jobs.wait(timeout)
-        if job.cancelled:
-            raise RuntimeError(f"{what} was cancelled")
-        if not job.ok:
-            raise RuntimeError(f"{what} failed: {job.error}")
         return job
 
     def cancel(self) -> None:

@@ -89,7 +89,7 @@ class ShareLogic:
             job.outputs.update(archive=Path(archive), licenceLines=_licenceLines(job))
 
         self.jobs.run(exportArgs(folder, archive, overwrite), onSuccess=done, onFinished=onFinished, **callbacks)
-        return self._waitOrRaise(timeout, "export") if wait else self.jobs.job
+        return self.jobs.waitOrRaise(timeout, "export") if wait else self.jobs.job
 
     def importModel(self, archive: PathLike, out: Optional[PathLike] = None, overwrite: bool = False,
                     wait: bool = False, timeout: Optional[float] = None,
@@ -102,12 +102,5 @@ class ShareLogic:
             job.outputs.update(package=readPackage(dest), licenceLines=_licenceLines(job))
 
         self.jobs.run(importArgs(archive, dest, overwrite), onSuccess=done, onFinished=onFinished, **callbacks)
-        return self._waitOrRaise(timeout, "import") if wait else self.jobs.job
+        return self.jobs.waitOrRaise(timeout, "import") if wait else self.jobs.job
 
-    def _waitOrRaise(self, timeout: Optional[float], what: str) -> Job:
-        job = self.jobs.wait(timeout)
-        if job.cancelled:
-            raise RuntimeError(f"{what} was cancelled")
-        if not job.ok:
-            raise RuntimeError(f"{what} failed: {job.error}")
-        return job

@@ -248,15 +248,7 @@ class TrainLogic:
               onLog: Optional[Callable[[str], None]] = None) -> Job:
         """Blocking version of `start`; raises RuntimeError with medssl's message when it fails."""
         self.start(modelName, cases, options, folder, onLog=onLog)
-        return self._waitOrRaise(timeout, "training")
-
-    def _waitOrRaise(self, timeout: Optional[float], what: str) -> Job:
-        job = self.jobs.wait(timeout)
-        if job.cancelled:
-            raise RuntimeError(f"{what} was cancelled")
-        if not job.ok:
-            raise RuntimeError(f"{what} failed: {job.error}")
-        return job
+        return self.jobs.waitOrRaise(timeout, "training")
 
     def downloadWeights(self, weightsId: str, acceptLicence: bool, **callbacks) -> Job:
         """``medssl weights download ID`` (progress and log through the callbacks)."""
@@ -271,7 +263,7 @@ class TrainLogic:
         """Any medssl command (e.g. ``pretrain``); ``--progress json`` is added where the command has it
         (`MedSSLLib.commands.withJsonProgress`). ``wait=True`` blocks and raises RuntimeError on failure."""
         job = self.jobs.run(withJsonProgress(args), **callbacks)
-        return self._waitOrRaise(timeout, f"medssl {args[0]}") if wait else job
+        return self.jobs.waitOrRaise(timeout, f"medssl {args[0]}") if wait else job
 
     def cancel(self) -> None:
         """Stop the running job; training can be resumed later from its last checkpoint."""
