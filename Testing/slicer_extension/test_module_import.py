@@ -20,22 +20,10 @@ from medssl_slicer_helpers import REPO, obliqueRightHanded  # noqa: E402
 
 from MedSSLLib.testing import volumeFromArray  # noqa: E402
 
+import widget_harness  # noqa: E402
 
-class _ScriptedLoadableModuleLogic:
-    """Slicer's base (Base/Python/slicer/ScriptedLoadableModule.py): cooperative __init__, module-named node."""
 
-    def __init__(self, parent=None):
-        super().__init__()
-        self.moduleName = self.__class__.__name__[:-len("Logic")]
-
-    def getParameterNode(self):
-        node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
-        if node is None:
-            node = slicer.vtkMRMLScriptedModuleNode()
-            node.SetSingletonTag(self.moduleName)
-            node.SetModuleName(self.moduleName)
-            slicer.mrmlScene.AddNode(node)
-        return node
+_ScriptedLoadableModuleLogic = widget_harness.ScriptedLoadableModuleLogic  # Slicer's base, one fake for both files
 
 
 class _OldScriptedLoadableModuleLogic(_ScriptedLoadableModuleLogic):
