@@ -29,8 +29,10 @@ def emit(event, **fields):
 
 def sleepWithChild():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    with open(os.environ["FAKE_MEDSSL_PIDS"], "w") as f:
+    pids = os.environ["FAKE_MEDSSL_PIDS"]
+    with open(pids + ".part", "w") as f:  # written whole, then renamed: a reader never sees it half-written
         json.dump({"parent": os.getpid(), "child": child.pid}, f)
+    os.replace(pids + ".part", pids)
     time.sleep(float(os.environ["FAKE_MEDSSL_SLEEP"]))
 
 
