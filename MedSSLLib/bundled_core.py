@@ -82,6 +82,11 @@ def coreRequirements(root: Optional[Path] = None) -> list[str]:
     return [str(line) for line in readProject(root).get("dependencies", [])]
 
 
+def coreExtraRequirements(extra: str, root: Optional[Path] = None) -> list[str]:
+    """The requirements of one ``[project.optional-dependencies]`` extra, as written there."""
+    return [str(line) for line in readProject(root).get("optional-dependencies", {}).get(extra, [])]
+
+
 def activate(root: Optional[Path] = None) -> Optional[Path]:
     """Put the core's ``src`` first on ``sys.path`` (once); returns it, or None when no core is found."""
     root = root or findCoreRoot()

@@ -9,7 +9,11 @@ requirements still miss and `installDependencies` asks once, then installs
    ``slicer.util.pip_install`` call, with a constraints file that pins torch, SimpleITK and numpy at the
    versions Slicer already has, so pip picks compatible releases instead of replacing them;
 3. each ``Resources/requirements-no-deps.txt`` line (dynamic-network-architectures: its timm pin would pull
-   another torch) in a call of its own with ``--no-deps``.
+   another torch) in a call of its own with ``--no-deps``;
+4. on an x86 CPU, the core's ``[openvino]`` extra (OpenVINO, the runtime ``--runtime auto`` picks there, and
+   onnx for the export) in a last call of its own: optional, so a failure (no wheel for this Python) is logged
+   and MedSSL predicts with torch. It comes with any install and with "Install / repair", but is never a reason
+   to ask on its own.
 
 Every pip call passes a **list** of arguments: Slicer splits a string with ``shlex.split`` (v5.10.0
 ``Base/Python/slicer/util.py`` ``pip_install``; v5.12.0 and main ``Base/Python/slicer/packaging.py``
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -95,6 +100,17 @@ def pipRequirements(root: Optional[Path] = None) -> list[str]:
     return [_plain(req) for req in reqs if _applies(req) and not _skipped(req.name)]
 
 
+OPTIONAL_EXTRA = "openvino"
+
+
+def optionalRequirements(root: Optional[Path] = None) -> list[str]:
+    """The ``[openvino]`` extra on an x86 CPU (where ``--runtime auto`` uses it; elsewhere it is never chosen)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
+        return []
+    reqs = [_requirement(line) for line in bundled_core.coreExtraRequirements(OPTIONAL_EXTRA, root)]
+    return [_plain(req) for req in reqs if _applies(req)]
+
+
 def noDepsRequirements(path: Optional[Path] = None) -> list[str]:
     return readRequirementLines(path or NO_DEPS_FILE)
 
@@ -159,9 +175,11 @@ class InstallPlan:
     noDeps: list[str] = field(default_factory=list)  # one --no-deps pip call each
     reinstall: list[str] = field(default_factory=list)  # repair: "name==version", --force-reinstall --no-deps each
     core: str = ""  # "medssl 0.1.0 in <folder>"
+    optional: list[str] = field(default_factory=list)  # one last pip call that may fail (OpenVINO)
 
     @property
     def empty(self) -> bool:
+        """Nothing required is missing (the optional packages alone never make MedSSL ask)."""
         return self.torch is None and not self.packages and not self.noDeps and not self.reinstall
 
     def describe(self) -> str:
@@ -171,6 +189,8 @@ class InstallPlan:
         lines += [f"- {package}" for package in self.packages]
         lines += [f"- {package} (without its own requirements)" for package in self.noDeps]
         lines += [f"- {package} (reinstalled)" for package in self.reinstall]
+        lines += [f"- {package} (optional: faster prediction on this CPU; MedSSL works without it)"
+                  for package in self.optional]
         if self.packages:
             lines.append("and what these require; torch, SimpleITK and numpy stay as they are")
         if self.core:
@@ -222,11 +242,12 @@ def planInstall(repair: bool = False) -> InstallPlan:
     noDeps = noDepsRequirements()
     missingNoDeps = _missingNoDeps(noDeps)
     core = f"medssl {bundled_core.coreVersion(root)} in {root}"
+    optional = optionalRequirements(root)
     if repair:
         seen: set[str] = set()
         broken = brokenDistributions(packages, seen) + brokenDistributions(noDeps, seen, follow=False)
-        return InstallPlan(torch, packages, missingNoDeps, broken, core)
-    return InstallPlan(torch, missingRequirements(packages), missingNoDeps, [], core)
+        return InstallPlan(torch, packages, missingNoDeps, broken, core, optional)
+    return InstallPlan(torch, missingRequirements(packages), missingNoDeps, [], core, missingRequirements(optional))
 
 
 def constraintLines(names: Sequence[str] = PINNED_PACKAGES) -> list[str]:
@@ -251,6 +272,11 @@ def pipCalls(plan: InstallPlan, constraintsFile: str) -> list[list[str]]:
     return calls
 
 
+def optionalPipCall(plan: InstallPlan, constraintsFile: str) -> Optional[list[str]]:
+    """The argument list of the last, optional pip call (None when nothing optional is missing)."""
+    return ["-c", constraintsFile, *plan.optional] if plan.optional else None
+
+
 def installDependencies(plan: InstallPlan, installers: SlicerInstallers, requester: str = "MedSSL",
                         askConfirmation: bool = True) -> bool:
     """Install what ``plan`` lists after one confirmation; returns False if the user declined."""
@@ -269,6 +295,7 @@ def installDependencies(plan: InstallPlan, installers: SlicerInstallers, request
         constraints.write_text("".join(f"{line}\n" for line in constraintLines()), encoding="utf-8")
         for args in pipCalls(plan, os.fspath(constraints)):
             installers.pipInstall(list(args))
+        _installOptional(plan, installers, os.fspath(constraints))
     importlib.invalidate_caches()  # pip ran in another process: make importlib.metadata look again
     still = missingRequirements(plan.packages) + _missingNoDeps(plan.noDeps + plan.reinstall)
     still += [r for r in plan.reinstall if not isIntact(_requirement(r).name)]
@@ -276,6 +303,20 @@ def installDependencies(plan: InstallPlan, installers: SlicerInstallers, request
         raise RuntimeError(f"{', '.join(still)} still not installed after pip ran; see pip's output in the "
                            f"Python console")
     return True
+
+
+def _installOptional(plan: InstallPlan, installers: SlicerInstallers, constraintsFile: str) -> bool:
+    """Install the optional packages; a failure is one warning (prediction then runs with torch), not an error."""
+    args = optionalPipCall(plan, constraintsFile)
+    if args is None:
+        return True
+    try:
+        installers.pipInstall(args)
+        return True
+    except Exception as exc:  # pip's CalledProcessError, or Slicer's own error dialog path
+        logging.warning(f"MedSSL: {', '.join(plan.optional)} could not be installed ({type(exc).__name__}); "
+                        f"predictions run with torch. Try again with Install / repair.")
+        return False
 
 
 def _pipInstaller(requester: str) -> Callable[[list], Any]:

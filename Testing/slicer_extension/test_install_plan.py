@@ -159,3 +159,28 @@ def test_slicers_pip_install_is_chosen_by_its_signature(monkeypatch):
     monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
     install._pipInstaller("MedSSLTrain")(["--no-deps", "x"])
     assert received == [(["--no-deps", "x"], "MedSSLTrain")]
+
+
+def test_openvino_is_an_optional_last_call_on_x86_only_and_a_failure_is_a_warning(monkeypatch, caplog):
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["openvino"]
+    monkeypatch.setattr(install.platform, "machine", lambda: "x86_64")
+    assert install.optionalRequirements() == declared  # the extra that `make install` installs
+    monkeypatch.setattr(install.platform, "machine", lambda: "arm64")
+    assert install.optionalRequirements() == []  # --runtime auto never picks OpenVINO there
+    plan = install.InstallPlan(None, ["einops>=0.7"], optional=["surely-not-installed-medssl-test>=1"])
+    assert plan.describe().splitlines()[1].endswith("(optional: faster prediction on this CPU; MedSSL works "
+                                                    "without it)")
+    assert install.InstallPlan(optional=["x>=1"]).empty  # never a reason to ask on its own
+    calls = []
+
+    def pip(args):
+        calls.append(args)
+        if "surely-not-installed-medssl-test>=1" in args:
+            raise subprocess.CalledProcessError(1, ["pip", "install", *args])
+
+    installers = install.SlicerInstallers(lambda text, title: True, lambda requirement: object(), pip)
+    with caplog.at_level("WARNING"):
+        assert install.installDependencies(plan, installers)
+    assert calls[-1][0] == "-c" and calls[-1][2:] == ["surely-not-installed-medssl-test>=1"] and len(calls) == 2
+    assert "surely-not-installed-medssl-test>=1 could not be installed (CalledProcessError); predictions run " \
+           "with torch" in caplog.text
