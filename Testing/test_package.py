@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +61,49 @@ def test_tampered_weights_are_refused(tiny_package, tmp_path):
     (pkg / "weights.safetensors").write_bytes(bytes(data))
     with pytest.raises(PackageError, match="weights.safetensors does not match the sha256"):
         load_package(pkg)
+
+
+def _with_rehashed_weights(pkg, change) -> None:
+    """Change the package's weights and write their new sha256 into metadata.json (passes the file checks)."""
+    from safetensors.torch import load_file, save_file
+
+    from medssl.hub.package import sha256_file
+
+    state = load_file(str(pkg / "weights.safetensors"))
+    change(state)
+    save_file(state, str(pkg / "weights.safetensors"), metadata={"format": "pt"})
+    meta = json.loads((pkg / "metadata.json").read_text())
+    meta["weights_sha256"] = sha256_file(pkg / "weights.safetensors")
+    (pkg / "metadata.json").write_text(json.dumps(meta))
+
+
+def test_nan_weights_with_a_matching_hash_are_refused_by_predict_and_by_verify(tiny_package, tmp_path):
+    pkg = copy(tiny_package, tmp_path)
+    name = {}
+
+    def poison(state):
+        name["key"] = key = sorted(k for k, v in state.items() if v.is_floating_point() and v.ndim == 5)[-1]
+        state[key].view(-1)[0] = float("nan")
+
+    _with_rehashed_weights(pkg, poison)
+    with pytest.raises(PackageError, match=f"1 weight tensors hold NaN or infinite values \\(first: "
+                                           f"{name['key']}\\); fine-tune the model again"):
+        Predictor.from_package(pkg, "cpu")  # prediction loads without a forward pass: the finite check catches it
+    with pytest.raises(PackageError, match="1 weight tensors hold NaN"):
+        verify_package(pkg)  # the full check too (its forward pass on zeros would miss this one)
+
+
+def test_predict_loads_without_a_forward_pass_and_hashes_the_weights_once(tiny_package, monkeypatch):
+    import medssl.hub.package as package
+
+    hashed, forwards = [], []
+    real_sha = package.sha256_file
+    monkeypatch.setattr(package, "sha256_file", lambda path, *a: hashed.append(Path(path).name) or real_sha(path, *a))
+    monkeypatch.setattr(package, "_check_forward", lambda *a: forwards.append(a))
+    Predictor.from_package(tiny_package, "cpu", runtime="torch")
+    assert hashed.count("weights.safetensors") == 1 and forwards == []
+    verify_package(tiny_package)
+    assert len(forwards) == 1
 
 
 def test_edited_plan_is_refused(tiny_package, tmp_path):

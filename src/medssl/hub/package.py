@@ -112,10 +112,15 @@ def check_files(folder: str | Path) -> Tuple[Plan, Dict[str, Any]]:
 
 def load_package_state(folder: str | Path) -> Dict[str, torch.Tensor]:
     """The package's tensors (hash-checked)."""
+    check_files(folder)
+    return _read_state(folder)
+
+
+def _read_state(folder: str | Path) -> Dict[str, torch.Tensor]:
+    """The tensors of ``weights.safetensors`` (the caller has checked the hashes)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    check_files(folder)
     try:
         return load_file(str(Path(folder) / "weights.safetensors"))
     except (SafetensorError, OSError) as exc:
@@ -124,7 +129,9 @@ def load_package_state(folder: str | Path) -> Dict[str, torch.Tensor]:
 
 def load_package(folder: str | Path, device: str | torch.device = "cpu", check_forward: bool = True,
                  quiet: bool = False) -> Tuple[Plan, torch.nn.Module, Dict[str, Any]]:
-    """(plan, network with weights in eval mode, metadata): hashes checked, strict load, one forward pass;
+    """(plan, network with weights in eval mode, metadata): hashes checked, strict load, every weight and buffer
+    finite, then one forward pass unless ``check_forward`` is False (prediction, which runs the network next
+    anyway: the sha256 already ties the weights to those `save_package` ran forward; saves ~1 s per run).
     `legacy_spacing_note` on stderr unless ``quiet``."""
     from ..models import build_from_plan
 
@@ -133,16 +140,25 @@ def load_package(folder: str | Path, device: str | torch.device = "cpu", check_f
     if note and not quiet:
         print(note, file=sys.stderr)
     net = build_from_plan(plan)
-    state = load_package_state(folder)
+    state = _read_state(folder)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0][:200]
         raise PackageError(f"model package {folder}: weights do not fit the plan's network ({first})") from None
     net.eval()
+    _check_finite(state, folder)  # also where the forward pass would miss it (a NaN that meets only zeros)
     if check_forward:
         _check_forward(net, plan, folder)
     return plan, net.to(device), meta
+
+
+def _check_finite(state: Dict[str, torch.Tensor], folder) -> None:
+    """Every floating-point weight and buffer is finite (milliseconds, where a forward pass takes a second)."""
+    bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise PackageError(f"model package {folder}: {len(bad)} weight tensors hold NaN or infinite values "
+                           f"(first: {bad[0]}); fine-tune the model again")
 
 
 def legacy_spacing_note(plan: Plan, folder: str | Path) -> Optional[str]:

@@ -64,7 +64,7 @@ class Predictor:
                      precision: str = "auto") -> "Predictor":
         dev = resolve_device(device)
         recover_dir(path)  # a package whose replacement was killed half-way is completed first
-        plan, net, meta = load_package(path)
+        plan, net, meta = load_package(path, check_forward=False)  # weights checked finite; predict runs it next
         return cls(plan, net, dev, meta, runtime, precision, Path(path))
 
     def window_net(self, sink: Optional[EventSink] = None):
