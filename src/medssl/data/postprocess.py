@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..io.geometry import array_ijk, image_from_ijk
+from .label_resample import slab_label_index
 from .preprocess import PreprocessRecord
 
 
@@ -93,13 +94,7 @@ class SlabLabels:
     def _fill(self, i: int) -> None:
         k0, slab = self.slabs[i]
         box, sub = self.boxes[i]
-        block = self._block(box)
-        best = _resampled(image_from_ijk(block[0].astype(np.float32), sub), slab, 1.0)
-        index = np.zeros(best.shape, np.uint8 if self.n < 256 else np.uint16)
-        for c in range(1, block.shape[0]):
-            s = _resampled(image_from_ijk(block[c].astype(np.float32), sub), slab, 0.0)
-            index[s > best] = c
-            np.maximum(best, s, out=best)
+        index = slab_label_index(self._block(box), sub, slab)  # = per-class linear resampling + arg-max
         self.out[k0:k0 + slab.size[2]] = self.lut[index]
 
 
@@ -140,13 +135,6 @@ def _corner(grid, corner) -> tuple:
     d = np.asarray(grid.direction, float).reshape(3, 3)
     index = np.asarray(corner) * (np.asarray(grid.size) - 1)
     return tuple(float(v) for v in np.asarray(grid.origin, float) + d @ (np.asarray(grid.spacing) * index))
-
-
-def _resampled(src: sitk.Image, g, default: float) -> np.ndarray:
-    """``src`` linearly resampled onto grid ``g``, as a float32 array in SimpleITK's (k, j, i) order."""
-    out = sitk.Resample(src, list(g.size), sitk.Transform(), sitk.sitkLinear, list(g.origin), list(g.spacing),
-                        list(g.direction), float(default), sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
 
 
 def scores_to_input_grid(scores: np.ndarray, record: PreprocessRecord) -> sitk.Image:
