@@ -61,6 +61,23 @@ def stem(path: Path) -> str:
     return path.stem
 
 
+def sceneVolumes(scene) -> list:
+    """Every scalar volume of ``scene`` (label maps left out): what scene mode segments."""
+    volumes = [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+               for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+    return [v for v in volumes if not v.IsA("vtkMRMLLabelMapVolumeNode")]
+
+
+def chosenFolder(path: Optional[Union[str, Path]]) -> Optional[Path]:
+    """A folder chosen in a path field, or None when unset (``Path()``, i.e. ".", is what the parameter node holds
+    before one is chosen: never Slicer's working directory)."""
+    if path is None or str(path).strip() in ("", "."):
+        return None
+    if not Path(path).is_absolute():
+        raise ValueError(f"{path} is not a full folder path; choose the folder with the ... button")
+    return Path(path)
+
+
 def loadVolumeFile(path: Union[str, Path], scene=None):
     """A scalar volume node read by Slicer's own archetype storage node (works without the application)."""
     import slicer
