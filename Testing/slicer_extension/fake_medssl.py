@@ -126,7 +126,7 @@ def parser():
     pr.add_argument("--tta", action="store_true")
     pr.add_argument("--low-memory", action="store_true")
     ft = sub.add_parser("finetune")
-    for name in ("--out", "--backbone", "--preset", "--device", "--steps", "--progress", "--config"):
+    for name in ("--out", "--backbone", "--preset", "--device", "--steps", "--progress", "--config", "--sparse-slices"):
         ft.add_argument(name)
     ft.add_argument("--images", nargs="+")
     ft.add_argument("--labels", nargs="+")
