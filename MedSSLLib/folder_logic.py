@@ -275,7 +275,7 @@ class FolderLogic:
         if case not in run.sources:
             run.cases.append(case)
             run.sources[case] = case
-        if run.stopRequested and status == "started":  # stopped between cases: this one is not segmented
+        if run.stopRequested and status == "started":  # Cancel between cases: the next case is not segmented
             self.jobs.cancel()
             return
         if status == "started":
@@ -294,8 +294,6 @@ class FolderLogic:
         elif status == "failed":
             run.fail(case, str(event.get("error") or "failed"))
         run.current = ""
-        if run.stopRequested:
-            self.jobs.cancel()
 
     @staticmethod
     def _loadFile(path: Path, result: Path, package: PackageInfo):
