@@ -41,7 +41,7 @@ RunCallback = Optional[Callable[["FolderRun"], None]]
 
 def volumeFiles(folder: Union[str, Path]) -> list[Path]:
     """Image files directly in ``folder`` that medssl segments as cases (segmentations, ``*.seg.nrrd``, and hidden
-    files left out, as ``medssl.cli.predict_folder.folder_cases`` does), by case name."""
+    files left out, as ``medssl.cli.predict_folder.folder_cases`` does), sorted by file name."""
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"{folder} is not a folder; choose the folder that holds the volumes")
@@ -49,7 +49,7 @@ def volumeFiles(folder: Union[str, Path]) -> list[Path]:
              and p.name.lower().endswith(IMAGE_SUFFIXES) and not p.name.lower().endswith(".seg.nrrd")]
     if not files:
         raise ValueError(f"{folder} holds no volumes ({', '.join(IMAGE_SUFFIXES)})")
-    return sorted(files, key=stem)
+    return sorted(files, key=lambda p: p.name)
 
 
 def stem(path: Path) -> str:
@@ -180,7 +180,8 @@ class FolderLogic:
         """Start segmenting every volume file of ``folder``; returns the run (updated as cases finish)."""
         package = self._singleChannel(model)
         files = volumeFiles(folder)
-        run = FolderRun([stem(f) for f in files], {stem(f): f for f in files}, package)
+        sources = {stem(f): f for f in files}  # a.nii.gz beside a.nrrd: one case, the later file (as medssl)
+        run = FolderRun(sorted(sources), sources, package)
         out = Path(outputDir) if outputDir is not None else Path(folder)
         suffix = f"_{safeName(package.path.name)}.seg.nrrd"
 
@@ -245,6 +246,8 @@ class FolderLogic:
             raise RuntimeError("MedSSL is already running a job; wait for it or cancel it first")
 
         def onEvent(event: dict) -> None:
+            if run.cancelled:  # e.g. the scene is closing: nothing more is read into it
+                return
             if event.get("event") == "progress" and event.get("stage") == "case":
                 self._caseEvent(run, event, written, onCase)
             elif run.current:

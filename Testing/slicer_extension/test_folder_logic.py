@@ -130,9 +130,12 @@ def test_volume_files_are_the_cases_medssl_segments(tmp_path):
 
     from MedSSLLib.folder_logic import stem
 
-    for name in ("b.nii.gz", "a.nrrd", "c.mha", "d.nii", "e_1.nhdr", "x.seg.nrrd", ".hidden.nrrd", "notes.txt"):
+    for name in ("b.nii.gz", "a.nrrd", "a.nii.gz", "c.mha", "d.nii", "e_1.nhdr", "x.seg.nrrd", ".hidden.nrrd",
+                 "notes.txt"):
         (tmp_path / name).write_bytes(b"")
-    assert [stem(p) for p in volumeFiles(tmp_path)] == list(folder_cases(tmp_path, 1))
+    sources = {stem(p): p for p in volumeFiles(tmp_path)}  # what FolderLogic.startFolder maps cases to
+    assert sources == {case: files[0] for case, files in folder_cases(tmp_path, 1).items()}
+    assert sorted(sources) == list(folder_cases(tmp_path, 1)) and sources["a"].name == "a.nrrd"
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no volumes"):
         volumeFiles(tmp_path / "empty")

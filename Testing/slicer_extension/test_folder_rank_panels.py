@@ -9,11 +9,11 @@ slicer = pytest.importorskip("slicer")
 from medssl_slicer_helpers import obliqueRightHanded  # noqa: E402
 from panel_helpers import answerDialogs  # noqa: E402
 from test_folder_logic import caseFolder  # noqa: E402
-from test_module_widgets import LABELS, makeWidget, modules  # noqa: E402,F401 (the fixture)
+from test_module_widgets import makeWidget, modules  # noqa: E402,F401 (the fixture)
 from widget_harness import runScheduled  # noqa: E402
 
 from MedSSLLib.jobs import JobRunner  # noqa: E402
-from MedSSLLib.testing import makeTinyPackage, volumeFromArray  # noqa: E402
+from MedSSLLib.testing import volumeFromArray  # noqa: E402
 
 
 def folderPanel(modules, fakeMedssl, tinyPackage):
@@ -93,8 +93,9 @@ def test_segment_next_ranks_lists_and_segments_the_most_uncertain(modules, monke
     widget = makeWidget(modules, "MedSSLTrain")
     dialogs = answerDialogs(monkeypatch, modules)
     rng = np.random.default_rng(0)
-    volumes = [volumeFromArray(modules.scene, (rng.random((12, 14, 16)) * scale).astype("float32"),
-                               obliqueRightHanded(), name) for name, scale in (("quiet", 1.0), ("noisy", 500.0))]
+    for name, scale in (("quiet", 1.0), ("noisy", 500.0)):
+        volumeFromArray(modules.scene, (rng.random((12, 14, 16)) * scale).astype("float32"),
+                        obliqueRightHanded(), name)
     inTraining = volumeFromArray(modules.scene, np.zeros((12, 14, 16), "float32"), obliqueRightHanded(), "trained")
     p = widget.parameterNode
     p.caseVolumes, p.lastPackage, p.device = [inTraining], str(tinyPackage), "cpu"
