@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from .packages import PackageInfo, weightsDir
+from .packages import PackageInfo, licenceNotice, restrictionTag, weightsDir
 
 # Architectures medssl can also build with random weights (no download), offered beside the catalog.
 RANDOM_INIT_BACKBONES = ("resenc:tiny", "resenc:small", "resenc:M", "resenc:L")
@@ -52,6 +52,9 @@ class CatalogEntry:
         """Lines for the backbone box: title, size, licence, citation, status."""
         lines = [self.title or self.id, f"Download size: {formatSize(self.sizeBytes)}",
                  f"Licence: {self.licence or 'not stated'}"]
+        notice = licenceNotice(self.licence)  # 3DINO: non-commercial, no derivatives
+        if notice:
+            lines.append(notice[0].upper() + notice[1:])
         if self.licenceRequiresAcceptance:
             lines.append("The licence must be accepted before downloading.")
         if self.citation:
@@ -135,8 +138,9 @@ def backboneChoices(packages: Sequence[PackageInfo] = (), entries: Optional[Sequ
                     ) -> list[BackboneChoice]:
     """Pretrained catalog backbones, architectures without pretraining, and local packages to continue from."""
     entries = readCatalog() if entries is None else entries
-    choices = [BackboneChoice(e.id, f"{e.title} ({e.id})" if e.title else e.id, e.describe(), e) for e in entries]
+    choices = [BackboneChoice(e.id, (f"{e.title} ({e.id})" if e.title else e.id) + restrictionTag(e.licence),
+                              e.describe(), e) for e in entries]
     choices += [BackboneChoice(a, a, f"{a}: random initialisation, no download") for a in RANDOM_INIT_BACKBONES]
-    choices += [BackboneChoice(str(p.path), f"continue from {p.path.name}", f"Continue from {p.path.name}:\n{p.summary()}")
-                for p in packages]
+    choices += [BackboneChoice(str(p.path), f"continue from {p.listTitle()}",
+                               f"Continue from {p.path.name}:\n{p.summary()}") for p in packages]
     return choices

@@ -90,13 +90,9 @@ class PredictOptions:
             raise ValueError(f"overlap {self.overlap} is out of range; use a value in [0, 1), e.g. 0.5")
 
 
-def predictArgs(package: PathLike, inputs: Sequence[PathLike], output: PathLike,
-                options: PredictOptions, uncertaintyOutput: Optional[PathLike] = None) -> list[str]:
-    """``predict --model PKG --input IMG... --output OUT ... --progress json``."""
+def _predictOptionArgs(options: PredictOptions) -> list[str]:
     options.validate()
-    _checkNoComma(inputs)
-    args = ["predict", "--model", str(package), "--input", *map(str, inputs), "--output", str(output),
-            "--device", options.device, "--progress", "json"]
+    args = ["--device", options.device, "--progress", "json"]
     if options.runtime != "auto":
         args += ["--runtime", options.runtime]
     if options.overlap is not None:
@@ -105,9 +101,29 @@ def predictArgs(package: PathLike, inputs: Sequence[PathLike], output: PathLike,
         args.append("--tta")
     if options.lowMemory:
         args.append("--low-memory")
+    return args
+
+
+def predictArgs(package: PathLike, inputs: Sequence[PathLike], output: PathLike,
+                options: PredictOptions, uncertaintyOutput: Optional[PathLike] = None) -> list[str]:
+    """``predict --model PKG --input IMG... --output OUT ... --progress json``."""
+    _checkNoComma(inputs)
+    args = ["predict", "--model", str(package), "--input", *map(str, inputs), "--output", str(output),
+            *_predictOptionArgs(options)]
     if options.uncertainty and uncertaintyOutput is not None:
         args += ["--uncertainty", str(uncertaintyOutput)]
     return args
+
+
+def predictFolderArgs(package: PathLike, inputDir: PathLike, outputDir: PathLike, options: PredictOptions,
+                      outputSuffix: str = ".seg.nrrd") -> list[str]:
+    """``predict --model PKG --input-dir DIR --output-dir OUT --output-suffix S ... --progress json``: every case of
+    ``inputDir`` with the model loaded once (``medssl.cli.predict_folder``, which emits per-case events)."""
+    if options.uncertainty:
+        raise ValueError("uncertainty maps are written for one volume at a time; untick the uncertainty map for "
+                         "folder mode or segment the volumes one by one")
+    return ["predict", "--model", str(package), "--input-dir", str(inputDir), "--output-dir", str(outputDir),
+            "--output-suffix", outputSuffix, *_predictOptionArgs(options)]
 
 
 @dataclass

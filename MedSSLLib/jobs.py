@@ -79,14 +79,18 @@ class JobRunner:
 
     def run(self, args: Sequence[str], onProgress: Optional[Callable[[Job], None]] = None,
             onLog: Optional[Callable[[str], None]] = None, onFinished: Optional[Callable[[Job], None]] = None,
-            onSuccess: Optional[Callable[[Job], None]] = None, tempDir: Optional[Path] = None) -> Job:
-        """Start ``medssl <args>``; raises RuntimeError if another job is still running."""
+            onSuccess: Optional[Callable[[Job], None]] = None, tempDir: Optional[Path] = None,
+            onEvent: Optional[Callable[[dict], None]] = None) -> Job:
+        """Start ``medssl <args>``; raises RuntimeError if another job is still running. ``onEvent(event)`` sees
+        each medssl event itself (before ``onProgress``), for callers that follow more than the overall progress."""
         if self.busy:
             raise RuntimeError("MedSSL is already running a job; wait for it or cancel it first")
         job = Job(list(args), tempDir=tempDir)
 
         def handleEvent(event: dict) -> None:
             job.progress.update(event)
+            if onEvent:
+                onEvent(event)
             if event.get("event") == "log":
                 handleLog(str(event.get("message", "")))
             if onProgress:

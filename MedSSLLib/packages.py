@@ -23,6 +23,17 @@ RESTRICTIONS = ((re.compile(r"\bNC\b|non-?commercial", re.I), "non-commercial us
                 (re.compile(r"\bND\b|no-?deriv", re.I), "no derivatives (sharing a fine-tuned copy may not be allowed)"))
 
 
+RESTRICTION_TAGS = ("non-commercial", "no derivatives")  # short forms of RESTRICTIONS, same order
+
+
+def restrictionTag(licence: str) -> str:
+    """``" [non-commercial, no derivatives]"`` for 3DINO's CC BY-NC-ND, ``""`` for an unrestricted licence: appended
+    to a model's name wherever it is listed (model selector, backbone selector), so the restriction is seen
+    before the model is chosen."""
+    found = [tag for (pattern, _), tag in zip(RESTRICTIONS, RESTRICTION_TAGS) if pattern.search(licence or "")]
+    return f" [{', '.join(found)}]" if found else ""
+
+
 def licenceNotice(licence: str) -> str:
     """A warning for a non-commercial and/or no-derivatives licence, else '' (shown wherever a model is listed)."""
     found = [what for pattern, what in RESTRICTIONS if pattern.search(licence or "")]
@@ -71,6 +82,10 @@ class PackageInfo:
     @property
     def labelNames(self) -> list[str]:
         return [label.name for label in self.labels]
+
+    def listTitle(self) -> str:
+        """The folder name and any licence restriction, for model lists."""
+        return self.path.name + restrictionTag(self.licence)
 
     def summary(self) -> str:
         """Several lines: labels, channels, where it came from, licence."""

@@ -1,4 +1,5 @@
-"""The MedSSLSegment panel (Qt): model selector, inputs per channel, Apply/Cancel, progress and results.
+"""The MedSSLSegment panel (Qt): model selector, inputs per channel, Apply/Cancel, progress and results;
+Export/Import of models (`MedSSLLib.share_widget`) and the folder mode (`MedSSLLib.folder_widget`).
 
 The module file (``MedSSLSegment/MedSSLSegment.py``) only builds the .ui and hands it here, as SlicerNNUNet's
 module files hand theirs to ``SlicerNNUNetLib`` widgets. All work is done by the Qt-free
@@ -16,10 +17,12 @@ from slicer.i18n import tr as _
 
 from . import slicerui
 from .commands import PredictOptions
+from .folder_widget import FolderPanel
 from .jobs import JobRunner
 from .packages import PackageInfo, listPackages
 from .parameter_binding import ParameterBinding
 from .segment_logic import MAX_CHANNELS, panelProblem
+from .share_widget import ModelSharing
 
 
 class SegmentPanel:
@@ -30,6 +33,9 @@ class SegmentPanel:
         self._packages: list[PackageInfo] = []
         self.diagnostics = JobRunner(schedule=slicerui.qtSchedule)  # `medssl info`, apart from the logic's jobs
         self.applyButton = slicerui.RunButton(ui.applyButton)
+        self.sharing = ModelSharing(ui, "MedSSLSegment", self.selectedPackage, self._imported)
+        self.folder = FolderPanel(ui, lambda: self.parameterNode, self.selectedPackage, self.options,
+                                  self.updateButtons)
         self.binding = ParameterBinding(ui, logic.getParameterNode, self.updateButtons, isEntered,
                                         onSceneClose=self.cancel, initialize=self._defaultInput)
         ui.applyButton.connect("clicked(bool)", self.onApply)
@@ -57,8 +63,8 @@ class SegmentPanel:
         self.binding.unbind()
 
     def cancel(self) -> None:
-        self.logic.cancel()
-        self.diagnostics.cancel()
+        for runner in (self.logic, self.folder, self.sharing, self.diagnostics):
+            runner.cancel()
 
     def cleanup(self) -> None:
         self.binding.cleanup()
@@ -72,7 +78,7 @@ class SegmentPanel:
         wasBlocked = selector.blockSignals(True)
         selector.clear()
         for package in self._packages:
-            selector.addItem(package.path.name)
+            selector.addItem(package.listTitle())  # with any licence restriction (3DINO)
         current = self.parameterNode.modelPath if self.parameterNode else ""
         paths = [str(p.path) for p in self._packages]
         selector.currentIndex = paths.index(current) if current in paths else (0 if paths else -1)
@@ -96,6 +102,12 @@ class SegmentPanel:
             getattr(self.ui, f"inputSelector{c}").visible = c < len(channels)
         self.updateButtons()
 
+    def _imported(self, package: PackageInfo) -> None:
+        """A model zip was imported: list it and select it."""
+        if self.parameterNode:
+            self.parameterNode.modelPath = str(package.path)
+        self.refreshModels()
+
     def onDeleteModel(self) -> None:
         package = self.selectedPackage()
         if package and slicer.util.confirmYesNoDisplay(
@@ -117,7 +129,9 @@ class SegmentPanel:
     def updateButtons(self) -> None:
         busy = self.logic.busy
         problem = panelProblem(self.selectedPackage(), self.inputVolumes()) if self.parameterNode else ""
-        self.ui.applyButton.enabled = busy or problem is None
+        self.ui.applyButton.enabled = busy or (problem is None and not self.folder.busy)
+        self.folder.updateButtons(otherBusy=busy)
+        self.sharing.updateButtons()
         if not busy:
             self.ui.applyButton.toolTip = self.applyButton.idleToolTip if problem is None else problem
         output = self.parameterNode.outputSegmentation if self.parameterNode else None

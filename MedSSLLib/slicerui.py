@@ -142,3 +142,9 @@ def showResult(volume, segmentation=None, uncertainty=None) -> None:
 def chooseFile(title: str, nameFilter: str) -> Optional[str]:
     path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), title, "", nameFilter)
     return path or None
+
+
+def chooseSaveFile(title: str, nameFilter: str, suggested: str) -> Optional[str]:
+    """Qt's save dialog (it asks before replacing an existing file)."""
+    path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), title, suggested, nameFilter)
+    return path or None

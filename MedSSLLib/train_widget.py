@@ -2,9 +2,9 @@
 
 The module file (``MedSSLTrain/MedSSLTrain.py``) only builds the .ui and hands it here, as SlicerNNUNet's
 module files hand theirs to ``SlicerNNUNetLib`` widgets. The work is done by the Qt-free
-`MedSSLLib.train_logic.TrainLogic` held by the module logic (training, downloads) and a
-`MedSSLLib.segment_logic.SegmentLogic` of its own ("Segment next"); this class only turns their callbacks
-into widget updates. The parameter node is bound through `MedSSLLib.parameter_binding.ParameterBinding`.
+`MedSSLLib.train_logic.TrainLogic` held by the module logic (training, downloads); "Segment next" is
+`MedSSLLib.rank_widget.SegmentNext` and Export/Import of the last model `MedSSLLib.share_widget.ModelSharing`;
+this class only turns their callbacks into widget updates. The parameter node is bound through `MedSSLLib.parameter_binding.ParameterBinding`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from slicer.i18n import tr as _
 
 from . import slicerui
 from .catalog import backboneChoices
-from .commands import FinetuneOptions, PredictOptions
+from .commands import FinetuneOptions
 from .curves import TrainingCurves
 from .events import ProgressState
 from .jobs import JobRunner
-from .packages import listPackages
+from .packages import PackageError, PackageInfo, listPackages, readPackage
 from .parameter_binding import ParameterBinding
-from .segment_logic import MAX_CHANNELS, SegmentLogic
+from .rank_widget import SegmentNext
+from .segment_logic import MAX_CHANNELS
+from .share_widget import ModelSharing
 from .train_logic import casesFromFlat, removeCase, tableRows, trainingFolderOrNone
 
 
@@ -33,20 +35,22 @@ class TrainPanel:
 
     def __init__(self, ui, logic, isEntered) -> None:
         self.ui, self.logic = ui, logic
-        self.segmentLogic = SegmentLogic(schedule=slicerui.qtSchedule)
         self.diagnostics = JobRunner(schedule=slicerui.qtSchedule)  # `medssl info`, apart from the logic's jobs
         self.runButtons = {name: slicerui.RunButton(button) for name, button in (
             ("startButton", ui.startButton), ("downloadButton", ui.downloadButton),
-            ("importWeightsButton", ui.importWeightsButton), ("segmentNextButton", ui.segmentNextButton))}
+            ("importWeightsButton", ui.importWeightsButton))}
         self._backbones = []  # MedSSLLib.catalog.BackboneChoice
         self._curves = None
         self._activeButton = None  # the button that cancels the running job
+        self.segmentNext = SegmentNext(ui, lambda: self.parameterNode, self.onProgress,
+                                       lambda text: slicerui.appendLog(self.ui.logTextEdit, text), self.updateGui)
+        self.sharing = ModelSharing(ui, "MedSSLTrain", self.lastPackage, self._imported)
         self.binding = ParameterBinding(ui, logic.getParameterNode, self.updateGui, isEntered,
                                         onSceneClose=self._sceneClosing)
         for name, slot in (("addCaseButton", self.onAddCase), ("removeCaseButton", self.onRemoveCase),
                            ("downloadButton", self.onDownload), ("importWeightsButton", self.onImportWeights),
                            ("startButton", self.onStart), ("resumeButton", self.onResume),
-                           ("segmentNextButton", self.onSegmentNext), ("addToTrainingSetButton", self.onAddCase),
+                           ("addToTrainingSetButton", self.onAddCase),
                            ("continueTrainingButton", self.onContinue)):
             getattr(ui, name).connect("clicked(bool)", slot)
         ui.backboneComboBox.connect("currentIndexChanged(int)", self.onBackboneSelected)
@@ -65,7 +69,7 @@ class TrainPanel:
         self.binding.unbind()
 
     def cancel(self) -> None:
-        for runner in (self.logic, self.segmentLogic, self.diagnostics):
+        for runner in (self.logic, self.segmentNext, self.sharing, self.diagnostics):
             runner.cancel()
 
     def _sceneClosing(self) -> None:
@@ -234,25 +238,19 @@ class TrainPanel:
                 name=job.outputs["package"].path.name)
         self.refreshBackbones()
 
-    # ------------------------------------------------------------------ bootstrap loop
-    def onSegmentNext(self) -> None:
-        """Segment the selected (unlabelled) volume with the last model; the result opens in Segment Editor."""
-        p, volumes = self.parameterNode, self._candidateVolumes()
-        if self.segmentLogic.busy:
-            self.segmentLogic.cancel()
-            return
+    # ------------------------------------------------------------------ bootstrap loop, sharing
+    def lastPackage(self) -> Optional[PackageInfo]:
+        """The model the bootstrap loop continues (and Export writes), if it is still a readable package."""
+        path = self.parameterNode.lastPackage if self.parameterNode else ""
+        try:
+            return readPackage(path) if path and Path(path).is_dir() else None
+        except PackageError:
+            return None
 
-        def done(job) -> None:
-            self.runButtons["segmentNextButton"].setRunning(False)
-            slicerui.showFinished(self.ui, job, _("Segmentation"))
-            if job.ok and self.parameterNode:
-                p.candidateSegmentation = job.outputs["segmentation"]
-                slicerui.openSegmentEditor(job.outputs["segmentation"], volumes[0])
-
-        with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
-            self.segmentLogic.start(volumes, p.lastPackage, PredictOptions(device=p.device),
-                                    onProgress=self.onProgress, onFinished=done)
-            self.runButtons["segmentNextButton"].setRunning(True)
+    def _imported(self, package: PackageInfo) -> None:
+        """An imported model becomes the last model: Segment next and Continue training use it."""
+        self.parameterNode.lastPackage = str(package.path)
+        self.refreshBackbones()
 
     def updateGui(self) -> None:
         p = self.parameterNode
@@ -268,8 +266,10 @@ class TrainPanel:
                              (self.ui.importWeightsButton, bool(entry))):
             button.enabled = button is self._activeButton if busy else idle
         self.ui.resumeButton.enabled = not busy and self.logic.canResume(p.modelName)
-        hasModel = bool(p.lastPackage) and Path(p.lastPackage).is_dir()
-        self.ui.lastModelLabel.text = Path(p.lastPackage).name if hasModel else _("none yet")
-        self.ui.segmentNextButton.enabled = hasModel and all(self._candidateVolumes())
+        last = self.lastPackage()
+        hasModel = last is not None
+        self.ui.lastModelLabel.text = last.listTitle() if hasModel else _("none yet")  # with any restriction
+        self.ui.segmentNextButton.enabled = self.segmentNext.busy or (hasModel and not busy)
+        self.sharing.updateButtons()
         self.ui.addToTrainingSetButton.enabled = bool(p.candidateSegmentation) and all(self._candidateVolumes())
         self.ui.continueTrainingButton.enabled = hasModel and not busy and bool(p.caseSegmentations)

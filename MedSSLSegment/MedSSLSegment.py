@@ -65,7 +65,8 @@ def registerSampleData():
 
 @parameterNodeWrapper
 class MedSSLSegmentParameterNode:
-    """State of the module (saved with the scene). ``modelPath`` is the package folder."""
+    """State of the module (saved with the scene). ``modelPath`` is the package folder; ``batch*`` are
+    the folder mode's (MedSSLLib/folder_widget.py)."""
 
     inputVolume0: vtkMRMLScalarVolumeNode
     inputVolume1: vtkMRMLScalarVolumeNode
@@ -79,6 +80,10 @@ class MedSSLSegmentParameterNode:
     computeUncertainty: bool = False
     outputSegmentation: vtkMRMLSegmentationNode
     uncertaintyVolume: vtkMRMLScalarVolumeNode
+    batchScene: bool = False  # folder mode: every volume of the scene instead of batchInputFolder
+    batchInputFolder: Path
+    batchOutputFolder: Path  # unset: results next to the inputs
+    batchLoadResults: bool = True
 
 
 class MedSSLSegmentWidget(ScriptedLoadableModuleWidget):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ def test_folder_cases_pair_channels_by_nnunet_suffix(tmp_path):
     with pytest.raises(InputError, match="case c does not have files _0000 .. _0001"):
         folder_cases(tmp_path, 2)
     assert list(folder_cases(tmp_path, 1)) == ["a_0000", "a_0001", "b_0000", "b_0001", "c_0000"]
+    (tmp_path / "._a_0000.nrrd").write_bytes(b"")  # macOS resource fork beside a copied scan: not a case
+    assert "._a_0000" not in folder_cases(tmp_path, 1)
 
 
 def test_a_folder_is_segmented_like_single_cases(tmp_path, tiny_package, kmeans_t1):
@@ -45,3 +48,25 @@ def test_a_folder_is_segmented_like_single_cases(tmp_path, tiny_package, kmeans_
 def test_folder_and_single_options_do_not_mix(tmp_path, tiny_package, kmeans_t1):
     proc = run_cli("predict", "--model", str(tiny_package), "--input", str(kmeans_t1), "--output-dir", str(tmp_path))
     assert proc.returncode == 2 and "give either --input IMG... with --output OUT, or --input-dir" in proc.stderr
+
+
+def test_folder_events_report_each_case_written_or_failed(tmp_path, tiny_package, kmeans_t1):
+    """The per-case events MedSSL Segment's folder mode reads (MedSSLLib/folder_logic.py): started, then written
+    with the finished file or failed with the one-line reason."""
+    import json
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "a_broken.nii.gz").write_bytes(b"not an image")
+    shutil.copy(kmeans_t1, scans / "b_scan.nii.gz")
+    proc = run_cli("predict", "--model", str(tiny_package), "--input-dir", str(scans), "--output-dir",
+                   str(tmp_path / "segs"), "--output-suffix", "_m.seg.nrrd", "--device", "cpu", "--runtime", "torch",
+                   "--progress", "json", env=NO_GPU)
+    assert proc.returncode == 2, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    cases = [(e["case"], e["status"], e["done"], e["total"]) for e in events if e.get("stage") == "case"]
+    assert cases == [("a_broken", "started", 0, 2), ("a_broken", "failed", 1, 2), ("b_scan", "started", 1, 2),
+                     ("b_scan", "written", 2, 2)]
+    failed, written = [e for e in events if e.get("status") in ("failed", "written")]
+    assert "a_broken.nii.gz" in failed["error"] and "\n" not in failed["error"]
+    assert written["output"] == str(tmp_path / "segs" / "b_scan_m.seg.nrrd") and Path(written["output"]).is_file()

@@ -15,7 +15,8 @@ from medssl_slicer_helpers import REPO, obliqueRightHanded  # noqa: E402
 from MedSSLLib.testing import makeTinyPackage, volumeFromArray  # noqa: E402
 
 MODULES = ("MedSSLSegment", "MedSSLTrain")
-QT_LIBRARY = ("slicerui", "parameter_binding", "segment_widget", "train_widget")  # imported with the stubbed qt
+QT_LIBRARY = ("slicerui", "parameter_binding", "segment_widget", "train_widget", "share_widget", "folder_widget",
+              "rank_widget")  # imported with the stubbed qt
 
 
 def dropQtModules(monkeypatch):

@@ -1,7 +1,7 @@
 """The module code and its .ui files agree (the widgets cannot be built without Qt, so this is checked statically).
 
 - every ``ui.<name>`` (also through ``getattr(self.ui, ...)``) used by a module, its panel
-  (MedSSLLib/segment_widget.py, train_widget.py) or MedSSLLib/slicerui.py exists in the module's .ui file, with a widget class that has the attribute used;
+  (MedSSLLib/segment_widget.py, train_widget.py and the sections they use: `PANELS`) or MedSSLLib/slicerui.py exists in the module's .ui file, with a widget class that has the attribute used;
 - every ``SlicerParameterName`` names a field of the module's ``@parameterNodeWrapper`` class, with a widget
   class that Slicer's GUI connector for that field type accepts (``guiConnectors.py``);
 - every MRML widget receives the scene through a ``mrmlSceneChanged`` connection.
@@ -17,7 +17,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MODULES = {"MedSSLSegment": REPO / "MedSSLSegment", "MedSSLTrain": REPO / "MedSSLTrain"}
 SHARED_UI_CODE = REPO / "MedSSLLib" / "slicerui.py"
-PANELS = {"MedSSLSegment": REPO / "MedSSLLib" / "segment_widget.py", "MedSSLTrain": REPO / "MedSSLLib" / "train_widget.py"}
+LIB = REPO / "MedSSLLib"
+PANELS = {"MedSSLSegment": [LIB / "segment_widget.py", LIB / "folder_widget.py", LIB / "share_widget.py"],
+          "MedSSLTrain": [LIB / "train_widget.py", LIB / "rank_widget.py", LIB / "share_widget.py"]}
 
 BUTTONS = {"QPushButton", "QToolButton", "QCheckBox", "QRadioButton", "ctkCheckablePushButton"}
 TEXT_EDITS = {"QPlainTextEdit"}
@@ -126,7 +128,7 @@ def connectorKind(annotation: str) -> str:
 def test_every_ui_name_exists_with_a_compatible_class(moduleName):
     _, classes, _ = uiWidgets(moduleName)
     problems = []
-    for source in (MODULES[moduleName] / f"{moduleName}.py", PANELS[moduleName], SHARED_UI_CODE):
+    for source in (MODULES[moduleName] / f"{moduleName}.py", *PANELS[moduleName], SHARED_UI_CODE):
         for name, attribute, signal, line in uiUsages(source):
             where = f"{source.name}:{line} ui.{name}"
             if name not in classes:

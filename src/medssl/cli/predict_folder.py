@@ -3,8 +3,12 @@
 The package is read, checked and (for OpenVINO) compiled once; each case is then read, segmented and written
 as ``<output-dir>/<case>.seg.nrrd`` (or ``--output-suffix``). Cases: with a one-channel plan every image file
 of the folder; with several channels, nnU-Net's naming ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ...
-(one file per channel, in the plan's order). A case that fails is reported in one line and the others go on;
-the exit code is then 2.
+(one file per channel, in the plan's order); hidden files (``.name``, e.g. macOS ``._scan.nii.gz``) are left
+out. A case that fails is reported in one line and the others go on; the exit code is then 2.
+
+Per case, ``--progress json`` emits ``progress`` events of stage ``case`` (what MedSSL Segment's folder mode reads):
+``status`` ``started`` (``done`` = cases finished before it), then ``written`` with ``output`` (the file, complete:
+written atomically) or ``failed`` with ``error`` (the one-line reason), both with ``done`` counting this case.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ def folder_cases(folder: Path, channels: int) -> Dict[str, List[Path]]:
 
     if not folder.is_dir():
         raise InputError(f"--input-dir {folder} is not a folder; give the folder holding the images")
-    files = [f for f in find_images(folder) if not f.name.lower().endswith(".seg.nrrd")]
+    files = [f for f in find_images(folder) if not f.name.lower().endswith(".seg.nrrd") and not f.name.startswith(".")]
     if channels == 1:
         cases = {strip_suffix(f.name): [f] for f in files}
     else:
@@ -58,16 +62,21 @@ def run_folder(args: argparse.Namespace, predictor, sink) -> int:
     failed, t0 = [], time.perf_counter()
     sink.emit("start", task="predict", total=len(cases), model=str(args.model), device=str(predictor.device))
     for n, (name, files) in enumerate(cases.items()):
-        sink.emit("progress", stage="case", done=n, total=len(cases), case=name)
+        sink.emit("progress", stage="case", done=n, total=len(cases), case=name, status="started")
+        target = out_dir / f"{name}{args.output_suffix}"
         try:
             result = predictor.predict([str(f) for f in files], overlap=args.overlap, tta=args.tta,
                                        sw_batch_size=args.sw_batch_size, low_memory=True if args.low_memory else None,
                                        sink=sink)
-            with atomic_path(out_dir / f"{name}{args.output_suffix}") as tmp:
+            with atomic_path(target) as tmp:
                 write_label_map(result.labels, predictor.plan.labels, tmp)
         except MedSSLError as exc:
             failed.append(name)
             sink.emit("log", message=f"case {name} skipped: {exc}")
+            sink.emit("progress", stage="case", done=n + 1, total=len(cases), case=name, status="failed", error=str(exc))
+        else:
+            sink.emit("progress", stage="case", done=n + 1, total=len(cases), case=name, status="written",
+                      output=str(target))
     minutes = (time.perf_counter() - t0) / 60
     sink.emit("done", task="predict", output=str(out_dir), cases=len(cases) - len(failed), failed=failed,
               cases_per_minute=(len(cases) - len(failed)) / max(minutes, 1e-9))
