@@ -142,7 +142,7 @@ def load_package(folder: str | Path, device: str | torch.device = "cpu", check_f
     net = build_from_plan(plan)
     state = _read_state(folder)
     try:
-        net.load_state_dict(state, strict=True)
+        net.load_state_dict(state, strict=True, assign=True)  # the loaded tensors themselves: no copies
     except RuntimeError as exc:
         first = str(exc).splitlines()[0][:200]
         raise PackageError(f"model package {folder}: weights do not fit the plan's network ({first})") from None
@@ -153,9 +153,19 @@ def load_package(folder: str | Path, device: str | torch.device = "cpu", check_f
     return plan, net.to(device), meta
 
 
+def _finite(t: torch.Tensor) -> bool:
+    """All values finite: a float64 sum (NaN or inf anywhere makes it non-finite) in numpy, as hundreds of tiny
+    torch ops each start the thread pool (seconds on a busy machine); bfloat16 (no numpy type) through torch."""
+    if t.dtype == torch.bfloat16:
+        return bool(torch.isfinite(t).all())
+    import numpy as np
+
+    return bool(np.isfinite(np.sum(t.numpy(), dtype=np.float64)))
+
+
 def _check_finite(state: Dict[str, torch.Tensor], folder) -> None:
     """Every floating-point weight and buffer is finite (milliseconds, where a forward pass takes a second)."""
-    bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    bad = [name for name, t in state.items() if t.is_floating_point() and not _finite(t)]
     if bad:
         raise PackageError(f"model package {folder}: {len(bad)} weight tensors hold NaN or infinite values "
                            f"(first: {bad[0]}); fine-tune the model again")
