@@ -65,13 +65,17 @@ def test_tampered_weights_are_refused(tiny_package, tmp_path):
 
 def _with_rehashed_weights(pkg, change) -> None:
     """Change the package's weights and write their new sha256 into metadata.json (passes the file checks)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from medssl.hub.package import sha256_file
 
-    state = load_file(str(pkg / "weights.safetensors"))
+    from medssl.hub.package import _read_state, shared_tensor_aliases
+
+    state = _read_state(pkg)
     change(state)
-    save_file(state, str(pkg / "weights.safetensors"), metadata={"format": "pt"})
+    aliases = shared_tensor_aliases(state)
+    save_file({k: v for k, v in state.items() if k not in aliases}, str(pkg / "weights.safetensors"),
+              metadata={"medssl_aliases": json.dumps(aliases)})
     meta = json.loads((pkg / "metadata.json").read_text())
     meta["weights_sha256"] = sha256_file(pkg / "weights.safetensors")
     (pkg / "metadata.json").write_text(json.dumps(meta))
@@ -86,10 +90,10 @@ def test_nan_weights_with_a_matching_hash_are_refused_by_predict_and_by_verify(t
         state[key].view(-1)[0] = float("nan")
 
     _with_rehashed_weights(pkg, poison)
-    with pytest.raises(PackageError, match=f"1 weight tensors hold NaN or infinite values \\(first: "
+    with pytest.raises(PackageError, match=f"[1-4] weight tensors hold NaN or infinite values \\(first: "
                                            f"{name['key']}\\); fine-tune the model again"):
         Predictor.from_package(pkg, "cpu")  # prediction loads without a forward pass: the finite check catches it
-    with pytest.raises(PackageError, match="1 weight tensors hold NaN"):
+    with pytest.raises(PackageError, match="[1-4] weight tensors hold NaN"):
         verify_package(pkg)  # the full check too (its forward pass on zeros would miss this one)
 
 
@@ -153,3 +157,32 @@ def test_predictor_api_low_memory_matches_full(tiny_package, kmeans_t1):
     probs = sitk.GetArrayFromImage(full.probabilities)
     assert probs.shape[-1] == 7 and np.allclose(probs.sum(-1), 1, atol=1e-3)
     assert full.probabilities.GetSize() == sitk.ReadImage(str(kmeans_t1)).GetSize()
+
+
+def test_shared_encoder_weights_are_stored_once_and_load_back_under_every_key(tiny_package, tmp_path):
+    """dna's UNetDecoder keeps the encoder as ``decoder.encoder``: its tensors are written once, named as aliases."""
+    from safetensors import safe_open
+
+    from medssl.hub.package import ALIASES_KEY, shared_tensor_aliases
+
+    plan, net, _ = load_package(tiny_package)
+    state = net.state_dict()
+    aliases = shared_tensor_aliases(state)
+    assert {k for k in state if k.startswith("decoder.encoder.")} <= set(aliases)  # the encoder's second copy
+    assert all(torch_equal(state[k], state[v]) for k, v in aliases.items())
+    out = save_package(tmp_path / "deduped", plan, state, {"licence": "CC0-1.0"})
+    with safe_open(str(out / "weights.safetensors"), "pt") as handle:
+        assert set(handle.keys()) == set(state) - set(aliases)
+        assert json.loads(handle.metadata()[ALIASES_KEY]) == aliases
+    _, back, _ = load_package(out)  # strict load: every key of the network is there again
+    assert all(torch_equal(a, b) for a, b in zip(state.values(), back.state_dict().values()))
+    from safetensors.torch import save_file
+
+    save_file({k: v.clone() for k, v in state.items()}, str(tmp_path / "every_key.safetensors"))
+    assert (out / "weights.safetensors").stat().st_size < 0.6 * (tmp_path / "every_key.safetensors").stat().st_size
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)

@@ -54,14 +54,37 @@ def save_package(folder: str | Path, plan: Plan, state: Dict[str, torch.Tensor],
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    aliases = shared_tensor_aliases(state)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items() if k not in aliases}
+    # one header entry only: safetensors writes its metadata map in a random order (same weights, other bytes)
+    header = {ALIASES_KEY: json.dumps(aliases, sort_keys=True)} if aliases else {"format": "pt"}
     with atomic_dir(folder, keep=keep) as tmp:
         (tmp / "plan.json").write_text(plan.to_json())
-        save_file(tensors, str(tmp / "weights.safetensors"), metadata={"format": "pt"})
+        save_file(tensors, str(tmp / "weights.safetensors"), metadata=header)
         meta = _metadata(plan, tmp, metadata or {})
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         verify_package(tmp)
     return folder
+
+
+ALIASES_KEY = "medssl_aliases"  # safetensors header entry: JSON {state key: key of the tensor it shares}
+
+
+def shared_tensor_aliases(state: Dict[str, torch.Tensor]) -> Dict[str, str]:
+    """{key: first key} for state entries with the same dtype, shape and bytes as an earlier one. nnU-Net's and
+    dynamic-network-architectures' ``UNetDecoder`` keeps the encoder as ``decoder.encoder`` (and each conv block
+    its layers again in ``all_modules``), so a plain ``state_dict`` holds most weights two or three times. By
+    content, not identity: a snapshot of the best weights (clones) is stored exactly as the network itself."""
+    first: Dict[tuple, str] = {}
+    aliases = {}
+    for key, t in state.items():
+        data = t.detach().to("cpu").contiguous()
+        ident = (str(t.dtype), tuple(t.shape), hashlib.blake2b(data.view(torch.uint8).numpy()).hexdigest())
+        if t.numel() and ident in first:
+            aliases[key] = first[ident]
+        else:
+            first.setdefault(ident, key)
+    return aliases
 
 
 def _metadata(plan: Plan, tmp: Path, extra: Dict[str, Any]) -> Dict[str, Any]:
@@ -121,10 +144,21 @@ def _read_state(folder: str | Path) -> Dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from safetensors import safe_open
+
+    path = str(Path(folder) / "weights.safetensors")
     try:
-        return load_file(str(Path(folder) / "weights.safetensors"))
-    except (SafetensorError, OSError) as exc:
+        state = load_file(path)
+        with safe_open(path, "pt") as handle:
+            aliases = json.loads((handle.metadata() or {}).get(ALIASES_KEY, "{}"))
+    except (SafetensorError, OSError, ValueError) as exc:
         raise PackageError(f"model package {folder}: weights.safetensors cannot be read ({exc})") from None
+    for key, target in aliases.items():  # shared tensors were stored once: every key of the network again
+        if target not in state:
+            raise PackageError(f"model package {folder}: weights.safetensors names {key} as a copy of {target}, "
+                               f"which it does not hold; re-create the package")
+        state[key] = state[target]
+    return state
 
 
 def load_package(folder: str | Path, device: str | torch.device = "cpu", check_forward: bool = True,
