@@ -44,7 +44,7 @@ CASES = {  # network grid (size, spacing, origin, direction), input slab (size, 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_cells_give_the_labels_of_every_class_resampled(case, dtype, monkeypatch):
-    monkeypatch.setattr(lr, "MAX_OPEN_SHARE", 0.5)  # small grids have relatively more boundary: keep the shortcut
+    monkeypatch.setattr(lr, "MAX_OPEN_SHARE", 0.5)  # small grids: relatively more boundary; keep the shortcut
     (net_size, *net_geometry), (slab_size, *slab_geometry) = CASES[case]
     sub, slab = Grid(net_size, *net_geometry), Grid(slab_size, *slab_geometry)
     block = _organ_scores(net_size, 6, seed=len(case), dtype=dtype)
