@@ -116,6 +116,7 @@ def test_outside_the_volume_is_ignored_for_sparse_labels_and_background_for_dens
     assert set(torch.unique(batch["label"][out]).tolist()) == {outside}
     inside = batch["label"][~out]
     assert {0, 1} <= set(torch.unique(inside).tolist())  # painted labels survive the shift in and out of + 1
+    assert set(torch.unique(batch["label"]).tolist()) <= {0, 1, 255}  # nearest: zooming mixes no 255 into ids
 
 
 def test_finetune_with_sparse_slices_trains_on_painted_slices(tmp_path, kmeans_t1, kmeans_labels, one_thread):
