@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from medssl_test_utils import run_cli
 
 from medssl.cli.finetune_cmd import SPARSE_AXES
@@ -80,6 +81,42 @@ def test_sparse_patches_always_hold_labelled_voxels():
         counts[name] = [int((b != 255).any()) for i in range(20) for b in ds[i]["label"]]
     assert all(counts["guided"])
     assert sum(counts["plain"]) < len(counts["plain"]) // 2  # without the guard most patches see no label
+
+
+def _painted_case(sparse_mode: bool) -> Case:
+    """40^3 volume of ones; every 5th k slice painted (background with a block of 1), the rest ignore."""
+    label = np.full((40, 40, 40), 255, np.uint8)
+    label[:, :, ::5] = 0
+    label[10:30, 10:30, ::5] = 1
+    if not sparse_mode:
+        label[label == 255] = 0
+    return Case(np.ones((1, 40, 40, 40), np.float32), label,
+                labelled=sparse.labelled_index(label) if sparse_mode else None)
+
+
+def test_sparse_patches_stay_inside_the_volume_like_dense_ones():
+    """Labelled voxels at the border of the volume must not pull patches out of it: outside anatomy is missing
+    and (before the fix) read as labelled background, a third of a demo patch's "labelled" voxels."""
+    ds = PatchBatches([_painted_case(True)], (24, 24, 24), 4, seed=0, foreground_fraction=0.0,
+                      augment=AugmentConfig.none())
+    for i in range(10):
+        batch = ds[i]
+        assert float(batch["image"].min()) > 0.999, f"batch {i} reaches outside the volume"  # float32 grid: not exactly 1
+        assert all(bool((lab != 255).any()) for lab in batch["label"])
+
+
+@pytest.mark.parametrize("sparse_mode,outside", [(True, 255), (False, 0)])
+def test_outside_the_volume_is_ignored_for_sparse_labels_and_background_for_dense(sparse_mode, outside):
+    aug = AugmentConfig.none()
+    aug.p_scale, aug.scale = 1.0, (1.4, 1.4)  # a zoomed-out patch reaches past the border
+    ds = PatchBatches([_painted_case(sparse_mode)], (32, 32, 32), 2, seed=0, foreground_fraction=0.0, augment=aug)
+    batch = ds[0]
+    out = batch["image"][:, 0] == 0  # all interpolation neighbours outside the volume
+    assert bool(out.any())
+    assert set(torch.unique(batch["label"][out]).tolist()) == {outside}
+    inside = batch["label"][~out]
+    assert {0, 1} <= set(torch.unique(inside).tolist())  # painted labels survive the shift in and out of + 1
+    assert set(torch.unique(batch["label"]).tolist()) <= {0, 1, 255}  # nearest: zooming mixes no 255 into ids
 
 
 def test_finetune_with_sparse_slices_trains_on_painted_slices(tmp_path, kmeans_t1, kmeans_labels, one_thread):

@@ -171,7 +171,8 @@ def _to_case(channels, label: LabelMap, plan: Plan, files: CaseFiles, sparse: Op
     pre = preprocess(channels, plan, indices, names=files.channels)
     lab = pre.label.astype(np.uint8)
     is_sparse = info is not None and info.axis is not None
-    return Case(pre.image, lab, files.name, labelled=labelled_index(lab, plan.ignore_label) if is_sparse else None)
+    return Case(pre.image, lab, files.name, labelled=labelled_index(lab, plan.ignore_label) if is_sparse else None,
+                ignore=plan.ignore_label)
 
 
 def _split(train: List[Case], val: List[Case], cfg: FinetuneConfig, sink: EventSink):
