@@ -10,8 +10,9 @@ hits all alike; wall and CPU seconds per step are reported with the load average
 
 ``--demo``: fine-tunes the demo task itself (`medssl.demo`: Colin27, left hemisphere labelled, from random
 weights, seed 0, 3 mm, patch 48) once in float32 (``amp: off``) and once in bf16, same data and seed, then
-the step mode for the paired step-time ratio; writes right/left-hemisphere Dice, fine-tuning wall and CPU
-seconds and the ratios side by side to ``benchmarks/results/train_step_bf16_demo.json``.
+the step mode for the paired step-time ratio (``--reuse``: finished runs in ``--out`` are kept); writes
+right/left-hemisphere Dice, fine-tuning wall and CPU seconds and the ratios side by side to
+``benchmarks/results/train_step_bf16_demo.json``.
 """
 from __future__ import annotations
 
@@ -71,11 +72,16 @@ def step_benchmark(args) -> Dict:
     return {"steps": rows, "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
-def demo_run(out: Path, amp: str, steps: int, threads: int) -> Dict:
+def demo_run(out: Path, amp: str, steps: int, threads: int, reuse: bool = False) -> Dict:
+    """One fine-tuning of the demo task from random weights; ``reuse``: take ``out/<amp>/summary.json`` of an
+    earlier run with the same settings (e.g. the two precisions run at once, one thread each)."""
     from medssl.demo.__main__ import run_demo
 
-    s = run_demo(out / amp, steps=steps, backbone="resenc:tiny", device="cpu", progress="none", pretrain="none",
-                 amp=amp, threads=threads)
+    done = out / amp / "summary.json"
+    s = json.loads(done.read_text()) if reuse and done.exists() else None
+    if s is None or s["steps"] != steps or s["amp"] != amp or s["pretraining"] is not None:
+        s = run_demo(out / amp, steps=steps, backbone="resenc:tiny", device="cpu", progress="none",
+                     pretrain="none", amp=amp, threads=threads)
     ft = s["phases"]["finetune"]
     return {"right_dice": round(100 * s["mean_right_dice"], 2), "left_dice": round(100 * s["mean_left_dice"], 2),
             "finetune_wall_s": ft["wall_s"], "finetune_cpu_s": ft["cpu_s"],
@@ -87,7 +93,7 @@ def demo_benchmark(args) -> Dict:
 
     if not cpu_has_bf16():
         raise SystemExit("error: this CPU has no AMX/AVX-512-BF16; bf16 would be emulated, the comparison is moot")
-    runs = {amp: demo_run(Path(args.out), amp, args.demo_steps, args.threads[0]) for amp in ("off", "bf16")}
+    runs = {amp: demo_run(Path(args.out), amp, args.demo_steps, args.threads[0], args.reuse) for amp in ("off", "bf16")}
     f32, bf16 = runs["off"], runs["bf16"]
     return {"settings": {"backbone": "resenc:tiny", "spacing": 3.0, "patch": 48, "steps": args.demo_steps,
                          "init": "random", "seed": 0, "threads": args.threads[0]},
@@ -109,16 +115,20 @@ def main(argv=None) -> int:
                    help="thread counts to compare (step mode); --demo trains with the first")
     p.add_argument("--demo", action="store_true", help="fine-tune the demo task in float32 and bf16")
     p.add_argument("--demo-steps", type=int, default=300)
-    p.add_argument("--out", default="/tmp/bf16_demo")
+    p.add_argument("--out", default="/tmp/bf16_demo", help="--demo: work folder")
+    p.add_argument("--reuse", action="store_true", help="--demo: keep finished runs found in --out")
+    p.add_argument("--save", default=None, help="also write the JSON to benchmarks/results/SAVE (--demo: "
+                                                 "train_step_bf16_demo.json)")
     args = p.parse_args(argv)
     from medssl.inference.runtimes import cpu_has_bf16
 
     result = demo_benchmark(args) if args.demo else {**step_benchmark(args), "cpu_bf16": cpu_has_bf16()}
     text = json.dumps(result, indent=1)
     print(text)
-    if args.demo:
+    save = args.save or ("train_step_bf16_demo.json" if args.demo else None)
+    if save:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "train_step_bf16_demo.json").write_text(text + "\n")
+        (RESULTS / save).write_text(text + "\n")
     return 0
 
 
