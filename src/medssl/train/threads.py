@@ -1,7 +1,7 @@
 """How many CPU threads a training run uses (``loop: {threads: N}``; 0: chosen here).
 
-Measured on the reference machine (2 shared cores, `benchmarks/train_step_bf16.py --threads-sweep`, the demo's
-fine-tuning step): with other jobs running, two OpenMP threads are 2-8x *slower* than one, because every
+Measured on the reference machine (2 shared cores, `benchmarks/train_step_bf16.py --threads 1 2`, the demo's
+fine-tuning step): with other jobs running, two OpenMP threads were 2-4x *slower* than one, because every
 parallel region waits at its barrier for the thread the scheduler has just taken away; one thread never waits.
 So ``auto`` gives the run only the cores the 1-minute load average leaves free, at least one, and never more
 than torch's current count (a caller's ``torch.set_num_threads`` stays a ceiling): an idle machine gets all of
