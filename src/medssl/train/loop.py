@@ -28,6 +28,7 @@ from ..inference.devices import worker_count
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext
 from .optim import build_optimizer, build_scheduler
+from .threads import cpu_threads
 
 
 @dataclass
@@ -52,6 +53,7 @@ class LoopConfig:
     validate_every: int = 0  # 0: only at the end
     log_every_s: float = 0.5
     num_workers: int = 0
+    threads: int = 0  # CPU threads; 0: the cores the load leaves free (`threads.training_threads`)
     seed: int = 0
     max_bad_steps: int = 20
 
@@ -97,6 +99,7 @@ class TrainLoop:
         self.amp_dtype = _amp_dtype(cfg.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step, self.best_metric, self.best_step, self.history = 0, None, None, []
+        self.threads = 0  # CPU threads of this run (0: not chosen yet; a resumed run keeps its checkpoint's)
         self.forward_model = self.dist.wrap(model)
 
     # ------------------------------------------------------------------ state
@@ -108,7 +111,7 @@ class TrainLoop:
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": _rng_state(), "best_metric": self.best_metric, "best_step": self.best_step,
-                "history": self.history[-2000:], "config": asdict(self.cfg)}
+                "history": self.history[-2000:], "config": asdict(self.cfg), "threads": self.threads}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -118,6 +121,7 @@ class TrainLoop:
         _set_rng_state(state["rng"])
         self.step, self.best_metric, self.best_step = int(state["step"]), state["best_metric"], state["best_step"]
         self.history = list(state.get("history", []))
+        self.threads = int(state.get("threads", 0))
 
     def resume(self) -> bool:
         """Load ``checkpoint_last.pt`` if present; returns whether a run was resumed."""
@@ -158,13 +162,15 @@ class TrainLoop:
                             f"continue with --resume")
 
     def run(self) -> LoopResult:
-        with self._graceful_stop():
-            return self._run()
+        with self._graceful_stop(), cpu_threads(self.device, self.cfg.threads or self.threads) as threads:
+            self.threads = threads
+            return self._run(threads)
 
-    def _run(self) -> LoopResult:
+    def _run(self, threads: int) -> LoopResult:
         cfg, total = self.cfg, self.cfg.steps
         self.model.train()
-        self.sink.emit("start", task=self.task, total=total, initial=self.step, device=str(self.device))
+        self.sink.emit("start", task=self.task, total=total, initial=self.step, device=str(self.device),
+                       threads=threads)
         clock, wait, busy, last_emit = EtaClock(total, self.step), 0.0, 0.0, 0.0
         loader = self._loader(self.step * cfg.accumulate, total * cfg.accumulate)
         bad = 0
