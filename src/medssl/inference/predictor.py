@@ -39,6 +39,7 @@ from .streaming import StreamingStitcher, monai_padding, stream_axis
 ImageLike = Union[str, Path, sitk.Image]
 LOW_MEMORY_BYTES = 0.5e9  # stream the stitching when full-volume class scores would exceed this (issue 19: a
 # 512x512x300 CT, 14 classes, at 1.6 mm peaked at 2.57 GB on the full path; the streamed one keeps float16 scores)
+TILE_BUFFER_BYTES = 256 * 2**20  # on the input grid, the rolling buffer is split into tiles of about this size
 
 
 @dataclass
@@ -144,7 +145,7 @@ class Predictor:
 
     def _streamed_labels(self, net, image, settings, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
         """Low-memory path: finished blocks of the rolling buffer are reduced at once. On the input grid, to
-        labels; otherwise to float16 scores that `SlabLabels` resamples onto the input grid slab by slab as soon
+        labels, the buffer tiled to `TILE_BUFFER_BYTES`; otherwise to float16 scores that `SlabLabels` resamples onto the input grid slab by slab as soon
         as the slab's network block is complete, dropping what no later slab reads (same result as the full path)."""
         shape, identity, k = image.shape[2:], pre.record.identity(), self.plan.num_classes
         index = np.zeros(shape, np.uint8 if k < 256 else np.uint16) if identity else None
@@ -152,7 +153,8 @@ class Predictor:
         axis = stream_axis(padded)
         slabs = None if identity else SlabLabels(pre.record, self.plan.label_values(), axis)
         unc = np.zeros(shape, np.float32) if want_unc else None
-        for region, probs in StreamingStitcher(settings).run(net, image, self.device, k, progress, amp):
+        stitcher = StreamingStitcher(settings, TILE_BUFFER_BYTES if identity else None, self._buffer_dtype())
+        for region, probs in stitcher.run(net, image, self.device, k, progress, amp):
             if identity:
                 index[region] = probs.argmax(0).numpy()
             else:
@@ -166,6 +168,12 @@ class Predictor:
         else:
             labels = slabs.result()
         return Prediction(labels, None, scalar_to_input_grid(unc, pre.record) if unc is not None else None)
+
+
+    def _buffer_dtype(self) -> torch.dtype:
+        """Class sums of the rolling buffer: float32 with a float32 network; float16 (11-bit mantissa) where the
+        network itself runs in bfloat16 or float16, whose outputs are no finer than that."""
+        return torch.float32 if self.choice is None or self.choice.precision == "float32" else torch.float16
 
 
 class _WindowProgress:

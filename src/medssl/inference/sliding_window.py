@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
-from monai.inferers import sliding_window_inference
 
 from ..plan import Plan
 
@@ -65,7 +64,11 @@ def window_predictor(net: torch.nn.Module, device: torch.device, mirror_axes: Se
     def predict(windows: torch.Tensor) -> torch.Tensor:
         x = windows.to(device=device, dtype=torch.float32)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            probs = sum(_flipped_softmax(net, x, dims) for dims in flips) / len(flips)
+            probs = _flipped_softmax(net, x, flips[0])
+            for dims in flips[1:]:  # summed in place, in the order sum() would: no second window-sized tensor
+                probs += _flipped_softmax(net, x, dims)
+            if len(flips) > 1:
+                probs /= len(flips)
         if on_windows is not None:
             on_windows(windows.shape[0])
         return probs.to(dtype=out_dtype)
@@ -83,6 +86,8 @@ def probabilities(net: torch.nn.Module, image: torch.Tensor, settings: WindowSet
                   stitch_dtype: torch.dtype = torch.float32, on_windows: Optional[WindowCallback] = None,
                   amp_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """``image: (1, C, I, J, K)`` on the CPU -> probabilities ``(1, K, I, J, K)`` in ``stitch_dtype`` on the CPU."""
+    from monai.inferers import sliding_window_inference  # imported here: the streamed path does without MONAI
+
     predict = window_predictor(net, device, settings.mirror_axes, stitch_dtype, on_windows, amp_dtype)
     with torch.inference_mode():
         return sliding_window_inference(
