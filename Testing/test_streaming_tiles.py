@@ -121,3 +121,69 @@ def test_predictor_tiles_on_the_input_grid_and_equals_the_full_path(monkeypatch)
     np.testing.assert_array_equal(lb, la)
     np.testing.assert_allclose(sitk.GetArrayFromImage(low.uncertainty), sitk.GetArrayFromImage(full.uncertainty),
                                atol=1e-5)
+
+
+class ShiftedNet(FieldNet):
+    """Adds a constant before the convolution: in bf16 autocast the addition stays float32, so a bf16-rounded
+    input gives other logits and the volume must stay float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x + 0.1234567)
+
+
+def test_volume_is_held_in_bf16_only_where_the_bf16_network_gives_the_same_windows():
+    from medssl.inference.streaming import bf16_volume_if_lossless
+    roi, x = (16, 16, 16), torch.randn(1, 2, 20, 40, 36) * 3
+    net = FieldNet(roi).eval()
+    held = bf16_volume_if_lossless(net, x, roi, torch.bfloat16)
+    assert held.dtype == torch.bfloat16 and held.shape == x.shape
+    assert bf16_volume_if_lossless(ShiftedNet(roi).eval(), x, roi, torch.bfloat16).dtype == torch.float32
+    settings = WindowSettings(roi, 0.5, "gaussian", 0.125, 1, (2,))
+    expected = [p for _, p in StreamingStitcher(settings).run(net, x, CPU, 5, amp_dtype=torch.bfloat16)]
+    got = [p for _, p in StreamingStitcher(settings).run(net, held, CPU, 5, amp_dtype=torch.bfloat16)]
+    assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+class ReusedOutputNet(torch.nn.Module):
+    """Returns its logits in one buffer it overwrites on every call, as OpenVINO's shared output does."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.out = inner, None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.inner(x)
+        if self.out is None or self.out.shape != y.shape:
+            self.out = torch.empty_like(y)
+        return self.out.copy_(y)
+
+
+@pytest.mark.parametrize("mirror", [(), (0, 2)])
+def test_a_window_net_reusing_its_output_buffer_gives_the_same_probabilities(mirror):
+    roi = (16, 16, 16)
+    net = FieldNet(roi).eval()
+    x = torch.randn(1, 2, 20, 37, 30)
+    settings = WindowSettings(roi, 0.5, "gaussian", 0.125, 1, mirror)
+    expected = stream_probabilities(net, x, settings, CPU, 5)
+    assert torch.equal(stream_probabilities(ReusedOutputNet(net), x, settings, CPU, 5), expected)
+    assert torch.equal(probabilities(ReusedOutputNet(net), x, settings, CPU), probabilities(net, x, settings, CPU))
+
+
+def test_softmax_in_place_equals_torch_softmax():
+    from medssl.inference.sliding_window import softmax_in_place
+    for shape in [(1, 14, 32, 16, 16), (2, 5, 17, 13, 11)]:
+        logits = torch.randn(shape) * 4
+        expected = torch.softmax(logits, 1)
+        got = softmax_in_place(logits)
+        assert got.data_ptr() == logits.data_ptr() and torch.allclose(got, expected, rtol=0, atol=1e-7)
+        if shape[2] % 8 == 0:
+            assert torch.equal(got, expected)
+
+
+def test_freed_memory_goes_back_to_the_system_on_glibc():
+    import platform
+
+    from medssl.inference.resources import return_freed_memory
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert return_freed_memory() is True

@@ -31,10 +31,10 @@ from ..io.geometry import image_from_ijk
 from ..io.volume_io import read_image
 from ..plan import Plan, check_channel_count
 from .devices import resolve_device
-from .resources import GB, available_gb
+from .resources import GB, available_gb, return_freed_memory
 from .runtimes import RuntimeChoice, build_window_net, choose_runtime
 from .sliding_window import WindowSettings, count_windows, probabilities
-from .streaming import StreamingStitcher, monai_padding, stream_axis
+from .streaming import StreamingStitcher, bf16_volume_if_lossless, monai_padding, stream_axis
 
 ImageLike = Union[str, Path, sitk.Image]
 LOW_MEMORY_BYTES = 0.5e9  # stream the stitching when full-volume class scores would exceed this (issue 19: a
@@ -132,6 +132,10 @@ class Predictor:
         net = self.window_net(sink)
         amp = self.choice.amp_dtype if self.choice else None
         if low_memory:
+            if self.device.type == "cpu" and self.choice is not None and self.choice.precision == "bfloat16":
+                image = bf16_volume_if_lossless(net, image, settings.roi, amp)
+                if image.dtype == torch.bfloat16:
+                    pre.image = np.empty((0,) * pre.image.ndim, np.float32)  # the float32 copy is not needed again
             result = self._streamed_labels(net, image, settings, progress, want_unc, amp, pre)
         else:
             probs = probabilities(net, image, settings, self.device, torch.float32, progress, amp)[0].numpy()
@@ -147,6 +151,7 @@ class Predictor:
         """Low-memory path: finished blocks of the rolling buffer are reduced at once. On the input grid, to
         labels, the buffer tiled to `TILE_BUFFER_BYTES`; otherwise to float16 scores that `SlabLabels` resamples onto the input grid slab by slab as soon
         as the slab's network block is complete, dropping what no later slab reads (same result as the full path)."""
+        return_freed_memory()
         shape, identity, k = image.shape[2:], pre.record.identity(), self.plan.num_classes
         index = np.zeros(shape, np.uint8 if k < 256 else np.uint16) if identity else None
         padded = [s + a + b for s, (a, b) in zip(shape, monai_padding(shape, settings.roi))]

@@ -25,7 +25,8 @@ from .sliding_window import WindowCallback, WindowSettings, window_predictor
 from .windows import compute_importance_map, dense_patch_slices
 
 Region = Tuple[slice, slice, slice]
-CHUNK_BYTES = 64 * 2**20  # finished slices are handed out in pieces of about this size
+CHUNK_BYTES = 16 * 2**20  # finished slices are handed out in pieces of about this size
+ADD_SLICES = 8  # slices of a window added to the buffer at a time
 
 
 def monai_padding(shape: Sequence[int], roi: Sequence[int]) -> List[Tuple[int, int]]:
@@ -102,7 +103,7 @@ class StreamingStitcher:
         """``image: (1, C, I, J, K)`` on the CPU; probabilities are float32 on the CPU."""
         roi, shape = tuple(self.settings.roi), tuple(image.shape[2:])
         pads = monai_padding(shape, roi)
-        padded = _pad(image.float(), pads)
+        padded = _pad(image if image.dtype in (torch.float32, torch.bfloat16) else image.float(), pads)
         size = tuple(padded.shape[2:])
         axis = stream_axis(size)
         windows = dense_patch_slices(size, roi, scan_interval(size, roi, self.settings.overlap))
@@ -119,7 +120,7 @@ class StreamingStitcher:
                     for done in buffer.advance_to(start):
                         yield from _finished(done, pads, shape, axis, t, tile)
                     for batch in _batches(list(group), self.settings.sw_batch_size):
-                        windows_in = torch.cat([padded[(slice(None), slice(None), *w)] for w in batch])
+                        windows_in = torch.cat([padded[(slice(None), slice(None), *w)] for w in batch]).float()
                         probs = predict(windows_in).cpu()  # stitched on the CPU, as MONAI does with device=cpu
                         for window, p in zip(batch, probs):
                             buffer.add(window, p.mul_(weight), weight)  # in place: no window-sized temporary
@@ -163,8 +164,12 @@ class _RollingBuffer:
         w, c = window[self.axis], window[self.t]
         local[self.axis] = slice(w.start - self.base, w.stop - self.base)
         local[self.t] = slice(c.start - self.t0, c.stop - self.t0)
-        self.sums[(slice(None), *local)] += weighted_probs
-        self.weights[(slice(None), *local)] += weight
+        sums, weights = self.sums[(slice(None), *local)], self.weights[(slice(None), *local)]
+        d = 1 + self.axis
+        for i in range(0, sums.shape[d], ADD_SLICES):  # a float16 buffer adds through a float32 temporary: keep it thin
+            m = min(ADD_SLICES, sums.shape[d] - i)
+            sums.narrow(d, i, m).add_(weighted_probs.narrow(d, i, m))
+        weights += weight
 
     def advance_to(self, start: int) -> Iterator[Tuple[int, torch.Tensor]]:
         """Hand out the final slices ``[base, start)`` as probabilities, in chunks of `chunk_slices` (so the
@@ -201,6 +206,21 @@ class _RollingBuffer:
             t.narrow(d, i, m).copy_(t.narrow(d, i + n, m))
         t.narrow(d, max(self.depth - n, 0), min(n, self.depth)).zero_()
         return t
+
+
+def bf16_volume_if_lossless(net, image: torch.Tensor, roi: Sequence[int], amp_dtype: Optional[torch.dtype]
+                            ) -> torch.Tensor:
+    """``image`` held in bfloat16 (half the memory) when the network, running in bfloat16, gives the same logits for
+    a first window from it: its first operation (a convolution in every architecture here) rounds its input to
+    bfloat16 anyway, so each window is computed exactly as from float32. Otherwise ``image`` unchanged."""
+    crop = image[(slice(None), slice(None), *[slice(0, r) for r in roi])].float()
+    crop = _pad(crop, monai_padding(crop.shape[2:], roi))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        exact = net(crop).float().clone()  # clone: an OpenVINO result is its own buffer, reused by the next call
+        rounded = net(crop.to(torch.bfloat16).float()).float()
+        if not torch.equal(exact, rounded):
+            return image
+    return image.to(torch.bfloat16)
 
 
 def _pad(image: torch.Tensor, pads: List[Tuple[int, int]]) -> torch.Tensor:
