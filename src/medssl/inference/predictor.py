@@ -6,8 +6,8 @@
     result.labels  # SimpleITK label image on the input grid; result.uncertainty: entropy map
 
 Pipeline: read -> `preprocess` (the plan's) -> sliding window (MONAI, Gaussian blending) -> `postprocess`
-back onto the input grid. Large volumes are stitched in a rolling buffer (`StreamingStitcher`) unless
-probabilities are requested; a CUDA out-of-memory error is retried with a smaller window batch, then on the CPU.
+back onto the input grid. Large volumes are stitched in a rolling buffer (`StreamingStitcher`, in tiles
+on the input grid, the volume in bfloat16 where that is lossless) unless probabilities are requested; a CUDA out-of-memory error is retried with a smaller window batch, then on the CPU.
 The window network is run by the engine `runtimes.choose_runtime` picks (``runtime="auto"``: torch autocast on
 a GPU, OpenVINO on an x86 CPU, else torch), built once on first use and kept for every later case.
 """
@@ -128,16 +128,16 @@ class Predictor:
     def _run(self, pre: Preprocessed, settings: WindowSettings, low_memory: bool, want_probs: bool,
              want_unc: bool, sink: EventSink) -> Prediction:
         image = torch.from_numpy(pre.image).unsqueeze(0)
-        progress = _WindowProgress(sink, count_windows(pre.image.shape[1:], settings), len(settings.mirror_axes))
         net = self.window_net(sink)
         amp = self.choice.amp_dtype if self.choice else None
         if low_memory:
-            if self.device.type == "cpu" and self.choice is not None and self.choice.precision == "bfloat16":
-                image = bf16_volume_if_lossless(net, image, settings.roi, amp)
-                if image.dtype == torch.bfloat16:
-                    pre.image = np.empty((0,) * pre.image.ndim, np.float32)  # the float32 copy is not needed again
-            result = self._streamed_labels(net, image, settings, progress, want_unc, amp, pre)
+            stitcher = self._stitcher(settings, pre.record.identity())
+            progress = _WindowProgress(sink, stitcher.window_count(image.shape[2:], self.plan.num_classes),
+                                       len(settings.mirror_axes))
+            image = self._held_volume(net, image, settings, amp, pre)
+            result = self._streamed_labels(stitcher, net, image, progress, want_unc, amp, pre)
         else:
+            progress = _WindowProgress(sink, count_windows(pre.image.shape[1:], settings), len(settings.mirror_axes))
             probs = probabilities(net, image, settings, self.device, torch.float32, progress, amp)[0].numpy()
             sink.emit("progress", stage="postprocess", done=0, total=1)
             result = Prediction(
@@ -147,18 +147,35 @@ class Predictor:
         sink.emit("progress", stage="postprocess", done=1, total=1)
         return result
 
-    def _streamed_labels(self, net, image, settings, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
+    def _stitcher(self, settings: WindowSettings, identity: bool) -> StreamingStitcher:
+        """Tiles of `TILE_BUFFER_BYTES` on the input grid (any block order will do there); whole cross-sections
+        for `SlabLabels`. Class sums in float32 with a float32 network, else float16 (11-bit mantissa: finer than
+        the bfloat16 or float16 outputs they add up)."""
+        reduced = self.choice is not None and self.choice.precision != "float32"
+        return StreamingStitcher(settings, TILE_BUFFER_BYTES if identity else None,
+                                 torch.float16 if reduced else torch.float32)
+
+    def _held_volume(self, net, image: torch.Tensor, settings: WindowSettings, amp, pre: Preprocessed) -> torch.Tensor:
+        """The volume windows are cut from: bfloat16 on the CPU with a bfloat16 network where that changes no
+        window (`bf16_volume_if_lossless`); the float32 copy is then released (a CPU run is never retried)."""
+        if self.device.type != "cpu" or self.choice is None or self.choice.precision != "bfloat16":
+            return image
+        held = bf16_volume_if_lossless(net, image, settings.roi, amp)
+        if held.dtype == torch.bfloat16:
+            pre.image = np.empty((0,) * pre.image.ndim, np.float32)
+        return held
+
+    def _streamed_labels(self, stitcher, net, image, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
         """Low-memory path: finished blocks of the rolling buffer are reduced at once. On the input grid, to
-        labels, the buffer tiled to `TILE_BUFFER_BYTES`; otherwise to float16 scores that `SlabLabels` resamples onto the input grid slab by slab as soon
+        labels; otherwise to float16 scores that `SlabLabels` resamples onto the input grid slab by slab as soon
         as the slab's network block is complete, dropping what no later slab reads (same result as the full path)."""
         return_freed_memory()
         shape, identity, k = image.shape[2:], pre.record.identity(), self.plan.num_classes
         index = np.zeros(shape, np.uint8 if k < 256 else np.uint16) if identity else None
-        padded = [s + a + b for s, (a, b) in zip(shape, monai_padding(shape, settings.roi))]
+        padded = [s + a + b for s, (a, b) in zip(shape, monai_padding(shape, stitcher.settings.roi))]
         axis = stream_axis(padded)
         slabs = None if identity else SlabLabels(pre.record, self.plan.label_values(), axis)
         unc = np.zeros(shape, np.float32) if want_unc else None
-        stitcher = StreamingStitcher(settings, TILE_BUFFER_BYTES if identity else None, self._buffer_dtype())
         for region, probs in stitcher.run(net, image, self.device, k, progress, amp):
             if identity:
                 index[region] = probs.argmax(0).numpy()
@@ -173,12 +190,6 @@ class Predictor:
         else:
             labels = slabs.result()
         return Prediction(labels, None, scalar_to_input_grid(unc, pre.record) if unc is not None else None)
-
-
-    def _buffer_dtype(self) -> torch.dtype:
-        """Class sums of the rolling buffer: float32 with a float32 network; float16 (11-bit mantissa) where the
-        network itself runs in bfloat16 or float16, whose outputs are no finer than that."""
-        return torch.float32 if self.choice is None or self.choice.precision == "float32" else torch.float16
 
 
 class _WindowProgress:

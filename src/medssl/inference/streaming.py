@@ -102,16 +102,11 @@ class StreamingStitcher:
             ) -> Iterator[Tuple[Region, torch.Tensor]]:
         """``image: (1, C, I, J, K)`` on the CPU; probabilities are float32 on the CPU."""
         roi, shape = tuple(self.settings.roi), tuple(image.shape[2:])
-        pads = monai_padding(shape, roi)
+        pads, size, axis, t, tiles = self._layout(shape, num_classes)
         padded = _pad(image if image.dtype in (torch.float32, torch.bfloat16) else image.float(), pads)
-        size = tuple(padded.shape[2:])
-        axis = stream_axis(size)
-        windows = dense_patch_slices(size, roi, scan_interval(size, roi, self.settings.overlap))
         weight = compute_importance_map(roi, self.settings.mode, self.settings.sigma_scale,
                                         device=torch.device("cpu"), dtype=torch.float32)
         predict = window_predictor(net, device, self.settings.mirror_axes, torch.float32, on_windows, amp_dtype)
-        itemsize = torch.tensor([], dtype=self.buffer_dtype).element_size()
-        t, tiles = plan_tiles(size, roi, windows, axis, num_classes, self.max_buffer_bytes, itemsize)
         with torch.inference_mode():
             for tile, mine in tiles:
                 buffer = _RollingBuffer(num_classes, size, axis, roi[axis], t, tile, self.buffer_dtype)
@@ -128,6 +123,21 @@ class StreamingStitcher:
                 for done in buffer.flush():
                     yield from _finished(done, pads, shape, axis, t, tile)
                 del buffer
+
+    def window_count(self, shape: Sequence[int], num_classes: int) -> int:
+        """Windows `run` passes to the network for an image of spatial ``shape`` (tiles run border windows twice)."""
+        return sum(len(mine) for _, mine in self._layout(tuple(shape), num_classes)[4])
+
+    def _layout(self, shape: Tuple[int, ...], num_classes: int):
+        """(padding, padded size, stream axis, tile axis, tiles with their windows) for spatial ``shape``."""
+        roi = tuple(self.settings.roi)
+        pads = monai_padding(shape, roi)
+        size = tuple(s + a + b for s, (a, b) in zip(shape, pads))
+        axis = stream_axis(size)
+        windows = dense_patch_slices(size, roi, scan_interval(size, roi, self.settings.overlap))
+        itemsize = torch.tensor([], dtype=self.buffer_dtype).element_size()
+        t, tiles = plan_tiles(size, roi, windows, axis, num_classes, self.max_buffer_bytes, itemsize)
+        return pads, size, axis, t, tiles
 
 
 def _finished(done: Tuple[int, torch.Tensor], pads, shape, axis: int, t: int, tile: Tile
