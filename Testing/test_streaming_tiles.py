@@ -187,3 +187,13 @@ def test_freed_memory_goes_back_to_the_system_on_glibc():
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc only")
     assert return_freed_memory() is True
+
+
+def test_the_in_place_softmax_leaves_the_window_of_a_network_returning_its_input():
+    from medssl.inference.sliding_window import window_predictor
+    predict = window_predictor(torch.nn.Identity(), CPU, (0, 2), torch.float32)
+    x = torch.randn(2, 3, 8, 8, 8)
+    before = x.clone()
+    probs = predict(x)
+    assert torch.equal(x, before)
+    assert torch.allclose(probs, torch.softmax(before, 1), atol=1e-6)  # Identity is flip-equivariant: TTA changes nothing

@@ -79,7 +79,11 @@ def window_predictor(net: torch.nn.Module, device: torch.device, mirror_axes: Se
 
 
 def _flipped_softmax(net: torch.nn.Module, x: torch.Tensor, dims: Tuple[int, ...]) -> torch.Tensor:
-    probs = softmax_in_place(net(torch.flip(x, dims) if dims else x).float())
+    inp = torch.flip(x, dims) if dims else x
+    logits = net(inp).float()
+    if logits.data_ptr() == inp.data_ptr():
+        logits = logits.clone()  # a network that hands back its input: the softmax must not overwrite the window
+    probs = softmax_in_place(logits)
     return torch.flip(probs, dims) if dims else probs
 
 
