@@ -132,16 +132,28 @@ class ShiftedNet(FieldNet):
 
 
 def test_volume_is_held_in_bf16_only_where_the_bf16_network_gives_the_same_windows():
-    from medssl.inference.streaming import bf16_volume_if_lossless
-    roi, x = (16, 16, 16), torch.randn(1, 2, 20, 40, 36) * 3
+    from medssl.inference.streaming import bf16_is_lossless, first_window
+    roi, x = (16, 16, 16), torch.randn(1, 2, 20, 40, 12) * 3
     net = FieldNet(roi).eval()
-    held = bf16_volume_if_lossless(net, x, roi, torch.bfloat16)
-    assert held.dtype == torch.bfloat16 and held.shape == x.shape
-    assert bf16_volume_if_lossless(ShiftedNet(roi).eval(), x, roi, torch.bfloat16).dtype == torch.float32
+    probe = first_window(x, roi)
+    assert probe.shape == (1, 2, 16, 16, 16) and torch.equal(probe[..., 2:14], x[:, :, :16, :16, :])  # MONAI's padding
+    assert bf16_is_lossless(net, probe, torch.bfloat16)
+    assert not bf16_is_lossless(ShiftedNet(roi).eval(), probe, torch.bfloat16)
     settings = WindowSettings(roi, 0.5, "gaussian", 0.125, 1, (2,))
+    held = x.to(torch.bfloat16)
     expected = [p for _, p in StreamingStitcher(settings).run(net, x, CPU, 5, amp_dtype=torch.bfloat16)]
     got = [p for _, p in StreamingStitcher(settings).run(net, held, CPU, 5, amp_dtype=torch.bfloat16)]
     assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_a_network_that_does_not_round_its_input_is_said_and_later_cases_stay_float32():
+    from medssl.events import ListSink
+    image = sitk.GetImageFromArray(np.random.default_rng(3).normal(size=(20, 24, 18)).astype(np.float32))
+    pred = Predictor(native_plan(), ShiftedNet((16, 16, 16), 1, 4), CPU, runtime="torch", precision="bfloat16")
+    sink = ListSink()
+    pred.predict([image], low_memory=True, sink=sink)
+    assert any("bfloat16-rounded" in e.get("message", "") for e in sink.events)
+    assert pred._bf16_lossless is False and pred._held_volume(torch.zeros(1, 1, 4, 4, 4), pred.settings(), None)[1] is None
 
 
 class ReusedOutputNet(torch.nn.Module):

@@ -34,7 +34,7 @@ from .devices import resolve_device
 from .resources import GB, available_gb, return_freed_memory
 from .runtimes import RuntimeChoice, build_window_net, choose_runtime
 from .sliding_window import WindowSettings, count_windows, probabilities
-from .streaming import StreamingStitcher, bf16_volume_if_lossless, monai_padding, stream_axis
+from .streaming import StreamingStitcher, bf16_is_lossless, first_window, monai_padding, stream_axis
 
 ImageLike = Union[str, Path, sitk.Image]
 LOW_MEMORY_BYTES = 0.5e9  # stream the stitching when full-volume class scores would exceed this (issue 19: a
@@ -58,6 +58,7 @@ class Predictor:
         self.runtime, self.precision, self.package_dir = runtime, precision, package_dir
         self.choice: Optional[RuntimeChoice] = None
         self._window_net = None
+        self._bf16_lossless = True  # until a probe says otherwise (`_held_volume`)
         choose_runtime(runtime, device, precision)  # an impossible request fails here, before any reading
 
     @classmethod
@@ -128,15 +129,22 @@ class Predictor:
     def _run(self, pre: Preprocessed, settings: WindowSettings, low_memory: bool, want_probs: bool,
              want_unc: bool, sink: EventSink) -> Prediction:
         image = torch.from_numpy(pre.image).unsqueeze(0)
-        net = self.window_net(sink)
-        amp = self.choice.amp_dtype if self.choice else None
         if low_memory:
             stitcher = self._stitcher(settings, pre.record.identity())
             progress = _WindowProgress(sink, stitcher.window_count(image.shape[2:], self.plan.num_classes),
                                        len(settings.mirror_axes))
-            image = self._held_volume(net, image, settings, amp, pre)
+            image, probe = self._held_volume(image, settings, pre)
+            net = self.window_net(sink)
+            amp = self.choice.amp_dtype if self.choice else None
+            if probe is not None and not bf16_is_lossless(net, probe, amp):
+                self._bf16_lossless = False
+                sink.emit("log", message="the network does not round its input to bfloat16 first: this case was "
+                          "predicted from a bfloat16-rounded volume, later ones are held in float32")
+            del probe
             result = self._streamed_labels(stitcher, net, image, progress, want_unc, amp, pre)
         else:
+            net = self.window_net(sink)
+            amp = self.choice.amp_dtype if self.choice else None
             progress = _WindowProgress(sink, count_windows(pre.image.shape[1:], settings), len(settings.mirror_axes))
             probs = probabilities(net, image, settings, self.device, torch.float32, progress, amp)[0].numpy()
             sink.emit("progress", stage="postprocess", done=0, total=1)
@@ -155,15 +163,17 @@ class Predictor:
         return StreamingStitcher(settings, TILE_BUFFER_BYTES if identity else None,
                                  torch.float16 if reduced else torch.float32)
 
-    def _held_volume(self, net, image: torch.Tensor, settings: WindowSettings, amp, pre: Preprocessed) -> torch.Tensor:
-        """The volume windows are cut from: bfloat16 on the CPU with a bfloat16 network where that changes no
-        window (`bf16_volume_if_lossless`); the float32 copy is then released (a CPU run is never retried)."""
-        if self.device.type != "cpu" or self.choice is None or self.choice.precision != "bfloat16":
-            return image
-        held = bf16_volume_if_lossless(net, image, settings.roi, amp)
-        if held.dtype == torch.bfloat16:
-            pre.image = np.empty((0,) * pre.image.ndim, np.float32)
-        return held
+    def _held_volume(self, image: torch.Tensor, settings: WindowSettings, pre: Preprocessed):
+        """(volume the windows are cut from, float32 probe window or None). On the CPU with a bfloat16 network the
+        volume is held in bfloat16 (`bf16_is_lossless`, checked on the probe once the runtime is built) and the
+        float32 copy released before the runtime allocates its buffers (a CPU run is never retried)."""
+        choice = self.choice or choose_runtime(self.runtime, self.device, self.precision)
+        if self.device.type != "cpu" or choice.precision != "bfloat16" or not self._bf16_lossless:
+            return image, None
+        probe = first_window(image, settings.roi)
+        held = image.to(torch.bfloat16)
+        pre.image = np.empty((0,) * pre.image.ndim, np.float32)
+        return held, probe
 
     def _streamed_labels(self, stitcher, net, image, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
         """Low-memory path: finished blocks of the rolling buffer are reduced at once. On the input grid, to

@@ -218,19 +218,20 @@ class _RollingBuffer:
         return t
 
 
-def bf16_volume_if_lossless(net, image: torch.Tensor, roi: Sequence[int], amp_dtype: Optional[torch.dtype]
-                            ) -> torch.Tensor:
-    """``image`` held in bfloat16 (half the memory) when the network, running in bfloat16, gives the same logits for
-    a first window from it: its first operation (a convolution in every architecture here) rounds its input to
-    bfloat16 anyway, so each window is computed exactly as from float32. Otherwise ``image`` unchanged."""
-    crop = image[(slice(None), slice(None), *[slice(0, r) for r in roi])].float()
-    crop = _pad(crop, monai_padding(crop.shape[2:], roi))
+def first_window(image: torch.Tensor, roi: Sequence[int]) -> torch.Tensor:
+    """A float32 copy of the window at the image's corner, padded to the ROI as MONAI pads (the probe of
+    `bf16_is_lossless`, taken before the volume is rounded)."""
+    crop = image[(slice(None), slice(None), *[slice(0, r) for r in roi])].float().clone()
+    return _pad(crop, monai_padding(crop.shape[2:], roi))
+
+
+def bf16_is_lossless(net, window: torch.Tensor, amp_dtype: Optional[torch.dtype]) -> bool:
+    """Whether the network, running in bfloat16, gives the same logits for ``window`` rounded to bfloat16: its
+    first operation (a convolution in every architecture here) rounds its input to bfloat16 anyway, and then a
+    volume held in bfloat16 (half the memory) gives every window exactly as from float32."""
     with torch.inference_mode(), torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        exact = net(crop).float().clone()  # clone: an OpenVINO result is its own buffer, reused by the next call
-        rounded = net(crop.to(torch.bfloat16).float()).float()
-        if not torch.equal(exact, rounded):
-            return image
-    return image.to(torch.bfloat16)
+        exact = net(window).float().clone()  # clone: an OpenVINO result is its own buffer, reused by the next call
+        return torch.equal(exact, net(window.to(torch.bfloat16).float()).float())
 
 
 def _pad(image: torch.Tensor, pads: List[Tuple[int, int]]) -> torch.Tensor:
