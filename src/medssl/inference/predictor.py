@@ -88,6 +88,7 @@ class Predictor:
                 uncertainty: bool = False, sink: Optional[EventSink] = None) -> Prediction:
         """Segment one case (one image per plan channel, all on one grid)."""
         sink = sink or NullSink()
+        return_freed_memory()  # before reading: the volume's copies then leave no resident heap behind
         channels = [read_image(i, "input image") if not isinstance(i, sitk.Image) else i for i in images]
         check_channel_count(self.plan, len(channels), "input")
         names = [str(i) if not isinstance(i, sitk.Image) else f"channel {n + 1}" for n, i in enumerate(images)]

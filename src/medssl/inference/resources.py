@@ -15,9 +15,13 @@ def return_freed_memory(threshold: int = 4 * 2**20) -> bool:
     """Ask glibc to serve allocations from ``threshold`` bytes up with their own mappings (``mallopt``), returned
     to the system when freed. By default glibc raises that threshold to 32 MB after freeing such a block, so the
     streamed path's 8-32 MB slabs and chunks came from the heap and its peak stayed resident (issue 19). Fixing it
-    also stops that adjustment. False where there is no glibc (macOS, Windows, musl): nothing changes."""
+    also stops that adjustment; ``malloc_trim`` then hands back the free pages the heap already holds (after
+    reading and preprocessing). False where there is no glibc (macOS, Windows, musl): nothing changes."""
     try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, int(threshold)))
+        libc = ctypes.CDLL("libc.so.6")
+        ok = bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
+        libc.malloc_trim(0)
+        return ok
     except (OSError, AttributeError):
         return False
 
