@@ -210,3 +210,21 @@ def test_the_in_place_softmax_leaves_the_window_of_a_network_returning_its_input
     probs = predict(x)
     assert torch.equal(x, before)
     assert torch.allclose(probs, torch.softmax(before, 1), atol=1e-6)  # Identity is flip-equivariant: TTA changes nothing
+
+
+def test_the_first_case_of_a_bf16_predictor_already_sums_in_float16(monkeypatch):
+    """The stitcher is set up before the runtime is built: its float16 sums must not wait for a second case."""
+    dtypes = []
+    real = streaming._RollingBuffer.__init__
+
+    def spy(self, *args):
+        real(self, *args)
+        dtypes.append(self.sums.dtype)
+
+    monkeypatch.setattr(streaming._RollingBuffer, "__init__", spy)
+    image = sitk.GetImageFromArray(np.random.default_rng(5).normal(size=(20, 24, 18)).astype(np.float32))
+    Predictor(native_plan(), FieldNet((16, 16, 16), 1, 4), CPU, runtime="torch", precision="bfloat16").predict(
+        [image], low_memory=True)
+    Predictor(native_plan(), FieldNet((16, 16, 16), 1, 4), CPU, runtime="torch", precision="float32").predict(
+        [image], low_memory=True)
+    assert dtypes and dtypes[0] == torch.float16 and dtypes[-1] == torch.float32

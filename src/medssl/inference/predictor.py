@@ -160,7 +160,8 @@ class Predictor:
         """Tiles of `TILE_BUFFER_BYTES` on the input grid (any block order will do there); whole cross-sections
         for `SlabLabels`. Class sums in float32 with a float32 network, else float16 (11-bit mantissa: finer than
         the bfloat16 or float16 outputs they add up)."""
-        reduced = self.choice is not None and self.choice.precision != "float32"
+        choice = self.choice or choose_runtime(self.runtime, self.device, self.precision)  # before the runtime is built
+        reduced = choice.precision != "float32"
         return StreamingStitcher(settings, TILE_BUFFER_BYTES if identity else None,
                                  torch.float16 if reduced else torch.float32)
 
