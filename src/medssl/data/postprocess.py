@@ -98,7 +98,8 @@ class SlabLabels:
         self.out[k0:k0 + slab.size[2]] = self.lut[index]
 
 
-SLAB_VOXELS = 8 * 2**20  # voxels of the input grid per slab (32 MB per float32 array)
+SLAB_VOXELS = 2 * 2**20  # voxels of the input grid per slab (8 MB per float32 array; issue 19: 32 MB slabs
+# made the last fills, with the buffer and the runtime still held, the peak of a 512x512x300 CT)
 
 
 def _slab(grid, k0: int, depth: int):

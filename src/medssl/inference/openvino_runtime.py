@@ -54,8 +54,10 @@ class OpenVinoWindowNet:
         return self._compiled[batch]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x``. They are OpenVINO's own output buffer (``share_outputs``: no 14 x 128^3 float32 copy
+        per window), valid until the next call; the caller reads them (softmax) before calling again."""
         compiled = self._compiled_for(int(x.shape[0]))
-        out = compiled(np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy()))[0]
+        out = compiled(np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy()), share_outputs=True)[0]
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
     def to(self, _device) -> "OpenVinoWindowNet":

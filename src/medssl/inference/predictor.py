@@ -6,8 +6,8 @@
     result.labels  # SimpleITK label image on the input grid; result.uncertainty: entropy map
 
 Pipeline: read -> `preprocess` (the plan's) -> sliding window (MONAI, Gaussian blending) -> `postprocess`
-back onto the input grid. Large volumes are stitched in a rolling buffer (`StreamingStitcher`) unless
-probabilities are requested; a CUDA out-of-memory error is retried with a smaller window batch, then on the CPU.
+back onto the input grid. Large volumes are stitched in a rolling buffer (`StreamingStitcher`, in tiles
+on the input grid, the volume in bfloat16 where that is lossless) unless probabilities are requested; a CUDA out-of-memory error is retried with a smaller window batch, then on the CPU.
 The window network is run by the engine `runtimes.choose_runtime` picks (``runtime="auto"``: torch autocast on
 a GPU, OpenVINO on an x86 CPU, else torch), built once on first use and kept for every later case.
 """
@@ -31,14 +31,15 @@ from ..io.geometry import image_from_ijk
 from ..io.volume_io import read_image
 from ..plan import Plan, check_channel_count
 from .devices import resolve_device
-from .resources import GB, available_gb
+from .resources import GB, available_gb, return_freed_memory
 from .runtimes import RuntimeChoice, build_window_net, choose_runtime
 from .sliding_window import WindowSettings, count_windows, probabilities
-from .streaming import StreamingStitcher, monai_padding, stream_axis
+from .streaming import StreamingStitcher, bf16_is_lossless, first_window, monai_padding, stream_axis
 
 ImageLike = Union[str, Path, sitk.Image]
 LOW_MEMORY_BYTES = 0.5e9  # stream the stitching when full-volume class scores would exceed this (issue 19: a
 # 512x512x300 CT, 14 classes, at 1.6 mm peaked at 2.57 GB on the full path; the streamed one keeps float16 scores)
+TILE_BUFFER_BYTES = 256 * 2**20  # on the input grid, the rolling buffer is split into tiles of about this size
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Predictor:
         self.runtime, self.precision, self.package_dir = runtime, precision, package_dir
         self.choice: Optional[RuntimeChoice] = None
         self._window_net = None
+        self._bf16_lossless = True  # until a probe says otherwise (`_held_volume`)
         choose_runtime(runtime, device, precision)  # an impossible request fails here, before any reading
 
     @classmethod
@@ -86,6 +88,7 @@ class Predictor:
                 uncertainty: bool = False, sink: Optional[EventSink] = None) -> Prediction:
         """Segment one case (one image per plan channel, all on one grid)."""
         sink = sink or NullSink()
+        return_freed_memory()  # before reading: the volume's copies then leave no resident heap behind
         channels = [read_image(i, "input image") if not isinstance(i, sitk.Image) else i for i in images]
         check_channel_count(self.plan, len(channels), "input")
         names = [str(i) if not isinstance(i, sitk.Image) else f"channel {n + 1}" for n, i in enumerate(images)]
@@ -127,12 +130,23 @@ class Predictor:
     def _run(self, pre: Preprocessed, settings: WindowSettings, low_memory: bool, want_probs: bool,
              want_unc: bool, sink: EventSink) -> Prediction:
         image = torch.from_numpy(pre.image).unsqueeze(0)
-        progress = _WindowProgress(sink, count_windows(pre.image.shape[1:], settings), len(settings.mirror_axes))
-        net = self.window_net(sink)
-        amp = self.choice.amp_dtype if self.choice else None
         if low_memory:
-            result = self._streamed_labels(net, image, settings, progress, want_unc, amp, pre)
+            stitcher = self._stitcher(settings, pre.record.identity())
+            progress = _WindowProgress(sink, stitcher.window_count(image.shape[2:], self.plan.num_classes),
+                                       len(settings.mirror_axes))
+            image, probe = self._held_volume(image, settings, pre)
+            net = self.window_net(sink)
+            amp = self.choice.amp_dtype if self.choice else None
+            if probe is not None and not bf16_is_lossless(net, probe, amp):
+                self._bf16_lossless = False
+                sink.emit("log", message="the network does not round its input to bfloat16 first: this case was "
+                          "predicted from a bfloat16-rounded volume, later ones are held in float32")
+            del probe
+            result = self._streamed_labels(stitcher, net, image, progress, want_unc, amp, pre)
         else:
+            net = self.window_net(sink)
+            amp = self.choice.amp_dtype if self.choice else None
+            progress = _WindowProgress(sink, count_windows(pre.image.shape[1:], settings), len(settings.mirror_axes))
             probs = probabilities(net, image, settings, self.device, torch.float32, progress, amp)[0].numpy()
             sink.emit("progress", stage="postprocess", done=0, total=1)
             result = Prediction(
@@ -142,17 +156,39 @@ class Predictor:
         sink.emit("progress", stage="postprocess", done=1, total=1)
         return result
 
-    def _streamed_labels(self, net, image, settings, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
+    def _stitcher(self, settings: WindowSettings, identity: bool) -> StreamingStitcher:
+        """Tiles of `TILE_BUFFER_BYTES` on the input grid (any block order will do there); whole cross-sections
+        for `SlabLabels`. Class sums in float32 with a float32 network, else float16 (11-bit mantissa: finer than
+        the bfloat16 or float16 outputs they add up)."""
+        choice = self.choice or choose_runtime(self.runtime, self.device, self.precision)  # before the runtime is built
+        reduced = choice.precision != "float32"
+        return StreamingStitcher(settings, TILE_BUFFER_BYTES if identity else None,
+                                 torch.float16 if reduced else torch.float32)
+
+    def _held_volume(self, image: torch.Tensor, settings: WindowSettings, pre: Preprocessed):
+        """(volume the windows are cut from, float32 probe window or None). On the CPU with a bfloat16 network the
+        volume is held in bfloat16 (`bf16_is_lossless`, checked on the probe once the runtime is built) and the
+        float32 copy released before the runtime allocates its buffers (a CPU run is never retried)."""
+        choice = self.choice or choose_runtime(self.runtime, self.device, self.precision)
+        if self.device.type != "cpu" or choice.precision != "bfloat16" or not self._bf16_lossless:
+            return image, None
+        probe = first_window(image, settings.roi)
+        held = image.to(torch.bfloat16)
+        pre.image = np.empty((0,) * pre.image.ndim, np.float32)
+        return held, probe
+
+    def _streamed_labels(self, stitcher, net, image, progress, want_unc, amp, pre: Preprocessed) -> Prediction:
         """Low-memory path: finished blocks of the rolling buffer are reduced at once. On the input grid, to
         labels; otherwise to float16 scores that `SlabLabels` resamples onto the input grid slab by slab as soon
         as the slab's network block is complete, dropping what no later slab reads (same result as the full path)."""
+        return_freed_memory()
         shape, identity, k = image.shape[2:], pre.record.identity(), self.plan.num_classes
         index = np.zeros(shape, np.uint8 if k < 256 else np.uint16) if identity else None
-        padded = [s + a + b for s, (a, b) in zip(shape, monai_padding(shape, settings.roi))]
+        padded = [s + a + b for s, (a, b) in zip(shape, monai_padding(shape, stitcher.settings.roi))]
         axis = stream_axis(padded)
         slabs = None if identity else SlabLabels(pre.record, self.plan.label_values(), axis)
         unc = np.zeros(shape, np.float32) if want_unc else None
-        for region, probs in StreamingStitcher(settings).run(net, image, self.device, k, progress, amp):
+        for region, probs in stitcher.run(net, image, self.device, k, progress, amp):
             if identity:
                 index[region] = probs.argmax(0).numpy()
             else:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
-from monai.inferers import sliding_window_inference
 
 from ..plan import Plan
 
@@ -65,7 +64,13 @@ def window_predictor(net: torch.nn.Module, device: torch.device, mirror_axes: Se
     def predict(windows: torch.Tensor) -> torch.Tensor:
         x = windows.to(device=device, dtype=torch.float32)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            probs = sum(_flipped_softmax(net, x, dims) for dims in flips) / len(flips)
+            probs = _flipped_softmax(net, x, flips[0])
+            if len(flips) > 1:
+                probs = probs.clone()  # may be the runtime's output buffer, which the next window overwrites
+            for dims in flips[1:]:  # summed in place, in the order sum() would: no second window-sized tensor
+                probs += _flipped_softmax(net, x, dims)
+            if len(flips) > 1:
+                probs /= len(flips)
         if on_windows is not None:
             on_windows(windows.shape[0])
         return probs.to(dtype=out_dtype)
@@ -74,15 +79,33 @@ def window_predictor(net: torch.nn.Module, device: torch.device, mirror_axes: Se
 
 
 def _flipped_softmax(net: torch.nn.Module, x: torch.Tensor, dims: Tuple[int, ...]) -> torch.Tensor:
-    if not dims:
-        return torch.softmax(net(x).float(), dim=1)
-    return torch.flip(torch.softmax(net(torch.flip(x, dims)).float(), dim=1), dims)
+    inp = torch.flip(x, dims) if dims else x
+    logits = net(inp).float()
+    if logits.data_ptr() == inp.data_ptr():
+        logits = logits.clone()  # a network that hands back its input: the softmax must not overwrite the window
+    probs = softmax_in_place(logits)
+    return torch.flip(probs, dims) if dims else probs
+
+
+SOFTMAX_SLICES = 8  # slices of a window per softmax call in `softmax_in_place`
+
+
+def softmax_in_place(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over classes of ``(N, K, D, ...)`` logits, written over them a few slices along D at a time: the
+    only temporary is a few slices, not a second ``K x window`` tensor. Equals ``torch.softmax(logits, 1)`` (bit
+    for bit where the slices' size is a multiple of the vector width, e.g. ROI 128; else to one ulp)."""
+    for i in range(0, logits.shape[2], SOFTMAX_SLICES):
+        part = logits[:, :, i:i + SOFTMAX_SLICES]
+        part.copy_(torch.softmax(part, dim=1))
+    return logits
 
 
 def probabilities(net: torch.nn.Module, image: torch.Tensor, settings: WindowSettings, device: torch.device,
                   stitch_dtype: torch.dtype = torch.float32, on_windows: Optional[WindowCallback] = None,
                   amp_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """``image: (1, C, I, J, K)`` on the CPU -> probabilities ``(1, K, I, J, K)`` in ``stitch_dtype`` on the CPU."""
+    from monai.inferers import sliding_window_inference  # imported here: the streamed path does without MONAI
+
     predict = window_predictor(net, device, settings.mirror_axes, stitch_dtype, on_windows, amp_dtype)
     with torch.inference_mode():
         return sliding_window_inference(

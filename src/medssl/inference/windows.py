@@ -1,0 +1,53 @@
+"""MONAI's sliding-window geometry without importing MONAI: window slices and the importance map.
+
+Ported from monai/data/utils.py (``dense_patch_slices``, ``compute_importance_map``; MONAI 1.x, Apache-2.0,
+Copyright MONAI Consortium), with the same operations in the same order so the windows and the float32 map are
+identical (tests compare them with MONAI's). The streamed predictor uses these so that ``import monai.data``
+(about 75 MB resident and several seconds) is not paid on the low-memory path.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+
+def dense_patch_slices(image_size: Sequence[int], patch_size: Sequence[int],
+                       scan_interval: Sequence[int]) -> List[Tuple[slice, ...]]:
+    """Every window of ``patch_size`` (each at most the image size) at ``scan_interval``, in MONAI's order
+    (last axis fastest); the last window of each axis is moved back to end at the image border."""
+    patch = [min(p, s) if p > 0 else s for p, s in zip(patch_size, image_size)]
+    starts = []
+    for size, p, step in zip(image_size, patch, scan_interval):
+        if step == 0:
+            n = 1
+        else:
+            num = int(math.ceil(float(size) / step))
+            n = next((d for d in range(num) if d * step + p >= size), None)
+            n = 1 if n is None else n + 1
+        starts.append([i * step - max(i * step + p - size, 0) for i in range(n)])
+    grid = np.asarray([x.flatten() for x in np.meshgrid(*starts, indexing="ij")]).T
+    return [tuple(slice(int(s), int(s) + patch[d]) for d, s in enumerate(x)) for x in grid]
+
+
+def compute_importance_map(patch_size: Sequence[int], mode: str = "constant", sigma_scale: float = 0.125,
+                           device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32
+                           ) -> torch.Tensor:
+    """``"constant"``: ones; ``"gaussian"``: outer product of 1-D Gaussians with sigma ``sigma_scale x size``,
+    clamped below at its minimum (at least 1e-3), as MONAI computes it."""
+    mode = str(getattr(mode, "value", mode)).lower()
+    if mode == "constant":
+        importance = torch.ones(tuple(patch_size), device=device, dtype=torch.float)
+    elif mode == "gaussian":
+        scales = sigma_scale if isinstance(sigma_scale, (tuple, list)) else [sigma_scale] * len(patch_size)
+        sigmas = [i * s for i, s in zip(patch_size, scales)]
+        for i, size in enumerate(patch_size):
+            x = torch.arange(start=-(size - 1) / 2.0, end=(size - 1) / 2.0 + 1, dtype=torch.float, device=device)
+            x = torch.exp(x**2 / (-2 * sigmas[i] ** 2))
+            importance = importance.unsqueeze(-1) * x[(None,) * i] if i > 0 else x
+    else:
+        raise ValueError(f"unsupported blending mode {mode!r}; use 'constant' or 'gaussian'")
+    floor = max(torch.min(importance).item(), 1e-3)
+    return torch.clamp_(importance.to(torch.float), min=floor).to(dtype)
