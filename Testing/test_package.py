@@ -186,3 +186,15 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return torch.equal(a, b)
+
+
+def test_aliases_cover_scalars_and_every_dtype_but_never_join_different_values():
+    import torch
+
+    from medssl.hub.package import shared_tensor_aliases
+
+    state = {"bn.num_batches_tracked": torch.tensor(3), "bn2.num_batches_tracked": torch.tensor(3),
+             "other.num_batches_tracked": torch.tensor(4), "h": torch.ones(2, dtype=torch.bfloat16),
+             "h2": torch.ones(2, dtype=torch.bfloat16), "f": torch.ones(2), "empty": torch.zeros(0),
+             "empty2": torch.zeros(0)}
+    assert shared_tensor_aliases(state) == {"bn2.num_batches_tracked": "bn.num_batches_tracked", "h2": "h"}

@@ -79,7 +79,8 @@ def shared_tensor_aliases(state: Dict[str, torch.Tensor]) -> Dict[str, str]:
     aliases = {}
     for key, t in state.items():
         data = t.detach().to("cpu").contiguous()
-        ident = (str(t.dtype), tuple(t.shape), hashlib.blake2b(data.view(torch.uint8).numpy()).hexdigest())
+        raw = data.reshape(-1).view(torch.uint8)  # bytes of any dtype (bfloat16 too), 0-d counters included
+        ident = (str(t.dtype), tuple(t.shape), hashlib.blake2b(raw.numpy()).hexdigest())
         if t.numel() and ident in first:
             aliases[key] = first[ident]
         else:
