@@ -24,10 +24,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
+from predict_vs_monai import make_package  # same folder: the benchmarks run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "memory_512.json"
@@ -41,23 +41,6 @@ def write_volume(path: Path, size=(512, 512, 300), spacing=(0.8, 0.8, 1.5)) -> P
     vol.SetSpacing(spacing)
     sitk.WriteImage(vol, str(path), False)
     return path
-
-
-def make_package(folder: Path, backbone: str, classes: int, roi: int, spacing: Optional[float]) -> Path:
-    import torch
-
-    from medssl.hub.backbone_source import resolve_backbone
-    from medssl.hub.package import save_package
-    from medssl.models import build_network
-    from medssl.plan import ChannelSpec, NormSpec, Plan, SlidingWindowSpec, default_labels
-
-    torch.manual_seed(0)
-    arch = resolve_backbone(backbone).arch
-    plan = Plan([ChannelSpec("ct")], [NormSpec("zscore", {"per_image": True})], (roi, roi, roi),
-                default_labels([f"class_{i}" for i in range(1, classes)]), arch,
-                spacing=None if spacing is None else (spacing,) * 3, orientation="native",
-                sliding_window=SlidingWindowSpec(overlap=0.5, sw_batch_size=1))
-    return save_package(folder, plan, build_network(arch, 1, classes).state_dict(), {"licence": "benchmark only"})
 
 
 def predict_cmd(pkg: Path, image: Path, out: Path, runtime: str) -> list:
@@ -111,7 +94,7 @@ def main() -> int:
             tag = f"{args.backbone.replace(':', '_')}_{args.roi}_{case}"
             pkg = work / f"pkg_{tag}"
             if not pkg.exists():
-                make_package(pkg, args.backbone, 14, args.roi, SPACING[case])
+                make_package(pkg, args.backbone, 14, args.roi, SPACING[case], channel="ct")
             for runtime in args.runtime:
                 timed_run(predict_cmd(pkg, small, work / "warm.nii.gz", runtime), args.threads, args.timeout)
                 r = timed_run(predict_cmd(pkg, volume, work / "labels.nii.gz", runtime), args.threads, args.timeout)

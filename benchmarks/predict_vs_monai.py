@@ -100,7 +100,8 @@ print(json.dumps({"rc": rc, "seconds": dt, "peak_rss_mb": resource.getrusage(res
 """
 
 
-def make_package(folder: Path, backbone: str, classes: int, roi: int, spacing: float | None = None) -> Path:
+def make_package(folder: Path, backbone: str, classes: int, roi: int, spacing: float | None = None,
+                 channel: str = "t1") -> Path:
     """A package with random weights whose plan keeps the native grid (so both runs see the same tensor)."""
     import torch
 
@@ -111,7 +112,7 @@ def make_package(folder: Path, backbone: str, classes: int, roi: int, spacing: f
 
     torch.manual_seed(0)
     arch = resolve_backbone(backbone).arch
-    plan = Plan([ChannelSpec("t1")], [NormSpec("zscore", {"per_image": True})], (roi, roi, roi),
+    plan = Plan([ChannelSpec(channel)], [NormSpec("zscore", {"per_image": True})], (roi, roi, roi),
                 default_labels([f"class_{i}" for i in range(1, classes)]), arch,
                 spacing=None if spacing is None else (spacing,) * 3, orientation="native",
                 sliding_window=SlidingWindowSpec(overlap=0.5, sw_batch_size=1))
