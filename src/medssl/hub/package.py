@@ -54,8 +54,9 @@ def save_package(folder: str | Path, plan: Plan, state: Dict[str, torch.Tensor],
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    aliases = shared_tensor_aliases(state)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items() if k not in aliases}
+    on_cpu = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    aliases = shared_tensor_aliases(on_cpu)
+    tensors = {k: v.clone() for k, v in on_cpu.items() if k not in aliases}
     # one header entry only: safetensors writes its metadata map in a random order (same weights, other bytes)
     header = {ALIASES_KEY: json.dumps(aliases, sort_keys=True)} if aliases else {"format": "pt"}
     with atomic_dir(folder, keep=keep) as tmp:
@@ -200,7 +201,13 @@ def _finite(t: torch.Tensor) -> bool:
 
 def _check_finite(state: Dict[str, torch.Tensor], folder) -> None:
     """Every floating-point weight and buffer is finite (milliseconds, where a forward pass takes a second)."""
-    bad = [name for name, t in state.items() if t.is_floating_point() and not _finite(t)]
+    seen: set = set()  # an alias is the same tensor object as its stored key: checked once
+    bad = []
+    for name, t in state.items():
+        if t.is_floating_point() and id(t) not in seen:
+            seen.add(id(t))
+            if not _finite(t):
+                bad.append(name)
     if bad:
         raise PackageError(f"model package {folder}: {len(bad)} weight tensors hold NaN or infinite values "
                            f"(first: {bad[0]}); fine-tune the model again")
