@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
-    """Every test gets its own MEDSSL_HOME so nothing touches the user's cache."""
-    monkeypatch.setenv("MEDSSL_HOME", str(tmp_path_factory.mktemp("medssl_home")))
+    """Every test gets its own MEDSSL_HOME so nothing touches the user's cache; removed after the test.
+
+    (Some tests fill it with converted backbones of hundreds of MB; kept, a full run filled CI's /tmp.)
+    """
+    home = tmp_path_factory.mktemp("medssl_home")
+    monkeypatch.setenv("MEDSSL_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
