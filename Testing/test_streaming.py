@@ -43,6 +43,20 @@ def test_stream_visits_each_monai_window_once(net):
     assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))  # contiguous, no slice handed out twice
 
 
+def test_batches_run_across_window_starts(net):
+    """One window per start (a 16x16 cross-section): batches of 2 still fill, and the result is MONAI's."""
+    from medssl.inference.predictor import low_memory_batch
+
+    x = torch.randn(1, 2, 16, 16, 90)
+    settings = WindowSettings((16, 16, 16), 0.5, "gaussian", 0.125, 2)
+    seen = []
+    streamed = torch.cat([p for _, p in StreamingStitcher(settings).run(net, x, CPU, 5, on_windows=seen.append)], 3)
+    assert seen == [2] * 5 + [1]  # 11 windows: before, a batch of one window per start
+    assert torch.allclose(streamed[None], probabilities(net, x, settings, CPU), atol=1e-6)
+    # torch's float32 CPU convolution is slow on a batch of one small window: low memory runs two up to 64^3
+    assert low_memory_batch((48, 48, 48)) == 2 and low_memory_batch((64, 64, 64)) == low_memory_batch((128,) * 3) == 1
+
+
 def test_stream_buffer_is_one_roi_deep(net, monkeypatch):
     """Peak buffer = classes x cross-section x ROI, not classes x voxels."""
     from medssl.inference import streaming

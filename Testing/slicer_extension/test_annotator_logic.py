@@ -54,12 +54,17 @@ def realScan(name: str):
 
 
 @pytest.mark.slow  # real medssl subprocesses (train, rank, predict)
-def test_segment_next_ranks_scene_volumes_and_segments_the_first(scene, realMedssl, medsslHome, tinyPackage):
+def test_segment_next_ranks_scene_volumes_and_segments_the_first(scene, realMedssl, medsslHome, tmp_path):
     import slicer
+    from medssl_slicer_helpers import PACKAGE_LABELS
 
+    from MedSSLLib.commands import PredictOptions
     from MedSSLLib.folder_logic import loadVolumeFile
     from MedSSLLib.rank_logic import RankLogic, unlabelledVolumes
-    from MedSSLLib.commands import PredictOptions
+    from MedSSLLib.testing import makeTinyPackage
+
+    # planned at 4 mm: Segment next ranks with all 8 flips, which on the scans' own grid (ROI 16) took 50 s
+    tinyPackage = makeTinyPackage(tmp_path / "tiny_4mm", PACKAGE_LABELS, spacing=(4.0, 4.0, 4.0))
 
     t1 = loadVolumeFile(realScan("KmeansTest_T1UCharRaw.nii.gz"), scene)
     strip = loadVolumeFile(realScan("KmeansTest_T1RawSkullStrip.nii.gz"), scene)

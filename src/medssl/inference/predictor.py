@@ -39,6 +39,17 @@ from .streaming import StreamingStitcher, bf16_is_lossless, first_window, monai_
 ImageLike = Union[str, Path, sitk.Image]
 LOW_MEMORY_BYTES = 0.5e9  # stream the stitching when full-volume class scores would exceed this (issue 19: a
 # 512x512x300 CT, 14 classes, at 1.6 mm peaked at 2.57 GB on the full path; the streamed one keeps float16 scores)
+SMALL_WINDOW_VOXELS = 64**3  # low-memory runs windows one at a time from this size on, smaller ones two at a time
+
+
+def low_memory_batch(roi: Sequence[int]) -> int:
+    """Windows per network call when memory is short: 1 for large ROIs (ResEnc-tiny at 128^3: 0.5 GB less than
+    two), 2 below `SMALL_WINDOW_VOXELS`, where two windows cost little and a batch of one is slow: torch's float32
+    CPU convolution leaves oneDNN for a native loop when ``N*C*D*H <= 20480`` (aten/src/ATen/native/Convolution.cpp,
+    ``use_mkldnn``): at 32^3 one window took 0.113 s, two 0.041 s (resenc:test, one thread)."""
+    return 1 if int(np.prod(roi)) >= SMALL_WINDOW_VOXELS else 2
+
+
 TILE_BUFFER_BYTES = 256 * 2**20  # on the input grid, the rolling buffer is split into tiles of about this size
 
 
@@ -102,7 +113,7 @@ class Predictor:
             raise InputError("--probabilities needs the whole probability map in memory; drop --low-memory or "
                              "--probabilities")
         if low_memory and sw_batch_size is None:
-            settings.sw_batch_size = 1  # one window's activations (ResEnc-tiny at 128^3: 0.5 GB less than two)
+            settings.sw_batch_size = low_memory_batch(settings.roi)
         return self._run_with_oom_retry(pre, settings, low_memory, probabilities, uncertainty, sink)
 
     def _needs_low_memory(self, pre: Preprocessed) -> bool:

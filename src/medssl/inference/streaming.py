@@ -15,7 +15,6 @@ Padding and scan interval follow monai/inferers/utils.py (Apache-2.0).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import groupby
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -110,16 +109,17 @@ class StreamingStitcher:
         with torch.inference_mode():
             for tile, mine in tiles:
                 buffer = _RollingBuffer(num_classes, size, axis, roi[axis], t, tile, self.buffer_dtype)
-                groups = groupby(sorted(mine, key=lambda w: w[axis].start), key=lambda w: w[axis].start)
-                for start, group in groups:
-                    for done in buffer.advance_to(start):
-                        yield from _finished(done, pads, shape, axis, t, tile)
-                    for batch in _batches(list(group), self.settings.sw_batch_size):
-                        windows_in = torch.cat([padded[(slice(None), slice(None), *w)] for w in batch]).float()
-                        probs = predict(windows_in).cpu()  # stitched on the CPU, as MONAI does with device=cpu
-                        for window, p in zip(batch, probs):
-                            buffer.add(window, p.mul_(weight), weight)  # in place: no window-sized temporary
-                        del probs, windows_in
+                # batches run across window starts (a start often has one window): torch's float32 CPU convolution
+                # takes a slow non-oneDNN path for a batch of one small input (N*C*D*H <= 20480, aten Convolution.cpp)
+                for batch in _batches(sorted(mine, key=lambda w: w[axis].start), self.settings.sw_batch_size):
+                    windows_in = torch.cat([padded[(slice(None), slice(None), *w)] for w in batch]).float()
+                    probs = predict(windows_in).cpu()  # stitched on the CPU, as MONAI does with device=cpu
+                    del windows_in
+                    for window, p in zip(batch, probs):
+                        for done in buffer.advance_to(window[axis].start):  # earlier starts are all added
+                            yield from _finished(done, pads, shape, axis, t, tile)
+                        buffer.add(window, p.mul_(weight), weight)  # in place: no window-sized temporary
+                    del probs
                 for done in buffer.flush():
                     yield from _finished(done, pads, shape, axis, t, tile)
                 del buffer
