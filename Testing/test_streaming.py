@@ -31,6 +31,26 @@ def test_streamed_equals_monai(net, shape, roi, overlap, batch, mode, mirror):
     assert torch.equal(streamed.argmax(1), full.argmax(1))
 
 
+@pytest.mark.parametrize("shape, roi, overlap, batch, mode, mirror", [
+    ((40, 33, 50), (16, 16, 16), 0.5, 2, "gaussian", ()),
+    ((10, 60, 30), (16, 16, 16), 0.25, 3, "gaussian", (0, 2)),  # padded along axis 0
+    ((70, 20, 12), (32, 24, 16), 0.6, 1, "constant", ()),
+])
+def test_full_path_equals_monai_sliding_window_inference(net, shape, roi, overlap, batch, mode, mirror):
+    """`probabilities` is MONAI's loop without importing MONAI: the same numbers, bit for bit."""
+    from monai.inferers import sliding_window_inference
+
+    from medssl.inference.sliding_window import window_predictor
+
+    x = torch.randn(1, 2, *shape)
+    settings = WindowSettings(roi, overlap, mode, 0.125, batch, mirror)
+    with torch.inference_mode():
+        ref = sliding_window_inference(x, roi, batch, window_predictor(net, CPU, mirror, torch.float32),
+                                       overlap=overlap, mode=mode, sigma_scale=0.125, sw_device=CPU, device=CPU)
+    got = probabilities(net, x, settings, CPU)
+    assert got.shape == ref.shape and torch.equal(got, ref)
+
+
 def test_stream_visits_each_monai_window_once(net):
     x = torch.randn(1, 2, 37, 29, 41)
     settings = WindowSettings((16, 16, 16), 0.5, "gaussian", 0.125, 4)
