@@ -143,3 +143,14 @@ def test_bf16_labels_agree_with_float32_on_a_real_scan(tiny_package, colin):
     confident = (top2[..., 1] - top2[..., 0]) > 0.05
     assert np.mean(a == b) >= 0.995
     assert np.mean(a[confident] == b[confident]) >= 0.999
+
+
+def test_a_short_last_batch_is_padded_not_compiled_again(tiny_package):
+    """The last batch of a sliding window is often shorter: it runs padded on the compiled batch size."""
+    pred = Predictor.from_package(tiny_package, "cpu", "openvino", "float32")
+    net, roi = pred.window_net(), pred.plan.patch_size
+    x = torch.randn(2, 1, *roi)
+    both = net(x).clone()
+    one = net(x[1:])
+    assert sorted(net._compiled) == [2] and one.shape[0] == 1
+    torch.testing.assert_close(one, both[1:], atol=1e-5, rtol=1e-5)

@@ -56,9 +56,14 @@ class OpenVinoWindowNet:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``x``. They are OpenVINO's own output buffer (``share_outputs``: no 14 x 128^3 float32 copy
         per window), valid until the next call; the caller reads them (softmax) before calling again."""
-        compiled = self._compiled_for(int(x.shape[0]))
-        out = compiled(np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy()), share_outputs=True)[0]
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+        n = int(x.shape[0])
+        batch = n if n in self._compiled else min([b for b in self._compiled if b > n], default=n)  # a last,
+        # short batch is padded to a compiled size rather than compiled for its own
+        data = x.detach().to("cpu", torch.float32)
+        if batch > n:  # one more window costs ~16 ms, compiling (or loading) a model for the short batch 0.1-0.24 s
+            data = torch.cat([data, data.new_zeros((batch - n, *data.shape[1:]))])
+        out = self._compiled_for(batch)(np.ascontiguousarray(data.numpy()), share_outputs=True)[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))[:n]
 
     def to(self, _device) -> "OpenVinoWindowNet":
         return self  # runs on the CPU only; kept so the predictor can treat it like a module
