@@ -110,12 +110,11 @@ def probabilities(net: torch.nn.Module, image: torch.Tensor, settings: WindowSet
     ``importance * probabilities`` and ``importance`` added in window order, one division, the padding cropped
     (`Testing/test_streaming.py` compares it with MONAI's). Not importing MONAI saves every prediction about 1.4 s
     (``monai/__init__`` loads matplotlib and most of MONAI; 1.37 of 4.0 s of a ``medssl predict`` of the demo)."""
-    from .streaming import _pad, monai_padding, scan_interval
-    from .windows import compute_importance_map, dense_patch_slices
+    from .windows import compute_importance_map, dense_patch_slices, monai_padding, pad_like_monai, scan_interval
 
     roi, shape = tuple(settings.roi), tuple(image.shape[2:])
     pads = monai_padding(shape, roi)
-    padded = _pad(image.to(stitch_dtype), pads)
+    padded = pad_like_monai(image.to(stitch_dtype), pads)
     size = tuple(padded.shape[2:])
     windows = dense_patch_slices(size, roi, scan_interval(size, roi, settings.overlap))
     weight = compute_importance_map(roi, settings.mode, settings.sigma_scale, dtype=stitch_dtype)

@@ -18,24 +18,13 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from .sliding_window import WindowCallback, WindowSettings, window_predictor
-from .windows import compute_importance_map, dense_patch_slices
+from .windows import compute_importance_map, dense_patch_slices, monai_padding, pad_like_monai, scan_interval
 
 Region = Tuple[slice, slice, slice]
 CHUNK_BYTES = 16 * 2**20  # finished slices are handed out in pieces of about this size
 ADD_SLICES = 8  # slices of a window added to the buffer at a time
-
-
-def monai_padding(shape: Sequence[int], roi: Sequence[int]) -> List[Tuple[int, int]]:
-    """(before, after) constant padding per spatial dim so each is at least the ROI (MONAI's split)."""
-    return [((max(r - s, 0)) // 2, max(r - s, 0) - max(r - s, 0) // 2) for s, r in zip(shape, roi)]
-
-
-def scan_interval(shape: Sequence[int], roi: Sequence[int], overlap: float) -> Tuple[int, ...]:
-    """MONAI's ``_get_scan_interval``: ``int(roi * (1 - overlap))``, at least 1; the ROI where it fills the dim."""
-    return tuple(r if r == s else max(int(r * (1 - overlap)), 1) for s, r in zip(shape, roi))
 
 
 def stream_axis(shape: Sequence[int]) -> int:
@@ -102,7 +91,7 @@ class StreamingStitcher:
         """``image: (1, C, I, J, K)`` on the CPU; probabilities are float32 on the CPU."""
         roi, shape = tuple(self.settings.roi), tuple(image.shape[2:])
         pads, size, axis, t, tiles = self._layout(shape, num_classes)
-        padded = _pad(image if image.dtype in (torch.float32, torch.bfloat16) else image.float(), pads)
+        padded = pad_like_monai(image if image.dtype in (torch.float32, torch.bfloat16) else image.float(), pads)
         weight = compute_importance_map(roi, self.settings.mode, self.settings.sigma_scale,
                                         device=torch.device("cpu"), dtype=torch.float32)
         predict = window_predictor(net, device, self.settings.mirror_axes, torch.float32, on_windows, amp_dtype)
@@ -222,7 +211,7 @@ def first_window(image: torch.Tensor, roi: Sequence[int]) -> torch.Tensor:
     """A float32 copy of the window at the image's corner, padded to the ROI as MONAI pads (the probe of
     `bf16_is_lossless`, taken before the volume is rounded)."""
     crop = image[(slice(None), slice(None), *[slice(0, r) for r in roi])].float().clone()
-    return _pad(crop, monai_padding(crop.shape[2:], roi))
+    return pad_like_monai(crop, monai_padding(crop.shape[2:], roi))
 
 
 def bf16_is_lossless(net, window: torch.Tensor, amp_dtype: Optional[torch.dtype]) -> bool:
@@ -232,12 +221,6 @@ def bf16_is_lossless(net, window: torch.Tensor, amp_dtype: Optional[torch.dtype]
     with torch.inference_mode(), torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         exact = net(window).float().clone()  # clone: an OpenVINO result is its own buffer, reused by the next call
         return torch.equal(exact, net(window.to(torch.bfloat16).float()).float())
-
-
-def _pad(image: torch.Tensor, pads: List[Tuple[int, int]]) -> torch.Tensor:
-    """``image: (1, C, I, J, K)`` padded with zeros as MONAI does (``F.pad`` lists the last dim first)."""
-    flat = [p for pair in reversed(pads) for p in pair]
-    return F.pad(image, flat) if any(flat) else image
 
 
 def _batches(items: list, n: int) -> Iterator[list]:

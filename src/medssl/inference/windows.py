@@ -2,8 +2,9 @@
 
 Ported from monai/data/utils.py (``dense_patch_slices``, ``compute_importance_map``; MONAI 1.x, Apache-2.0,
 Copyright MONAI Consortium), with the same operations in the same order so the windows and the float32 map are
-identical (tests compare them with MONAI's). The streamed predictor uses these so that ``import monai.data``
-(about 75 MB resident and several seconds) is not paid on the low-memory path.
+identical (tests compare them with MONAI's); also MONAI's padding and scan interval (monai/inferers/utils.py).
+Both sliding-window paths use these, so that ``import monai`` (about 75 MB resident and 1.4 s) is not paid at
+prediction.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def dense_patch_slices(image_size: Sequence[int], patch_size: Sequence[int],
@@ -51,3 +53,19 @@ def compute_importance_map(patch_size: Sequence[int], mode: str = "constant", si
         raise ValueError(f"unsupported blending mode {mode!r}; use 'constant' or 'gaussian'")
     floor = max(torch.min(importance).item(), 1e-3)
     return torch.clamp_(importance.to(torch.float), min=floor).to(dtype)
+
+
+def monai_padding(shape: Sequence[int], roi: Sequence[int]) -> List[Tuple[int, int]]:
+    """(before, after) constant padding per spatial dim so each is at least the ROI (MONAI's split)."""
+    return [((max(r - s, 0)) // 2, max(r - s, 0) - max(r - s, 0) // 2) for s, r in zip(shape, roi)]
+
+
+def scan_interval(shape: Sequence[int], roi: Sequence[int], overlap: float) -> Tuple[int, ...]:
+    """MONAI's ``_get_scan_interval``: ``int(roi * (1 - overlap))``, at least 1; the ROI where it fills the dim."""
+    return tuple(r if r == s else max(int(r * (1 - overlap)), 1) for s, r in zip(shape, roi))
+
+
+def pad_like_monai(image: torch.Tensor, pads: List[Tuple[int, int]]) -> torch.Tensor:
+    """``image: (1, C, I, J, K)`` padded with zeros as MONAI does (``F.pad`` lists the last dim first)."""
+    flat = [p for pair in reversed(pads) for p in pair]
+    return F.pad(image, flat) if any(flat) else image
