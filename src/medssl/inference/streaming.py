@@ -10,7 +10,7 @@ The buffer spans one ROI along the stream axis, so memory is ``classes x cross-s
 slices are handed out in chunks of about `CHUNK_BYTES`, so the normalised copy stays small too. Where the
 consumer takes blocks of part of the cross-section, the volume is also split into tiles along a second axis
 (`plan_tiles`): the buffer then spans ``roi x tile x rest``, for some windows run twice (issue 19, part 4).
-Padding and scan interval follow monai/inferers/utils.py (Apache-2.0).
+Padding and scan interval follow monai/inferers/utils.py (Apache-2.0; ported in `windows`).
 """
 from __future__ import annotations
 
