@@ -143,15 +143,12 @@ def load_package_state(folder: str | Path) -> Dict[str, torch.Tensor]:
 
 def _read_state(folder: str | Path) -> Dict[str, torch.Tensor]:
     """The tensors of ``weights.safetensors`` (the caller has checked the hashes)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = str(Path(folder) / "weights.safetensors")
     try:
-        state = load_file(path)
-        with safe_open(path, "pt") as handle:
+        with safe_open(path, "pt") as handle:  # one open for the tensors and the header (load_file opens it too)
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
             aliases = json.loads((handle.metadata() or {}).get(ALIASES_KEY, "{}"))
     except (SafetensorError, OSError, ValueError) as exc:
         raise PackageError(f"model package {folder}: weights.safetensors cannot be read ({exc})") from None
