@@ -12,8 +12,8 @@ from medssl import Predictor
 from medssl.inference import predictor as predictor_module
 from medssl.inference import streaming
 from medssl.inference.sliding_window import WindowSettings, count_windows, probabilities
-from medssl.inference.streaming import StreamingStitcher, plan_tiles, scan_interval, stream_axis, stream_probabilities
-from medssl.inference.windows import compute_importance_map, dense_patch_slices
+from medssl.inference.streaming import StreamingStitcher, plan_tiles, stream_axis, stream_probabilities
+from medssl.inference.windows import compute_importance_map, dense_patch_slices, scan_interval
 from medssl.plan import ArchSpec, ChannelSpec, LabelSpec, NormSpec, Plan, SlidingWindowSpec
 
 CPU = torch.device("cpu")

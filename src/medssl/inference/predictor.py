@@ -34,7 +34,8 @@ from .devices import resolve_device
 from .resources import GB, available_gb, return_freed_memory
 from .runtimes import RuntimeChoice, build_window_net, choose_runtime
 from .sliding_window import WindowSettings, count_windows, probabilities
-from .streaming import StreamingStitcher, bf16_is_lossless, first_window, monai_padding, stream_axis
+from .streaming import StreamingStitcher, bf16_is_lossless, first_window, stream_axis
+from .windows import monai_padding
 
 ImageLike = Union[str, Path, sitk.Image]
 LOW_MEMORY_BYTES = 0.5e9  # stream the stitching when full-volume class scores would exceed this (issue 19: a

@@ -106,23 +106,20 @@ def probabilities(net: torch.nn.Module, image: torch.Tensor, settings: WindowSet
     """``image: (1, C, I, J, K)`` on the CPU -> probabilities ``(1, K, I, J, K)`` in ``stitch_dtype`` on the CPU.
 
     MONAI's ``sliding_window_inference`` (monai/inferers/utils.py, Apache-2.0) with ``device=cpu`` and no buffering,
-    ported op for op: the same padding, windows (`windows.dense_patch_slices`) and importance map, each window's
+    ported op for op: the same padding and windows (`windows.monai_windows`) and importance map, each window's
     ``importance * probabilities`` and ``importance`` added in window order, one division, the padding cropped
     (`Testing/test_streaming.py` compares it with MONAI's). Not importing MONAI saves every prediction about 1.4 s
     (``monai/__init__`` loads matplotlib and most of MONAI; 1.37 of 4.0 s of a ``medssl predict`` of the demo)."""
-    from .windows import compute_importance_map, dense_patch_slices, monai_padding, pad_like_monai, scan_interval
+    from .windows import batches, compute_importance_map, monai_windows, pad_like_monai
 
     roi, shape = tuple(settings.roi), tuple(image.shape[2:])
-    pads = monai_padding(shape, roi)
+    pads, size, windows = monai_windows(shape, roi, settings.overlap)
     padded = pad_like_monai(image.to(stitch_dtype), pads)
-    size = tuple(padded.shape[2:])
-    windows = dense_patch_slices(size, roi, scan_interval(size, roi, settings.overlap))
     weight = compute_importance_map(roi, settings.mode, settings.sigma_scale, dtype=stitch_dtype)
     predict = window_predictor(net, device, settings.mirror_axes, stitch_dtype, on_windows, amp_dtype)
     out = counts = None
     with torch.inference_mode():
-        for i in range(0, len(windows), max(settings.sw_batch_size, 1)):
-            batch = windows[i:i + max(settings.sw_batch_size, 1)]
+        for batch in batches(windows, settings.sw_batch_size):
             probs = predict(torch.cat([padded[(slice(None), slice(None), *w)] for w in batch])).to("cpu")
             if out is None:  # the class count comes from the network
                 out = torch.zeros((1, probs.shape[1], *size), dtype=stitch_dtype)

@@ -20,7 +20,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from .sliding_window import WindowCallback, WindowSettings, window_predictor
-from .windows import compute_importance_map, dense_patch_slices, monai_padding, pad_like_monai, scan_interval
+from .windows import batches, compute_importance_map, monai_padding, monai_windows, pad_like_monai
 
 Region = Tuple[slice, slice, slice]
 CHUNK_BYTES = 16 * 2**20  # finished slices are handed out in pieces of about this size
@@ -100,7 +100,7 @@ class StreamingStitcher:
                 buffer = _RollingBuffer(num_classes, size, axis, roi[axis], t, tile, self.buffer_dtype)
                 # batches run across window starts (a start often has one window): torch's float32 CPU convolution
                 # takes a slow non-oneDNN path for a batch of one small input (N*C*D*H <= 20480, aten Convolution.cpp)
-                for batch in _batches(sorted(mine, key=lambda w: w[axis].start), self.settings.sw_batch_size):
+                for batch in batches(sorted(mine, key=lambda w: w[axis].start), self.settings.sw_batch_size):
                     windows_in = torch.cat([padded[(slice(None), slice(None), *w)] for w in batch]).float()
                     probs = predict(windows_in).cpu()  # stitched on the CPU, as MONAI does with device=cpu
                     del windows_in
@@ -120,10 +120,8 @@ class StreamingStitcher:
     def _layout(self, shape: Tuple[int, ...], num_classes: int):
         """(padding, padded size, stream axis, tile axis, tiles with their windows) for spatial ``shape``."""
         roi = tuple(self.settings.roi)
-        pads = monai_padding(shape, roi)
-        size = tuple(s + a + b for s, (a, b) in zip(shape, pads))
+        pads, size, windows = monai_windows(shape, roi, self.settings.overlap)
         axis = stream_axis(size)
-        windows = dense_patch_slices(size, roi, scan_interval(size, roi, self.settings.overlap))
         itemsize = torch.tensor([], dtype=self.buffer_dtype).element_size()
         t, tiles = plan_tiles(size, roi, windows, axis, num_classes, self.max_buffer_bytes, itemsize)
         return pads, size, axis, t, tiles
@@ -221,11 +219,6 @@ def bf16_is_lossless(net, window: torch.Tensor, amp_dtype: Optional[torch.dtype]
     with torch.inference_mode(), torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         exact = net(window).float().clone()  # clone: an OpenVINO result is its own buffer, reused by the next call
         return torch.equal(exact, net(window.to(torch.bfloat16).float()).float())
-
-
-def _batches(items: list, n: int) -> Iterator[list]:
-    for i in range(0, len(items), max(n, 1)):
-        yield items[i:i + max(n, 1)]
 
 
 def stream_probabilities(net: torch.nn.Module, image: torch.Tensor, settings: WindowSettings, device: torch.device,

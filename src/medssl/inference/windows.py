@@ -9,7 +9,7 @@ prediction.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -69,3 +69,18 @@ def pad_like_monai(image: torch.Tensor, pads: List[Tuple[int, int]]) -> torch.Te
     """``image: (1, C, I, J, K)`` padded with zeros as MONAI does (``F.pad`` lists the last dim first)."""
     flat = [p for pair in reversed(pads) for p in pair]
     return F.pad(image, flat) if any(flat) else image
+
+
+def monai_windows(shape: Sequence[int], roi: Sequence[int], overlap: float
+                  ) -> Tuple[List[Tuple[int, int]], Tuple[int, ...], List[Tuple[slice, ...]]]:
+    """(padding, padded size, windows in MONAI's order) for an image of spatial ``shape``: the layout both the
+    full path (`sliding_window.probabilities`) and the streamed one share with ``sliding_window_inference``."""
+    pads = monai_padding(shape, roi)
+    size = tuple(s + a + b for s, (a, b) in zip(shape, pads))
+    return pads, size, dense_patch_slices(size, roi, scan_interval(size, roi, overlap))
+
+
+def batches(items: list, n: int) -> Iterator[list]:
+    """``items`` in consecutive batches of ``n`` (at least 1), the last one shorter."""
+    for i in range(0, len(items), max(n, 1)):
+        yield items[i:i + max(n, 1)]
