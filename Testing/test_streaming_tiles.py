@@ -57,7 +57,7 @@ def test_tiles_hand_out_each_voxel_once_and_run_every_window_reaching_into_them(
     for tile, mine in tiles:
         assert (tile.t0, tile.t1) == (min(w[1].start for w in mine), max(w[1].stop for w in mine))
         assert all(w[1].start < tile.hi and w[1].stop > tile.lo for w in mine)
-        assert tile.t1 - tile.t0 <= 40  # the budget's span
+        assert tile.hi - tile.lo <= 40  # the budget's width
     assert _tiles(size, roi, 0.5, 0, None)[1][0][0] == streaming.Tile(0, 96, 0, 96)
 
 
@@ -73,7 +73,7 @@ def test_tiled_equals_untiled_bit_for_bit_and_monai(shape, roi, overlap, batch, 
     size = [max(s, r) for s, r in zip(shape, roi)]
     axis = stream_axis(size)
     t = max((a for a in range(3) if a != axis), key=lambda a: (size[a], -a))
-    budget = roi[axis] * size[3 - axis - t] * (5 * 4 + 4) * 2 * roi[t]  # spans of two ROIs
+    budget = roi[axis] * size[3 - axis - t] * (5 * 4 + 4) * roi[t]  # tiles about one ROI wide
     assert len(_tiles(size, roi, overlap, axis, budget)[1]) >= 3
     untiled = stream_probabilities(net, x, settings, CPU, 5)
     seen = []
@@ -112,7 +112,7 @@ def test_predictor_tiles_on_the_input_grid_and_equals_the_full_path(monkeypatch)
     calls = []
     real = streaming.plan_tiles
     monkeypatch.setattr(streaming, "plan_tiles", lambda *a: calls.append(real(*a)) or calls[-1])
-    monkeypatch.setattr(predictor_module, "TILE_BUFFER_BYTES", 16 * 19 * (4 * 4 + 4) * 32)
+    monkeypatch.setattr(predictor_module, "TILE_BUFFER_BYTES", 16 * 19 * (4 * 4 + 4) * 16)  # one ROI wide
     low = pred.predict([image], tta=True, low_memory=True, uncertainty=True)
     assert calls and all(len(tiles) >= 3 for _, tiles in calls)
     full = pred.predict([image], tta=True, low_memory=False, uncertainty=True)

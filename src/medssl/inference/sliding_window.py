@@ -125,7 +125,7 @@ def probabilities(net: torch.nn.Module, image: torch.Tensor, settings: WindowSet
                 out = torch.zeros((1, probs.shape[1], *size), dtype=stitch_dtype)
                 counts = torch.zeros((1, 1, *size), dtype=stitch_dtype)
             for w, p in zip(batch, probs):
-                out[(0, slice(None), *w)] += weight * p
+                out[(0, slice(None), *w)] += p.mul_(weight)  # MONAI's weight * p, bit for bit, without a temporary
                 counts[(0, slice(None), *w)] += weight
         out /= counts
     crop = tuple(slice(a, a + n) for (a, _), n in zip(pads, shape))
