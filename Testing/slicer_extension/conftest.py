@@ -48,6 +48,18 @@ def scene():
     del logics
 
 
+@pytest.fixture(autouse=True)
+def ownTemporaryFolder(tmp_path, monkeypatch):
+    """The logics' temporary folders (``tempfile.mkdtemp``) go under the test's own ``tmp_path``: a test that
+    keeps them to read the files medssl wrote (``keepTemporaryFiles``) leaves nothing in the system's /tmp."""
+    import tempfile
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
 @pytest.fixture
 def medsslHome(tmp_path, monkeypatch):
     """An empty MEDSSL_HOME for the test (models, weights and training runs go there)."""
