@@ -36,12 +36,17 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def versions() -> Dict[str, str]:
-    """Versions recorded in metadata and printed by ``medssl info``."""
-    import monai
+    """Versions recorded in metadata and printed by ``medssl info``. MONAI's is read from its installed metadata:
+    ``import monai`` loads matplotlib and most of MONAI (1.4 s), which saving a package does not need."""
+    from importlib import metadata
 
     from .. import __version__
 
-    return {"medssl": __version__, "torch": torch.__version__, "monai": monai.__version__,
+    try:
+        monai_version = metadata.version("monai")
+    except metadata.PackageNotFoundError:
+        monai_version = "not installed"
+    return {"medssl": __version__, "torch": torch.__version__, "monai": monai_version,
             "python": platform.python_version()}
 
 
