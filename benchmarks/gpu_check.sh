@@ -51,60 +51,7 @@ section ddp_nccl 90 "$PY" -m torch.distributed.run --nproc_per_node 1 --standalo
   --device cuda --progress none --overwrite
 
 # 3. Step times of the published recipes (forward + backward + optimiser step, bf16 autocast).
-section step_times 180 "$PY" - "$OUT_DIR/step_times.json" <<'PYEOF'
-import json, sys, time, torch
-from medssl.models import build_network, resolve_arch
-from medssl.ssl import build_method
-from medssl.train.segmentation_task import SegmentationTask
-
-def timed(module, make_batch, steps=3):
-    module = module.cuda().train()
-    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
-    times = []
-    for i in range(steps + 1):
-        batch = make_batch()
-        torch.cuda.synchronize(); t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = module(batch)["loss"]
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    torch.cuda.reset_peak_memory_stats(); torch.cuda.empty_cache()
-    return {"step_s": sorted(times)[len(times) // 2], "peak_gb": round(peak, 2)}
-
-results = {}
-try:
-    arch = resolve_arch("resenc", "unet", {"preset": "L"})
-    ssl = build_method("mae3d", arch, {}, (160, 160, 160))
-    g = 160 // int(ssl.cfg.block)
-    results["resenc_L_mae3d_160_b2"] = timed(ssl, lambda: {"image": torch.randn(2, 1, 160, 160, 160, device="cuda"),
-                                                           "mask": torch.rand(2, g, g, g, device="cuda") < 0.75})
-except Exception as exc:  # noqa: BLE001 - a report, not a test: record and go on
-    results["resenc_L_mae3d_160_b2"] = {"error": str(exc).splitlines()[0][:300]}
-try:
-    net = build_network(resolve_arch("swin_unetr", "swin_unetr", {"preset": "B"}), 1, 14)
-    results["voco_B_finetune_96_b2"] = timed(SegmentationTask(net), lambda: {
-        "image": torch.randn(2, 1, 96, 96, 96, device="cuda"),
-        "label": torch.randint(0, 14, (2, 96, 96, 96), device="cuda")})
-except Exception as exc:  # noqa: BLE001
-    results["voco_B_finetune_96_b2"] = {"error": str(exc).splitlines()[0][:300]}
-try:
-    arch = resolve_arch("vit3d", "unetr", {"preset": "L"})
-    ssl = build_method("dino3d", arch, {}, (112, 112, 112))
-    cfg = ssl.cfg
-    def dino_batch():
-        g = torch.randn(2 * 2, 1, *(cfg.global_size,) * 3, device="cuda")
-        loc = torch.randn(cfg.n_local * 2, 1, *(cfg.local_size,) * 3, device="cuda")
-        masks = torch.zeros(4, ssl.n_tokens, dtype=torch.bool, device="cuda"); masks[:, ::2] = True
-        return {"global": g, "local": loc, "masks": masks}
-    results["3dino_vitL_dino3d_112_b2"] = timed(ssl, dino_batch)
-except Exception as exc:  # noqa: BLE001
-    results["3dino_vitL_dino3d_112_b2"] = {"error": str(exc).splitlines()[0][:300]}
-json.dump(results, open(sys.argv[1], "w"), indent=1)
-print(json.dumps(results))
-PYEOF
+section step_times 180 "$PY" benchmarks/gpu_step_times.py --out "$OUT_DIR/step_times.json"  # checked on a CPU by Testing/test_gpu_check.py
 
 # 4. medssl predict of a 512x512x300 volume on the GPU (default runtime: torch bf16 autocast).
 MEDSSL_BENCH_DEVICE=cuda section predict_large 150 "$PY" benchmarks/predict_vs_monai.py --skip-speed --skip-bare-large --large-roi 128
