@@ -76,3 +76,17 @@ def test_noisy_scores_fall_back_to_every_class(monkeypatch):
     real = lr.argmax_by_class
     monkeypatch.setattr(lr, "argmax_by_class", lambda *a: calls.append(1) or real(*a))
     assert np.array_equal(slab_label_index(block, sub, slab), real(block, sub, slab)) and calls == [1]
+
+
+@pytest.mark.parametrize("classes, dtype", [(9, np.float32), (14, np.float16), (300, np.float32)])
+def test_class_argmax_equals_numpy_argmax_ties_included(classes, dtype):
+    from medssl.data.label_resample import class_argmax
+
+    rng = np.random.default_rng(classes)
+    scores = rng.integers(0, 4, size=(classes, 7, 9, 11)).astype(dtype)  # few values: ties everywhere
+    got = class_argmax(scores)
+    assert got.dtype == (np.uint8 if classes <= 256 else np.int32)
+    np.testing.assert_array_equal(got, np.argmax(scores, axis=0))
+    view = scores[:, 1:, ::2]  # strided, as the streamed chunks are
+    np.testing.assert_array_equal(class_argmax(torch.from_numpy(np.ascontiguousarray(view))), np.argmax(view, 0))
+    np.testing.assert_array_equal(class_argmax(view), np.argmax(view, axis=0))

@@ -15,7 +15,8 @@ Part 2 (memory): a 512x512x300 volume with a 14-class network, predicted on the 
 Part 3 (``--runtimes``, issue 19): Colin27 at the plan's spacing (default 3 mm, ROI 48 as the demo), side by
 side in one run: (a) ``medssl predict --runtime R`` end to end (after one warm-up run that exports the ONNX
 file and fills OpenVINO's cache, as any later run finds them) against bare MONAI float32; (b) the sliding-window
-part alone on the same preprocessed tensor, ``R``'s window network against bare MONAI float32; (c) labels of
+part alone on the same preprocessed tensor, ``R``'s window network and medssl's arg-max (`class_argmax`) against
+bare MONAI float32 and ``argmax(1)``; (c) labels of
 (b) against float32 on the network grid. The load average is printed, as the 2 cores may be shared.
 The networks have random weights (time and memory do not depend on them) unless ``--package`` gives a trained
 one (label agreement does: near ties are many in a random network). ``--respace MM`` plans that package at MM
@@ -64,6 +65,7 @@ import SimpleITK as sitk
 from monai.inferers import sliding_window_inference
 from medssl.data.preprocess import preprocess
 from medssl.inference.predictor import Predictor
+from medssl.data.label_resample import class_argmax
 from medssl.inference.sliding_window import count_windows, probabilities
 torch.set_num_threads(int(sys.argv[3]))
 runtime, out = sys.argv[4], sys.argv[5]
@@ -78,9 +80,10 @@ with torch.inference_mode():
     if runtime == "monai":
         y = sliding_window_inference(x, settings.roi, settings.sw_batch_size, lambda w: torch.softmax(net(w), 1),
                                      overlap=settings.overlap, mode=settings.mode, sigma_scale=settings.sigma_scale)
+        labels = y.argmax(1)[0].numpy().astype(np.uint8)  # what a MONAI user writes
     else:
         y = probabilities(net, x, settings, pred.device, torch.float32, None, pred.choice.amp_dtype)
-    labels = y.argmax(1)[0].numpy().astype(np.uint8)
+        labels = class_argmax(y[0])  # what medssl predict does
 dt = time.perf_counter() - t0
 np.save(out, labels)
 print(json.dumps({"seconds": dt, "choice": pred.choice.describe(pred.device),

@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..io.geometry import array_ijk, image_from_ijk
-from .label_resample import slab_label_index
+from .label_resample import class_argmax, slab_label_index
 from .preprocess import PreprocessRecord
 
 
@@ -36,7 +36,7 @@ def scores_to_labels(scores: np.ndarray, record: PreprocessRecord, label_values:
     values = np.asarray(label_values)
     dtype = np.uint8 if values.max() < 256 else np.uint16
     if record.identity():
-        index = np.argmax(scores, axis=0)
+        index = class_argmax(scores)
         return image_from_ijk(values.astype(dtype)[index], record.input_grid)
     writer = SlabLabels(record, label_values, axis=0)
     writer.add(0, np.asarray(scores))

@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..data.label_resample import class_argmax
 from ..data.postprocess import SlabLabels, entropy, scalar_to_input_grid, scores_to_input_grid, scores_to_labels
 from ..data.preprocess import Preprocessed, preprocess
 from ..errors import InputError
@@ -203,7 +204,7 @@ class Predictor:
         unc = np.zeros(shape, np.float32) if want_unc else None
         for region, probs in stitcher.run(net, image, self.device, k, progress, amp):
             if identity:
-                index[region] = probs.argmax(0).numpy()
+                index[region] = class_argmax(probs)
             else:
                 slabs.add(region[axis].start, probs.numpy().astype(np.float16))
             if unc is not None:
