@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import _expand_images
+from ..data.label_resample import class_argmax
 from ..data.postprocess import entropy
 from ..data.preprocess import preprocess
 from ..errors import InputError, MedSSLError
@@ -53,7 +54,7 @@ class CaseScore:
 def score_probabilities(probs: np.ndarray) -> Dict[str, Optional[float]]:
     """``probs``: (K, ...) TTA-mean class probabilities -> score, mean_entropy, uncertain_fraction, foreground_fraction."""
     h = entropy(probs)
-    foreground = probs.argmax(0) != 0
+    foreground = class_argmax(probs) != 0
     if not foreground.any():
         return {"score": 1.0, "mean_entropy": None, "uncertain_fraction": None, "foreground_fraction": 0.0}
     uncertain = h > UNCERTAIN
