@@ -20,7 +20,7 @@ bare MONAI float32 and ``argmax(1)``; (c) labels of
 (b) against float32 on the network grid. The load average is printed, as the 2 cores may be shared.
 The networks have random weights (time and memory do not depend on them) unless ``--package`` gives a trained
 one (label agreement does: near ties are many in a random network). ``--respace MM`` plans that package at MM
-(e.g. the demo's 3 mm network on Colin27's own 1 mm grid: 576 windows instead of 8), so that the sliding window
+(e.g. the demo's 3 mm network on Colin27's own 1 mm grid: 441 windows instead of 8), so that the sliding window
 is the work being compared and not the per-case costs (read, load, write: about 1.8 s here, fixed).
 """
 from __future__ import annotations
