@@ -15,14 +15,17 @@ from medssl.inference.ranking import UNCERTAIN, score_probabilities
 
 @pytest.fixture(scope="module")
 def brain_model(tmp_path_factory, kmeans_t1) -> Path:
-    """A brain-mask model fine-tuned on the ITK KmeansTest T1 (mask: its skull-stripped version > 0)."""
+    """A brain-mask model fine-tuned on the ITK KmeansTest T1 (mask: its skull-stripped version > 0), in float32 on
+    every CPU (``amp: off``; bf16 autocast would train another model where the CPU has it). With 120 steps the
+    trained T1 scored 0.28-0.51 below the macaque T1 over seeds 0-2 (80 steps: 0.08-0.29; AVX2 CPU)."""
     from medssl.train.finetune import finetune
 
     folder = tmp_path_factory.mktemp("rank")
     strip = sitk.ReadImage(str(require(kmeans_t1.with_name("KmeansTest_T1RawSkullStrip.nii.gz"))))
     sitk.WriteImage(sitk.Cast(strip > 0, sitk.sitkUInt8), str(folder / "brain.nii.gz"))
     return finetune([str(kmeans_t1)], [str(folder / "brain.nii.gz")], folder / "model", backbone="resenc:test",
-                    overrides={"loop": {"steps": 80, "checkpoint_every": 100, "validate_every": 0, "lr": 0.01},
+                    overrides={"loop": {"steps": 120, "checkpoint_every": 200, "validate_every": 0, "lr": 0.01,
+                                        "amp": "off"},
                                "patch_size": [32, 32, 32], "spacing": [4.0, 4.0, 4.0]}, device="cpu")
 
 
@@ -39,7 +42,7 @@ def test_trained_volume_ranks_below_other_modality_and_resolution(tmp_path, brai
     order = [r["name"] for r in ranking]
     assert order[-1] == "broken" and ranking[-1]["error"] and ranking[-1]["score"] is None
     scores = {r["name"]: r["score"] for r in ranking[:-1]}
-    assert scores["KmeansTest_T1UCharRaw"] < min(scores["bold"], scores["inia19-t1-brain"]) - 0.2, ranking
+    assert scores["KmeansTest_T1UCharRaw"] < min(scores["bold"], scores["inia19-t1-brain"]) - 0.1, ranking
     assert order.index("KmeansTest_T1UCharRaw") == 2
     trained = ranking[2]
     assert 0 < trained["mean_entropy"] < 1 and 0 < trained["foreground_fraction"] < 1

@@ -1,4 +1,5 @@
-"""Step times of the published recipes (forward + backward + AdamW step, bf16 autocast): section 3 of
+"""Step times of the published recipes (forward + backward + AdamW step, bf16 autocast; on a CPU only where it
+computes bf16 natively, as emulated bf16 is several times slower than float32): section 3 of
 ``benchmarks/gpu_check.sh`` (issue 19, part 6).
 
     python benchmarks/gpu_step_times.py --out step_times.json            # on the GPU: the recipes' sizes
@@ -19,6 +20,7 @@ from typing import Callable, Dict
 
 import torch
 
+from medssl.inference.runtimes import cpu_has_bf16
 from medssl.models import build_network, resolve_arch
 from medssl.ssl import build_method
 from medssl.train.segmentation_task import SegmentationTask
@@ -38,13 +40,14 @@ def _sync(device: torch.device) -> None:
 def timed(module: torch.nn.Module, make_batch: Callable[[], Dict], device: torch.device, steps: int) -> Dict:
     """Median step time (s) and peak device memory (GB; CUDA only) of ``module(batch)["loss"]``."""
     module = module.to(device).train()
+    amp = device.type == "cuda" or cpu_has_bf16()  # a CPU without native bf16 emulates it, several times slower
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     times = []
     for i in range(steps + 1):
         batch = make_batch()
         _sync(device)
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = module(batch)["loss"]
         loss.backward()
         opt.step()
@@ -52,7 +55,7 @@ def timed(module: torch.nn.Module, make_batch: Callable[[], Dict], device: torch
         _sync(device)
         if i:
             times.append(time.perf_counter() - t0)
-    result = {"step_s": sorted(times)[len(times) // 2]}
+    result = {"step_s": sorted(times)[len(times) // 2], "autocast": "bf16" if amp else "off"}
     if device.type == "cuda":
         result["peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         torch.cuda.reset_peak_memory_stats()
