@@ -194,7 +194,16 @@ def part_runtimes(tmp: Path, backbone: str, roi: int, spacing: float | None, rep
     return {"choice": runs["sw"][0]["choice"], "windows": runs["sw"][0]["windows"], "e2e_s": med["e2e"],
             "bare_monai_s": med["bare"], "e2e_ratio": med["e2e"] / med["bare"], "sw_s": med["sw"],
             "sw_monai_f32_s": med["sw_f32"], "sw_ratio": med["sw"] / med["sw_f32"], "label_agreement": agree,
-            "load_average": [round(x, 1) for x in load], "threads": threads}
+            "load_average": [round(x, 1) for x in load], "threads": threads, "cpu": cpu_description()}
+
+
+def cpu_description() -> str:
+    """The CPU's model name and whether it computes bf16 natively (the figures differ by a factor of 2-5)."""
+    from medssl.inference.runtimes import cpu_has_bf16
+
+    name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                "unknown CPU") if os.path.exists("/proc/cpuinfo") else "unknown CPU"
+    return f"{name}, {'native bf16 (AMX/AVX-512-BF16)' if cpu_has_bf16() else 'no native bf16'}"
 
 
 def _print_runtimes(r: dict, backbone: str, roi: int, spacing) -> None:
@@ -225,6 +234,7 @@ def main() -> int:
     p.add_argument("--runtime", default="auto", help="part 3: medssl's --runtime (auto, torch, openvino)")
     p.add_argument("--spacing", type=float, default=3.0, help="part 3: plan spacing in mm (0: native grid)")
     p.add_argument("--package", help="part 3: a trained package instead of random weights")
+    p.add_argument("--results-suffix", help="part 3: write results/predict_runtimes[_MMmm]_SUFFIX.json (another CPU)")
     p.add_argument("--respace", type=float, help="part 3: run --package planned at this spacing (mm) instead")
     args = p.parse_args()
     if not COLIN.exists():
@@ -259,6 +269,8 @@ def main() -> int:
         print(f"benchmark wall time {time.time() - t0:.0f} s")
         if args.runtimes:  # the figures the README quotes, kept with the date and the machine's load
             name = "predict_runtimes.json" if not args.respace else f"predict_runtimes_{args.respace:g}mm.json"
+            if args.results_suffix:
+                name = name.replace(".json", f"_{args.results_suffix}.json")
             out = Path(__file__).parent / "results" / name
             out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "backbone": args.backbone,
                                        "package": args.package, "respace_mm": args.respace, **result}, indent=1))
