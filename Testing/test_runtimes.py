@@ -71,6 +71,19 @@ def test_cpu_flags_are_read_from_proc_cpuinfo(tmp_path):
     assert runtimes.cpu_flags.__wrapped__(str(tmp_path / "none")) == frozenset()
 
 
+@pytest.mark.parametrize("flags, units", [
+    ("avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "AMX (native bf16)"),
+    ("avx2 avx512f avx512_bf16", "AVX-512-BF16 (native bf16), no AMX"),  # AMD Zen 4
+    ("avx2 avx512f", "AVX-512 without bf16 (no native bf16)"),
+    ("fma avx2", "AVX2 (no native bf16)"),  # AMD Zen 3
+    ("", "no AVX2 (no native bf16)")])
+def test_cpu_description_names_the_model_and_its_vector_units(tmp_path, flags, units):
+    info = tmp_path / f"cpuinfo_{len(flags)}"
+    info.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 {flags}\n")
+    assert runtimes.cpu_description(str(info)) == f"AMD EPYC 9R14, {units}"
+    assert runtimes.cpu_description(str(tmp_path / "none")) == "unknown CPU, no AVX2 (no native bf16)"
+
+
 def _arrays(pred):
     return {k: sitk.GetArrayFromImage(v) for k, v in vars(pred).items() if v is not None}
 

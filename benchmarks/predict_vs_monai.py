@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from medssl.inference.runtimes import cpu_description
+
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
 
 BARE_MONAI = r"""
@@ -195,15 +197,6 @@ def part_runtimes(tmp: Path, backbone: str, roi: int, spacing: float | None, rep
             "bare_monai_s": med["bare"], "e2e_ratio": med["e2e"] / med["bare"], "sw_s": med["sw"],
             "sw_monai_f32_s": med["sw_f32"], "sw_ratio": med["sw"] / med["sw_f32"], "label_agreement": agree,
             "load_average": [round(x, 1) for x in load], "threads": threads, "cpu": cpu_description()}
-
-
-def cpu_description() -> str:
-    """The CPU's model name and whether it computes bf16 natively (the figures differ by a factor of 2-5)."""
-    from medssl.inference.runtimes import cpu_has_bf16
-
-    name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                "unknown CPU") if os.path.exists("/proc/cpuinfo") else "unknown CPU"
-    return f"{name}, {'native bf16 (AMX/AVX-512-BF16)' if cpu_has_bf16() else 'no native bf16'}"
 
 
 def _print_runtimes(r: dict, backbone: str, roi: int, spacing) -> None:

@@ -120,9 +120,10 @@ def main(argv=None) -> int:
     p.add_argument("--save", default=None, help="also write the JSON to benchmarks/results/SAVE (--demo: "
                                                  "train_step_bf16_demo.json)")
     args = p.parse_args(argv)
-    from medssl.inference.runtimes import cpu_has_bf16
+    from medssl.inference.runtimes import cpu_description, cpu_has_bf16
 
-    result = demo_benchmark(args) if args.demo else {**step_benchmark(args), "cpu_bf16": cpu_has_bf16()}
+    result = demo_benchmark(args) if args.demo else {**step_benchmark(args), "cpu_bf16": cpu_has_bf16(),
+                                                     "cpu": cpu_description()}
     text = json.dumps(result, indent=1)
     print(text)
     save = args.save or ("train_step_bf16_demo.json" if args.demo else None)

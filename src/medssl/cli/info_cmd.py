@@ -1,4 +1,5 @@
-"""``medssl info``: versions, torch, CUDA and GPU memory, cache folder (for bug reports and Slicer);
+"""``medssl info``: versions, torch, CUDA and GPU memory, the CPU's vector units with what ``--runtime auto`` and
+``amp: auto`` pick on it, cache folder (for bug reports and Slicer);
 ``medssl info --plan PKG``: the plan of a model package, export or run, each field with the rule that chose it."""
 from __future__ import annotations
 
@@ -20,9 +21,17 @@ def collect() -> dict:
     from ..home import medssl_home
     from ..hub.package import versions
     from ..inference.devices import gpu_summary
+    from ..inference.runtimes import choose_runtime, cpu_description
+    from ..train.loop import _amp_dtype
 
+    cpu = torch.device("cpu")
+    predict = choose_runtime("auto", cpu)
+    train = _amp_dtype("auto", cpu)
     return {**versions(), "cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda,
-            "gpus": gpu_summary(), "cpu_threads": torch.get_num_threads(), "medssl_home": str(medssl_home())}
+            "gpus": gpu_summary(), "cpu": cpu_description(), "cpu_threads": torch.get_num_threads(),
+            "cpu_predict": f"{predict.runtime} {predict.precision} ({predict.reason})",
+            "cpu_training": "bfloat16 autocast" if train is not None else "float32",
+            "medssl_home": str(medssl_home())}
 
 
 PLAN_FIELDS = ("spacing", "orientation", "normalization", "patch_size", "channels", "labels")

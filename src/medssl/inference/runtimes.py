@@ -53,6 +53,29 @@ def cpu_has_bf16() -> bool:
     return bool(BF16_FLAGS & cpu_flags())
 
 
+def cpu_vector_units(flags: FrozenSet[str]) -> str:
+    """The widest vector units among ``flags``, in words: what sets the CPU's speed in the README's figures (the
+    kinds measured: AMX, AVX-512-BF16 without AMX, AVX2 only; they differ by a factor of 2-5)."""
+    if "amx_bf16" in flags:
+        return "AMX (native bf16)"
+    if "avx512_bf16" in flags:
+        return "AVX-512-BF16 (native bf16), no AMX"
+    if "avx512f" in flags:
+        return "AVX-512 without bf16 (no native bf16)"
+    return ("AVX2" if "avx2" in flags else "no AVX2") + " (no native bf16)"
+
+
+def cpu_description(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name and vector units, e.g. ``"AMD EPYC, AVX-512-BF16 (native bf16), no AMX"``."""
+    name = "unknown CPU"
+    try:
+        with open(path) as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {cpu_vector_units(cpu_flags(path))}"
+
+
 def is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
 
