@@ -20,7 +20,7 @@ from typing import Callable, Dict
 
 import torch
 
-from medssl.inference.runtimes import cpu_has_bf16
+from medssl.inference.runtimes import cpu_trains_bf16
 from medssl.models import build_network, resolve_arch
 from medssl.ssl import build_method
 from medssl.train.segmentation_task import SegmentationTask
@@ -40,7 +40,7 @@ def _sync(device: torch.device) -> None:
 def timed(module: torch.nn.Module, make_batch: Callable[[], Dict], device: torch.device, steps: int) -> Dict:
     """Median step time (s) and peak device memory (GB; CUDA only) of ``module(batch)["loss"]``."""
     module = module.to(device).train()
-    amp = device.type == "cuda" or cpu_has_bf16()  # a CPU without native bf16 emulates it, several times slower
+    amp = device.type == "cuda" or cpu_trains_bf16()  # as the training loop: bf16 on a CPU only with AMX
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     times = []
     for i in range(steps + 1):

@@ -76,6 +76,18 @@ def cpu_description(path: str = "/proc/cpuinfo") -> str:
     return f"{name}, {cpu_vector_units(cpu_flags(path))}"
 
 
+def cpu_trains_bf16() -> bool:
+    """bf16 autocast *training* is native and correct on this CPU: AMX only.
+
+    On AVX-512-BF16 without AMX (AMD Zen 4, measured 2026-12-02, torch 2.13's oneDNN 3.12), the kernel that
+    computes convolution weight gradients in bf16 (``jit_bf16:avx512_core_bf16``, ``backward_weights``) reads
+    memory it never wrote when an output's depth is 2 (e.g. ``mb2_ic16oc16_id2od2kd3sd1pd1``, the deepest stage of
+    a 16^3 or 32^3 patch) or 1 after a stride of 2: the gradient differs on every call, by up to 1e36
+    (`Testing/test_bf16_training_cpu.py`). Forward passes and input gradients are correct there, so inference
+    keeps bf16 (`cpu_has_bf16`); training runs in float32."""
+    return "amx_bf16" in cpu_flags()
+
+
 def is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
 

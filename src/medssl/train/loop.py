@@ -97,6 +97,10 @@ class TrainLoop:
             for g in self.opt.param_groups:
                 g["wd_ratio"] = g["weight_decay"] / cfg.weight_decay if cfg.weight_decay else 0.0
         self.amp_dtype = _amp_dtype(cfg.amp, device)
+        if self.amp_dtype == torch.bfloat16 and device.type == "cpu" and not _cpu_trains_bf16():
+            self.sink.emit("log", message="warning: amp bf16 on a CPU without AMX: its bf16 convolution weight "
+                                          "gradients can be wrong (README, 'Other kinds of CPU'); use amp: auto "
+                                          "(float32 here)")
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step, self.best_metric, self.best_step, self.history = 0, None, None, []
         self.threads = 0  # CPU threads of this run (0: not chosen yet; a resumed run keeps its checkpoint's)
@@ -265,12 +269,19 @@ class TrainLoop:
                 self.on_best(self.step)
 
 
-def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """``auto``: bf16 on a GPU that has it (else fp16 with a scaler), bf16 on a CPU with AMX/AVX-512-BF16
-    (`benchmarks/train_step_bf16.py`), else float32."""
-    from ..inference.runtimes import cpu_has_bf16
+def _cpu_trains_bf16() -> bool:
+    from ..inference.runtimes import cpu_trains_bf16
 
-    if amp == "auto" and device.type == "cpu" and cpu_has_bf16():
+    return cpu_trains_bf16()
+
+
+def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """``auto``: bf16 on a GPU that has it (else fp16 with a scaler), bf16 on a CPU with AMX
+    (`benchmarks/train_step_bf16.py`; not on AVX-512-BF16 alone, whose bf16 weight gradients are wrong for some
+    shapes: `runtimes.cpu_trains_bf16`), else float32."""
+    from ..inference.runtimes import cpu_trains_bf16
+
+    if amp == "auto" and device.type == "cpu" and cpu_trains_bf16():
         return torch.bfloat16
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
