@@ -39,41 +39,45 @@ from medssl.inference.runtimes import cpu_description  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def window_batch(pred, batch: int) -> torch.Tensor:
-    """``(batch, C, *roi)``: windows from the middle of Colin27 after the package's preprocessing, else noise."""
-    roi = tuple(pred.plan.patch_size)
-    if not COLIN.exists():
-        return torch.randn(batch, pred.plan.num_channels, *roi)
+def colin_volume(pred) -> np.ndarray:
+    """Colin27 after the package's preprocessing, ``(C, *grid)`` float32."""
     import SimpleITK as sitk
 
     from medssl.data.preprocess import preprocess
 
-    x = torch.from_numpy(preprocess([sitk.ReadImage(str(COLIN))], pred.plan).image)
+    return preprocess([sitk.ReadImage(str(COLIN))], pred.plan).image
+
+
+def crop(x: np.ndarray, start, roi) -> np.ndarray:
+    """``(C, *roi)`` window of ``x`` at ``start``."""
+    return x[:, start[0]:start[0] + roi[0], start[1]:start[1] + roi[1], start[2]:start[2] + roi[2]]
+
+
+def window_batch(pred, batch: int, x: np.ndarray | None) -> torch.Tensor:
+    """``(batch, C, *roi)``: windows from the middle of ``x`` (Colin27 preprocessed), else noise."""
+    roi = tuple(pred.plan.patch_size)
+    if x is None:
+        return torch.randn(batch, pred.plan.num_channels, *roi)
     starts = [max(0, (s - r) // 2) for s, r in zip(x.shape[1:], roi)]
     crops = []
     for b in range(batch):  # neighbouring windows, shifted by a quarter ROI along the first axis
         s = [min(starts[0] + b * roi[0] // 4, max(0, x.shape[1] - roi[0])), *starts[1:]]
-        crops.append(x[:, s[0]:s[0] + roi[0], s[1]:s[1] + roi[1], s[2]:s[2] + roi[2]])
+        crops.append(torch.from_numpy(np.ascontiguousarray(crop(x, s, roi))))
     return torch.stack(crops)
 
 
-def colin_windows(pred, count: int, batch: int) -> List[np.ndarray]:
-    """``count`` float32 arrays ``(batch, C, *roi)``, each ``batch`` copies of one random window of Colin27."""
-    import SimpleITK as sitk
-
-    from medssl.data.preprocess import preprocess
-
-    x = preprocess([sitk.ReadImage(str(COLIN))], pred.plan).image
+def colin_windows(pred, x: np.ndarray, count: int, batch: int) -> List[np.ndarray]:
+    """``count`` float32 arrays ``(batch, C, *roi)``, each ``batch`` copies of one random window of ``x``."""
     roi, rng = tuple(pred.plan.patch_size), np.random.default_rng(0)
     out = []
     for _ in range(count):
         s = [int(rng.integers(0, max(1, d - r + 1))) for d, r in zip(x.shape[1:], roi)]
-        w = x[None, :, s[0]:s[0] + roi[0], s[1]:s[1] + roi[1], s[2]:s[2] + roi[2]]
-        out.append(np.ascontiguousarray(np.repeat(w, batch, 0), dtype=np.float32))
+        out.append(np.ascontiguousarray(np.repeat(crop(x, s, roi)[None], batch, 0), dtype=np.float32))
     return out
 
 
-def int8_call(pred, batch: int, calibration: int, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def int8_call(pred, x: np.ndarray, batch: int, calibration: int,
+              threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """OpenVINO int8 (NNCF post-training quantization of the package's ONNX file), compiled like the others."""
     import nncf
     import openvino as ov
@@ -87,20 +91,20 @@ def int8_call(pred, batch: int, calibration: int, threads: int) -> Callable[[tor
     core = ov.Core()
     model = core.read_model(str(onnx))
     model.reshape([batch, pred.plan.num_channels, *pred.plan.patch_size])
-    quantized = nncf.quantize(model, nncf.Dataset(colin_windows(pred, calibration, batch)),
+    quantized = nncf.quantize(model, nncf.Dataset(colin_windows(pred, x, calibration, batch)),
                               preset=nncf.QuantizationPreset.MIXED, subset_size=calibration)
     compiled = core.compile_model(quantized, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
                                                      "INFERENCE_PRECISION_HINT": "bf16"})
     return lambda x: torch.from_numpy(np.array(compiled(np.ascontiguousarray(x.numpy()))[0]))
 
 
-def candidates(package: Path, threads: int) -> Dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """name -> window callable, for each runtime/precision this machine can run."""
+def candidates(torch_pred, package: Path) -> Dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """name -> window callable, for each runtime/precision this machine can run (``torch_pred``: the package's
+    torch float32 predictor)."""
     from medssl.inference.openvino_runtime import openvino_available
     from medssl.inference.predictor import Predictor
 
     out: Dict[str, Callable] = {}
-    torch_pred = Predictor.from_package(package, "cpu", "torch", "float32")
     net = torch_pred.net.eval()
 
     def torch_call(dtype):
@@ -150,13 +154,16 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(args.package) if args.package else make_package(Path(tmp) / "pkg", args.backbone, 9, args.roi)
-        calls = candidates(package, args.threads)
         from medssl.inference.predictor import Predictor
 
         pred = Predictor.from_package(package, "cpu", "torch", "float32")
-        x = window_batch(pred, args.batch)
+        calls = candidates(pred, package)
+        volume = colin_volume(pred) if COLIN.exists() else None
+        x = window_batch(pred, args.batch, volume)
         if args.int8:
-            calls["openvino int8"] = int8_call(pred, args.batch, args.calibration, args.threads)
+            if volume is None:
+                raise SystemExit(f"error: --int8 calibrates on Colin27 ({COLIN}); install mricron-data")
+            calls["openvino int8"] = int8_call(pred, volume, args.batch, args.calibration, args.threads)
         load0 = os.getloadavg()[0]
         res = measure(calls, x, args.rounds)
     from medssl.inference.runtimes import choose_runtime
@@ -165,7 +172,8 @@ def main() -> int:
     result = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_description(), "threads": args.threads,
               "package": str(args.package or f"{args.backbone} random weights"), "roi": list(x.shape[2:]),
               "batch": args.batch, "rounds": args.rounds,
-              **({"int8_calibration_windows": args.calibration} if args.int8 else {}), "auto": f"{auto.runtime} {auto.precision}",
+              **({"int8_calibration_windows": args.calibration} if args.int8 else {}),
+              "auto": f"{auto.runtime} {auto.precision}",
               "load_average": [round(load0, 1), round(os.getloadavg()[0], 1)], "calls": res}
     print(f"{result['cpu']}; {args.threads} threads; batch {args.batch} of {tuple(x.shape[2:])}; auto picks "
           f"{result['auto']}; load average {result['load_average']}")

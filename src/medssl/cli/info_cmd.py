@@ -22,15 +22,14 @@ def collect() -> dict:
     from ..hub.package import versions
     from ..inference.devices import gpu_summary
     from ..inference.runtimes import choose_runtime, cpu_description
-    from ..train.loop import _amp_dtype
+    from ..train.loop import uses_amp
 
     cpu = torch.device("cpu")
     predict = choose_runtime("auto", cpu)
-    train = _amp_dtype("auto", cpu)
     return {**versions(), "cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda,
             "gpus": gpu_summary(), "cpu": cpu_description(), "cpu_threads": torch.get_num_threads(),
             "cpu_predict": f"{predict.runtime} {predict.precision} ({predict.reason})",
-            "cpu_training": "bfloat16 autocast" if train is not None else "float32",
+            "cpu_training": "bfloat16 autocast" if uses_amp("auto", cpu) else "float32",
             "medssl_home": str(medssl_home())}
 
 

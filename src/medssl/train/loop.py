@@ -97,7 +97,9 @@ class TrainLoop:
             for g in self.opt.param_groups:
                 g["wd_ratio"] = g["weight_decay"] / cfg.weight_decay if cfg.weight_decay else 0.0
         self.amp_dtype = _amp_dtype(cfg.amp, device)
-        if self.amp_dtype == torch.bfloat16 and device.type == "cpu" and not _cpu_trains_bf16():
+        from ..inference.runtimes import cpu_trains_bf16
+
+        if self.amp_dtype == torch.bfloat16 and device.type == "cpu" and not cpu_trains_bf16():
             self.sink.emit("log", message="warning: amp bf16 on a CPU without AMX: its bf16 convolution weight "
                                           "gradients can be wrong (README, 'Other kinds of CPU'); use amp: auto "
                                           "(float32 here)")
@@ -267,12 +269,6 @@ class TrainLoop:
             self.best_metric, self.best_step = float(metric), self.step
             if self.on_best is not None and self.dist.is_main:
                 self.on_best(self.step)
-
-
-def _cpu_trains_bf16() -> bool:
-    from ..inference.runtimes import cpu_trains_bf16
-
-    return cpu_trains_bf16()
 
 
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
