@@ -44,6 +44,15 @@ class OpenVinoWindowNet:
         if cache_dir is not None:
             self.config["CACHE_DIR"] = str(cache_dir)
         self._compiled: Dict[int, object] = {}
+        self.batch: Optional[int] = None  # `run_at_batch`
+
+    def run_at_batch(self, batch: int) -> None:
+        """Pad every later call of fewer windows to ``batch`` (the sliding window's window batch; `sliding_window`
+        sets it per run). A window's logits then depend only on the case and its settings, never on the batch
+        sizes earlier cases compiled: OpenVINO's bf16 kernels compiled for a batch of 1 and of 2 differ by up to
+        0.125 in a logit (2 and 4 agree), which gave a case segmented in a folder after others 253 voxels other
+        than alone (a short last batch had been padded to whatever size was compiled already)."""
+        self.batch = int(batch)
 
     def _compiled_for(self, batch: int):
         if batch not in self._compiled:
@@ -57,10 +66,9 @@ class OpenVinoWindowNet:
         """Logits of ``x``. They are OpenVINO's own output buffer (``share_outputs``: no 14 x 128^3 float32 copy
         per window), valid until the next call; the caller reads them (softmax) before calling again."""
         n = int(x.shape[0])
-        batch = n if n in self._compiled else min([b for b in self._compiled if b > n], default=n)  # a last,
-        # short batch is padded to a compiled size rather than compiled for its own
+        batch = max(n, self.batch or n)  # a last, short batch is padded to the run's batch, not compiled for its own
         data = x.detach().to("cpu", torch.float32)
-        if batch > n:  # one more window costs ~16 ms, compiling (or loading) a model for the short batch 0.1-0.24 s
+        if batch > n:  # one more window costs ~12 ms, compiling (or loading) a model for the short batch 0.1-0.24 s
             data = torch.cat([data, data.new_zeros((batch - n, *data.shape[1:]))])
         out = self._compiled_for(batch)(np.ascontiguousarray(data.numpy()), share_outputs=True)[0]
         return torch.from_numpy(np.asarray(out, dtype=np.float32))[:n]

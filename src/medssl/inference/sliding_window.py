@@ -78,6 +78,15 @@ def window_predictor(net: torch.nn.Module, device: torch.device, mirror_axes: Se
     return predict
 
 
+def fix_window_batch(net, batch: int) -> None:
+    """Tell a runtime whose outputs depend on the batch size it runs at (`OpenVinoWindowNet.run_at_batch`) the
+    window batch of this sliding window, so a short last batch is computed like the others; torch modules need
+    nothing (their batches are the case's own)."""
+    run_at_batch = getattr(net, "run_at_batch", None)
+    if run_at_batch is not None:
+        run_at_batch(batch)
+
+
 def _flipped_softmax(net: torch.nn.Module, x: torch.Tensor, dims: Tuple[int, ...]) -> torch.Tensor:
     inp = torch.flip(x, dims) if dims else x
     logits = net(inp).float()
@@ -116,6 +125,7 @@ def probabilities(net: torch.nn.Module, image: torch.Tensor, settings: WindowSet
     pads, size, windows = monai_windows(shape, roi, settings.overlap)
     padded = pad_like_monai(image.to(stitch_dtype), pads)
     weight = compute_importance_map(roi, settings.mode, settings.sigma_scale, dtype=stitch_dtype)
+    fix_window_batch(net, settings.sw_batch_size)
     predict = window_predictor(net, device, settings.mirror_axes, stitch_dtype, on_windows, amp_dtype)
     out = counts = None
     with torch.inference_mode():

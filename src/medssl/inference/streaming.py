@@ -22,7 +22,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from .sliding_window import WindowCallback, WindowSettings, window_predictor
+from .sliding_window import WindowCallback, WindowSettings, fix_window_batch, window_predictor
 from .windows import batches, compute_importance_map, monai_padding, monai_windows, pad_like_monai
 
 Region = Tuple[slice, slice, slice]
@@ -89,6 +89,7 @@ class StreamingStitcher:
         padded = pad_like_monai(image if image.dtype in (torch.float32, torch.bfloat16) else image.float(), pads)
         weight = compute_importance_map(roi, self.settings.mode, self.settings.sigma_scale,
                                         device=torch.device("cpu"), dtype=torch.float32)
+        fix_window_batch(net, self.settings.sw_batch_size)
         predict = window_predictor(net, device, self.settings.mirror_axes, torch.float32, on_windows, amp_dtype)
         with torch.inference_mode():
             for tile, mine in tiles:
