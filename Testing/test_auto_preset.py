@@ -61,3 +61,36 @@ def test_workers_never_exceed_the_cores(monkeypatch):
     assert [auto_preset.worker_count(n) for n in (0, 1, 8)] == [0, 1, 1]
     monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert auto_preset.worker_count(8) == 0
+
+
+def test_the_runs_own_memory_check_counts_every_crop_as_auto_does(monkeypatch):
+    """`pretrain.check_memory` (the refusal before a run starts, whatever the preset) estimated one patch per
+    volume: 5.96 GB for a VoCo run that took 17.0 GB (auto's estimate 17.4 GB), so ``--preset recipe`` (34 GB)
+    started on a 23 GB machine. It now counts the method's crops, as `auto_preset` does, and refuses in time."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from medssl.errors import ResourceError
+    from medssl.events import ListSink
+    from medssl.models import build_network, resolve_arch
+    from medssl.ssl import build_method
+    from medssl.train.pretrain import check_memory
+
+    patch = [64, 64, 64]
+    arch = resolve_arch("resenc", "unet", {"preset": "test"})
+    ssl = build_method("voco", arch, {}, patch)  # base crops of 64: 11 x 64^3 voxels a volume
+    net = build_network(arch, 1, 2)
+    plan, cfg = SimpleNamespace(num_channels=1, patch_size=patch), SimpleNamespace(loop=SimpleNamespace(amp="off"),
+                                                                                    batch_size=2)
+    monkeypatch.setattr(auto_preset.memory, "available_gb", lambda device: 1e6)
+    sink = ListSink()
+    check_memory(net, ssl, plan, cfg, torch.device("cpu"), sink)
+    logged = float(sink.of("log")[-1]["message"].split()[3])
+    cand = auto_preset.Candidate("resenc:test", 2, patch, {})
+    auto = auto_preset._estimate_gb("voco", cand, 1, False, {})
+    one_patch = auto_preset.memory.estimate_training(net, 1, patch, 2, False, optimised=ssl).total_gb
+    assert logged == pytest.approx(auto, rel=0.05) and logged > 1.5 * one_patch, (logged, auto, one_patch)
+    monkeypatch.setattr(auto_preset.memory, "available_gb", lambda device: (one_patch + auto) / 2 / 0.9)
+    with pytest.raises(ResourceError, match="training needs about"):
+        check_memory(net, ssl, plan, cfg, torch.device("cpu"), ListSink())

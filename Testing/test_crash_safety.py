@@ -50,3 +50,34 @@ def test_random_kills_during_pretrain_resume_from_the_checkpoint(tmp_path, kmean
     _check_killed_and_resumed(stats, 1)
     verify_export(out / "export")
     _no_hidden_leftovers(out)
+
+
+def test_sigterm_to_the_process_group_stops_a_run_with_workers_at_a_step_boundary(tmp_path, kmeans_t1):
+    """How MedSSL's Slicer modules cancel (SIGTERM to the process group; Ctrl+C likewise signals the terminal's
+    group): with DataLoader workers the signal used to kill them too, and torch raised "DataLoader worker ... is
+    killed by signal: Terminated" mid-step, a traceback and exit 1 instead of a checkpoint and exit 130. The
+    workers now leave the stop to the main process; the run then resumes to its end."""
+    import json
+    import os
+    import signal
+    import subprocess
+
+    from medssl_test_utils import run_cli, stdout_lines
+
+    out = tmp_path / "run"
+    args = pretrain_args(out, 40, "mae3d")
+    cfg = Path(args[args.index("--config") + 1])
+    cfg.write_text(cfg.read_text().replace('"num_workers": 0', '"num_workers": 1'))
+    proc = subprocess.Popen([sys.executable, "-m", "medssl", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # its own group, as ProcessRunner starts it
+    for line in stdout_lines(proc):
+        if '"step"' in line and json.loads(line)["step"] >= 1:
+            os.killpg(proc.pid, signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "cancelled at step" in err and "--resume" in err, err
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    done = [json.loads(x) for x in resumed.stdout.splitlines() if x.startswith("{")][-1]
+    assert done["event"] == "done" and done["steps"] == 40, done

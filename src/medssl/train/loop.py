@@ -58,6 +58,16 @@ class LoopConfig:
     max_bad_steps: int = 20
 
 
+def leave_stopping_to_the_main_process(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: the worker ignores SIGTERM and SIGINT. A cancel (MedSSL's Slicer modules send
+    SIGTERM to the whole process group; Ctrl+C sends SIGINT to the terminal's) otherwise killed the workers too,
+    and torch's SIGCHLD check then raised "DataLoader worker ... is killed by signal: Terminated" in the main
+    process in the middle of a step: a traceback and no checkpoint instead of the stop at the next step boundary.
+    The main process stops the workers itself when its loader goes; a SIGKILL still ends them all."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
     """Clip to ``max_norm``: the whole model at once, or each part of ``model.grad_clip_groups()`` on its own
     (3DINO clips backbone, DINO head and iBOT head separately, ``train3d.py``). Returns the largest norm."""
@@ -211,7 +221,8 @@ class TrainLoop:
         loader = torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=sampler,
                                              num_workers=workers,
                                              generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps the global RNG untouched
-                                             persistent_workers=False, prefetch_factor=2 if workers else None)
+                                             persistent_workers=False, prefetch_factor=2 if workers else None,
+                                             worker_init_fn=leave_stopping_to_the_main_process if workers else None)
         return iter(loader)
 
     def _one_step(self, loader) -> tuple:

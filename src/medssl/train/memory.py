@@ -48,13 +48,15 @@ def activation_bytes_per_voxel(net: torch.nn.Module, in_channels: int, side: int
 
 def estimate_training(net: torch.nn.Module, in_channels: int, patch: Sequence[int], batch: int,
                       amp: bool, probe_side: Optional[int] = None,
-                      optimised: Optional[torch.nn.Module] = None) -> MemoryEstimate:
+                      optimised: Optional[torch.nn.Module] = None,
+                      voxels_per_sample: Optional[int] = None) -> MemoryEstimate:
     """Memory of one training step with AdamW for ``batch`` patches of size ``patch`` through ``net``;
     ``optimised`` is the module whose parameters the optimiser holds (default ``net``; for pretraining, the
-    SSL method with its heads and teacher)."""
+    SSL method with its heads and teacher); ``voxels_per_sample``: what the network sees per sample when that is
+    more than one patch (multi-crop methods, `SSLMethod.forward_voxels`)."""
     side = probe_side or 2 * max(int(getattr(net, "size_divisor", 16)), 8)
     per_voxel = activation_bytes_per_voxel(net, in_channels, side)
-    voxels = batch * patch[0] * patch[1] * patch[2]
+    voxels = batch * (voxels_per_sample or patch[0] * patch[1] * patch[2])
     acts = per_voxel * voxels * (0.6 if amp else 1.0)
     params = sum(p.numel() for p in (optimised or net).parameters()) * 16
     return MemoryEstimate(params / GB, acts / GB)
@@ -62,12 +64,14 @@ def estimate_training(net: torch.nn.Module, in_channels: int, patch: Sequence[in
 
 def check_training_fits(net: torch.nn.Module, in_channels: int, patch: Sequence[int], batch: int,
                         device: torch.device, amp: bool, margin: float = 0.9,
-                        optimised: Optional[torch.nn.Module] = None, advice: Optional[str] = None) -> MemoryEstimate:
+                        optimised: Optional[torch.nn.Module] = None, advice: Optional[str] = None,
+                        voxels_per_sample: Optional[int] = None) -> MemoryEstimate:
     """Raise `ResourceError` with advice when one training step will not fit in ``device``'s free memory.
 
     ``advice`` replaces the default suggestion (a smaller ``--patch-size``, ``batch_size: 1``), e.g. for
     ``medssl pretrain``, whose patch is set in ``--config``."""
-    est = estimate_training(net, in_channels, patch, batch, amp, optimised=optimised)
+    est = estimate_training(net, in_channels, patch, batch, amp, optimised=optimised,
+                            voxels_per_sample=voxels_per_sample)
     free = available_gb(device)
     if est.total_gb > margin * free:
         where = f"GPU {device}" if device.type == "cuda" else "this machine"
