@@ -92,5 +92,9 @@ def test_the_runs_own_memory_check_counts_every_crop_as_auto_does(monkeypatch):
     one_patch = auto_preset.memory.estimate_training(net, 1, patch, 2, False, optimised=ssl).total_gb
     assert logged == pytest.approx(auto, rel=0.05) and logged > 1.5 * one_patch, (logged, auto, one_patch)
     monkeypatch.setattr(auto_preset.memory, "available_gb", lambda device: (one_patch + auto) / 2 / 0.9)
-    with pytest.raises(ResourceError, match="training needs about"):
+    with pytest.raises(ResourceError, match="training needs about") as refused:
         check_memory(net, ssl, plan, cfg, torch.device("cpu"), ListSink())
+    assert "--preset auto" not in str(refused.value)  # auto itself found nothing smaller that fits
+    with pytest.raises(ResourceError, match=r"; use --preset auto \(the default: the recipe scaled down to fit\), or "
+                                            r"--batch-size 1"):
+        check_memory(net, ssl, plan, cfg, torch.device("cpu"), ListSink(), auto=False)  # --preset recipe

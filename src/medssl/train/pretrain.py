@@ -156,15 +156,18 @@ def check_export(method: SSLMethod, plan: Plan) -> torch.nn.Module:
 
 
 def check_memory(net: torch.nn.Module, ssl: SSLMethod, plan: Plan, cfg: PretrainConfig, dev: torch.device,
-                 sink: EventSink) -> None:
+                 sink: EventSink, auto: bool = True) -> None:
     """The fine-tuning memory estimate (`check_training_fits`) for the plan's network on ``batch_size``
     volumes, each as many voxels as the method passes through it (`SSLMethod.forward_voxels`: VoCo's 3 x 3
     bases and 2 crops, DINO's global and local crops; the estimate `auto_preset` fits), with the optimiser
     holding every parameter of the method (heads, teacher). Counting one patch instead said 5.96 GB for a VoCo
-    run that took 17.0 GB (auto's estimate: 17.4), and let ``--preset recipe`` (34 GB) start on a 23 GB machine."""
+    run that took 17.0 GB (auto's estimate: 17.4), and let ``--preset recipe`` (34 GB) start on a 23 GB machine.
+    Without ``auto`` (another preset was asked for) the refusal names ``--preset auto`` first."""
     amp = uses_amp(cfg.loop.amp, dev)
     est = check_training_fits(net, plan.num_channels, plan.patch_size, cfg.batch_size, dev, amp, optimised=ssl,
-                              advice=OOM_ADVICE["pretrain"], voxels_per_sample=ssl.forward_voxels())
+                              advice=("" if auto else "use --preset auto (the default: the recipe scaled down to "
+                                      "fit), or ") + OOM_ADVICE["pretrain"].removeprefix("use "),
+                              voxels_per_sample=ssl.forward_voxels())
     sink.emit("log", message=f"estimated training memory {est.total_gb:.2f} GB on {dev}")
 
 
@@ -190,7 +193,7 @@ def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Opti
     ssl = build_method(method, plan.architecture, cfg.method, plan.patch_size)
     net = check_export(ssl, plan)
     dev = _device(device, dist)
-    check_memory(net, ssl, plan, cfg, dev, sink)
+    check_memory(net, ssl, plan, cfg, dev, sink, auto)
     del net
     result = _train(ssl.to(dev), volumes, cfg, paths, dev, dist, resume, sink)
     if dist.is_main:
