@@ -76,3 +76,48 @@ def test_pretraining_two_processes_equal_one_with_the_whole_batch(tmp_path):
     assert_close_weights(a, b, 1e-5)
     start = load_checkpoint(tmp_path / "one" / "training" / "checkpoint_last.pt")
     assert start["step"] == load_checkpoint(tmp_path / "ddp" / "training" / "checkpoint_last.pt")["step"] == STEPS
+
+
+def _rank_pid(torchrun_pid: int, rank: int) -> int | None:
+    """The pid of ``torchrun``'s worker process with ``RANK=rank`` (read from /proc), None until it runs."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != torchrun_pid:
+                continue
+            env = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if f"RANK={rank}".encode() in env:
+            return int(stat.parent.name)
+    return None
+
+
+def test_a_stop_asked_of_one_process_stops_every_process_at_the_same_step(tmp_path):
+    """A signal reaches torchrun's processes at different moments; here it reaches rank 1 only, the worst case.
+    Ranks agree on stopping (one all-reduce a step): rank 0 checkpoints and both end with the cancel line, where
+    rank 0 went on alone into the next all-reduce ("Connection closed by peer") and died without a checkpoint."""
+    import json
+    import signal
+
+    from medssl_test_utils import stdout_lines
+
+    t1 = str(require(ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz"))
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump({"backbone": "resenc:test", "patch_size": [16, 16, 16], "spacing": 4.0,
+                                   "batch_size": 1, "method": {"crop_size": [16, 16, 16]},
+                                   "loop": {"steps": 500, "checkpoint_every": 1000, "log_every_s": 0,
+                                            "num_workers": 0}}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "medssl",
+           "pretrain", "--method", "volume_fusion", "--images", t1, "--out", str(tmp_path / "ddp"), "--preset", "cpu",
+           "--config", str(cfg), "--device", "cpu", "--progress", "json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **ENV})
+    for line in stdout_lines(proc, timeout=300):
+        if line.startswith("{") and json.loads(line).get("event") == "step" and json.loads(line)["step"] >= 3:
+            os.kill(_rank_pid(proc.pid, 1), signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert "Connection closed by peer" not in err, err[-3000:]
+    saved = load_checkpoint(tmp_path / "ddp" / "training" / "checkpoint_last.pt")["step"]
+    assert 3 <= saved < 500
+    assert err.count(f"error: cancelled at step {saved} of 500;") == err.count("cancelled at step") == 2, err[-3000:]

@@ -67,6 +67,17 @@ class DistContext:
         else:
             yield
 
+    def any(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is true on any (one all-reduce of a scalar; on the GPU for NCCL)."""
+        if not self.active:
+            return flag
+        import torch.distributed as dist
+
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        t = torch.tensor([1 if flag else 0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def barrier(self) -> None:
         if self.active:
             import torch.distributed as dist

@@ -172,7 +172,11 @@ class TrainLoop:
                 signal.signal(s, handler)
 
     def _stop_if_requested(self) -> None:
-        if getattr(self, "_stop_requested", False):
+        """Under ``torchrun`` every process stops at the same step when any was asked to (`DistContext.any`): a
+        signal reaches the processes at slightly different moments, and one that stopped a step earlier left the
+        others waiting in the next gradient all-reduce for a peer that had gone (gloo: "Connection closed by peer",
+        a traceback, and rank 0 died without a checkpoint when it was the one left)."""
+        if self.dist.any(getattr(self, "_stop_requested", False)):
             self.save()
             raise Cancelled(f"cancelled at step {self.step} of {self.cfg.steps}; the checkpoint is saved: "
                             f"continue with --resume")
