@@ -170,17 +170,31 @@ def test_a_short_last_batch_is_padded_not_compiled_again(tiny_package):
     torch.testing.assert_close(one, both[1:], atol=1e-5, rtol=1e-5)
 
 
+ALIKE_ALONE_AND_AFTER = r"""
+import sys, numpy as np, SimpleITK as sitk
+from medssl.inference.predictor import Predictor
+package, image = sys.argv[1], sitk.ReadImage(sys.argv[2])
+small = image[: image.GetWidth() // 3, : image.GetHeight() // 3, :20]  # one window at 3 mm (28x28x20)
+alone = Predictor.from_package(package, "cpu", "openvino", "auto")
+first = alone.predict([small], probabilities=True)
+assert sorted(alone.window_net()._compiled) == [alone.settings().sw_batch_size] == [2], alone.window_net()._compiled
+folder = Predictor.from_package(package, "cpu", "openvino", "auto")
+folder.predict([image])
+after = folder.predict([small], probabilities=True)
+print(np.array_equal(sitk.GetArrayFromImage(first.probabilities), sitk.GetArrayFromImage(after.probabilities)))
+"""
+
+
 def test_a_case_segments_alike_alone_and_after_other_cases(tiny_package, kmeans_t1):
     """A folder run reuses one predictor. A one-window case (its only batch is short) alone compiled a batch of
     one, after a larger case it was padded to the batch already compiled, and OpenVINO's bf16 kernels at batch 1
     and 2 differ (up to 0.125 in a logit): a template segmented in a folder got 253 voxels other than alone.
-    Every short batch is now padded to the run's window batch, so the scores are equal bit for bit."""
-    image = sitk.ReadImage(str(kmeans_t1))
-    small = image[: image.GetWidth() // 3, : image.GetHeight() // 3, :20]  # one window at 3 mm (28x28x20)
-    alone = Predictor.from_package(tiny_package, "cpu", "openvino", "auto")
-    first = alone.predict([small], probabilities=True)
-    assert sorted(alone.window_net()._compiled) == [alone.settings().sw_batch_size] == [2]
-    folder = Predictor.from_package(tiny_package, "cpu", "openvino", "auto")
-    folder.predict([image])
-    after = folder.predict([small], probabilities=True)
-    assert np.array_equal(sitk.GetArrayFromImage(first.probabilities), sitk.GetArrayFromImage(after.probabilities))
+    Every short batch is now padded to the run's window batch, so the scores are equal bit for bit. Run in a
+    child process: in this test process, the suite's pytest later died of a segmentation fault in test_security
+    (not explained yet; the same code in a process of its own, collected and reused after, runs clean)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ALIKE_ALONE_AND_AFTER, str(tiny_package), str(kmeans_t1)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "True", done.stderr[-2000:]
