@@ -95,6 +95,7 @@ def test_the_runs_own_memory_check_counts_every_crop_as_auto_does(monkeypatch):
     with pytest.raises(ResourceError, match="training needs about") as refused:
         check_memory(net, ssl, plan, cfg, torch.device("cpu"), ListSink())
     assert "--preset auto" not in str(refused.value)  # auto itself found nothing smaller that fits
+    assert "free; use --batch-size 1 or a smaller patch_size in --config" in str(refused.value)
     with pytest.raises(ResourceError, match=r"; use --preset auto \(the default: the recipe scaled down to fit\), or "
                                             r"--batch-size 1"):
         check_memory(net, ssl, plan, cfg, torch.device("cpu"), ListSink(), auto=False)  # --preset recipe

@@ -165,8 +165,8 @@ def check_memory(net: torch.nn.Module, ssl: SSLMethod, plan: Plan, cfg: Pretrain
     Without ``auto`` (another preset was asked for) the refusal names ``--preset auto`` first."""
     amp = uses_amp(cfg.loop.amp, dev)
     est = check_training_fits(net, plan.num_channels, plan.patch_size, cfg.batch_size, dev, amp, optimised=ssl,
-                              advice=("" if auto else "use --preset auto (the default: the recipe scaled down to "
-                                      "fit), or ") + OOM_ADVICE["pretrain"].removeprefix("use "),
+                              advice=OOM_ADVICE["pretrain"] if auto else "use --preset auto (the default: the "
+                              "recipe scaled down to fit), or " + OOM_ADVICE["pretrain"].removeprefix("use "),
                               voxels_per_sample=ssl.forward_voxels())
     sink.emit("log", message=f"estimated training memory {est.total_gb:.2f} GB on {dev}")
 
