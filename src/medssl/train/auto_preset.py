@@ -10,6 +10,7 @@ searching; the activation probe runs once per architecture.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -90,12 +91,12 @@ def _estimate_gb(method: str, cand: Candidate, in_channels: int, amp: bool, prob
     if cand.backbone not in probes:
         net = build_network(arch, in_channels, 2)
         probes[cand.backbone] = (_method_parameters(method, arch, cand),
-                                 memory.activation_bytes_per_voxel(net, in_channels, 2 * max(int(net.size_divisor), 8)))
+                                 memory.activation_bytes_per_voxel(net, in_channels, memory.probe_side(net)))
         del net
     params, per_voxel = probes[cand.backbone]
     view = SimpleNamespace(cfg=method_config(method, cand.method), patch_size=cand.patch)
     voxels = METHODS.get(method).forward_voxels(view)  # only reads cfg and patch_size: nothing is built
-    return (params * 16 + per_voxel * voxels * cand.batch * (0.6 if amp else 1.0)) / resources.GB
+    return memory.from_counts(params, per_voxel, voxels * cand.batch, amp).total_gb
 
 
 def _method_parameters(method: str, arch, cand: Candidate) -> int:
@@ -139,11 +140,11 @@ def fit_finetuning(net: torch.nn.Module, in_channels: int, patch, batch: int, de
     """Fine-tuning's ``--preset auto``: (batch, patch, note) that fit; the batch first, then the patch. The
     model is the one asked for (its weights come with it), so its size is not changed here."""
     free, divisor = resources.available_gb(device), int(getattr(net, "size_divisor", 16))
-    per_voxel = memory.activation_bytes_per_voxel(net, in_channels, 2 * max(divisor, 8))
-    params = sum(p.numel() for p in net.parameters()) * 16
+    per_voxel = memory.activation_bytes_per_voxel(net, in_channels, memory.probe_side(net))
+    params = sum(p.numel() for p in net.parameters())
     recipe, first = list(patch), None
     for cand in candidates("finetune", "", batch, list(patch), {}, {}, divisor):
-        need = (params + per_voxel * cand.batch * cand.patch[0] * cand.patch[1] * cand.patch[2] * (0.6 if amp else 1)) / resources.GB
+        need = memory.from_counts(params, per_voxel, cand.batch * math.prod(cand.patch), amp).total_gb
         first = need if first is None else first
         if need <= MARGIN * free:
             note = None if not cand.change else (

@@ -25,6 +25,18 @@ class MemoryEstimate:
         return self.parameters_gb + self.activations_gb
 
 
+def from_counts(parameters: int, bytes_per_voxel: float, voxels: int, amp: bool) -> MemoryEstimate:
+    """The one formula: 16 bytes per optimised parameter (weight, gradient, AdamW's two moments, float32) plus
+    ``bytes_per_voxel`` (`activation_bytes_per_voxel`) for each of the step's ``voxels`` (batch x what each
+    sample sends through the network), 0.6 of that under autocast."""
+    return MemoryEstimate(parameters * 16 / GB, bytes_per_voxel * voxels * (0.6 if amp else 1.0) / GB)
+
+
+def probe_side(net: torch.nn.Module) -> int:
+    """Side of the probe cube for `activation_bytes_per_voxel`: two of the network's size divisors (>= 16)."""
+    return 2 * max(int(getattr(net, "size_divisor", 16)), 8)
+
+
 def activation_bytes_per_voxel(net: torch.nn.Module, in_channels: int, side: int) -> float:
     """Bytes of module outputs per input voxel for a batch of one, measured on a ``side``^3 probe (float32)."""
     total = [0]
@@ -47,19 +59,16 @@ def activation_bytes_per_voxel(net: torch.nn.Module, in_channels: int, side: int
 
 
 def estimate_training(net: torch.nn.Module, in_channels: int, patch: Sequence[int], batch: int,
-                      amp: bool, probe_side: Optional[int] = None,
+                      amp: bool,
                       optimised: Optional[torch.nn.Module] = None,
                       voxels_per_sample: Optional[int] = None) -> MemoryEstimate:
     """Memory of one training step with AdamW for ``batch`` patches of size ``patch`` through ``net``;
     ``optimised`` is the module whose parameters the optimiser holds (default ``net``; for pretraining, the
     SSL method with its heads and teacher); ``voxels_per_sample``: what the network sees per sample when that is
     more than one patch (multi-crop methods, `SSLMethod.forward_voxels`)."""
-    side = probe_side or 2 * max(int(getattr(net, "size_divisor", 16)), 8)
-    per_voxel = activation_bytes_per_voxel(net, in_channels, side)
+    per_voxel = activation_bytes_per_voxel(net, in_channels, probe_side(net))
     voxels = batch * (voxels_per_sample or patch[0] * patch[1] * patch[2])
-    acts = per_voxel * voxels * (0.6 if amp else 1.0)
-    params = sum(p.numel() for p in (optimised or net).parameters()) * 16
-    return MemoryEstimate(params / GB, acts / GB)
+    return from_counts(sum(p.numel() for p in (optimised or net).parameters()), per_voxel, voxels, amp)
 
 
 def check_training_fits(net: torch.nn.Module, in_channels: int, patch: Sequence[int], batch: int,

@@ -40,6 +40,7 @@ from ..ssl.batches import StepBatches
 from .config import CONFIG_DIR, load_config, to_dict
 from .auto_preset import fit_pretraining, restore_fitted, uses_amp
 from .distributed import DistContext
+from .long_run import LongRunNote
 from .loop import LoopConfig, LoopResult, TrainLoop
 from .memory import check_training_fits
 from .run_folder import RunFolder
@@ -179,7 +180,8 @@ def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Opti
     dist = DistContext.from_env(device)
     sink = (sink or NullSink()) if dist.is_main else NullSink()
     auto = preset in (None, "", "auto")
-    cfg = load_config(PretrainConfig, "pretrain", preset_name(method, None if auto else preset), config_yaml, overrides)
+    name = preset_name(method, None if auto else preset)
+    cfg = load_config(PretrainConfig, "pretrain", name, config_yaml, overrides)
     cfg.backbone = backbone or cfg.backbone
     paths = RunFolder.pretrain(out)
     files = collect_volumes(images)
@@ -195,7 +197,8 @@ def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Opti
     dev = _device(device, dist)
     check_memory(net, ssl, plan, cfg, dev, sink, auto)
     del net
-    result = _train(ssl.to(dev), volumes, cfg, paths, dev, dist, resume, sink)
+    note = LongRunNote(sink, dev.type, _long_run_advice(method, name))
+    result = _train(ssl.to(dev), volumes, cfg, paths, dev, dist, resume, sink, note)
     if dist.is_main:
         _export(paths, plan, ssl, method, result, dist)
         sink.emit("done", task="pretrain", export=str(paths.result), steps=result.step,
@@ -223,11 +226,21 @@ def _device(device: str, dist: DistContext) -> torch.device:
     return dev
 
 
+def _long_run_advice(method: str, preset: str) -> str:
+    """What `LongRunNote` suggests: the method's CPU preset (described from its file), and ``--steps``."""
+    cpu = f"{method}_cpu"
+    if preset == cpu or not (CONFIG_DIR / "pretrain" / f"{cpu}.yaml").exists():
+        return "--steps N sets a shorter run"
+    small = load_config(PretrainConfig, "pretrain", cpu)
+    return (f"on a machine without a GPU start with --preset cpu ({small.backbone}, {small.patch_size[0]}^3 crops, "
+            f"{small.loop.steps} steps), or set a shorter run with --steps N")
+
+
 def _train(ssl: SSLMethod, volumes: VolumeSet, cfg: PretrainConfig, paths: RunFolder, dev: torch.device,
-           dist: DistContext, resume: bool, sink: EventSink) -> LoopResult:
+           dist: DistContext, resume: bool, sink: EventSink, note: LongRunNote) -> LoopResult:
     batches = StepBatches(volumes, ssl.view_maker(), cfg.batch_size, cfg.seed)
     groups = ssl.param_groups(cfg.loop.lr, cfg.loop.weight_decay)
-    loop = TrainLoop(ssl, batches, cfg.loop, paths.run_dir, dev, sink, hooks=[ssl], task="pretrain",
+    loop = TrainLoop(ssl, batches, cfg.loop, paths.run_dir, dev, sink, hooks=[ssl, note], task="pretrain",
                      param_groups=groups, dist=dist)
     if resume and loop.resume():
         sink.emit("log", message=f"resumed at step {loop.step} of {cfg.loop.steps}")
