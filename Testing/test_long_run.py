@@ -35,7 +35,7 @@ def test_duration_words(seconds, words):
 def test_a_months_long_cpu_run_is_named_once_with_the_advice():
     sink = Recorded()
     _steps(long_run.LongRunNote(sink, "cpu", "use --preset cpu"), 41.0, 250000, start=1000)
-    assert sink.lines == [("log", "at 41.0 s a step on the CPU the 248996 steps left take about 118 days; "
+    assert sink.lines == [("log", "at 41.0 s a step on the CPU the 248998 steps left take about 118 days; "
                                   "use --preset cpu")]
 
 

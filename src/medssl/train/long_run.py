@@ -10,7 +10,8 @@ from typing import Callable, Optional
 
 from ..events import EventSink
 
-TIMED_STEPS = 3  # steps timed after the first (which includes start-up: workers, first allocations)
+TIMED_STEPS = 1  # steps timed after the first (which includes start-up: workers, first allocations); one
+# is enough against a threshold of a day, and the recipe on a CPU takes minutes a step (177 s for the first here)
 LONG_RUN_S = 24 * 3600.0  # the note appears when the steps left would take longer than this
 
 
