@@ -177,7 +177,7 @@ def load_package(folder: str | Path, device: str | torch.device = "cpu", check_f
     note = legacy_spacing_note(plan, folder)
     if note and not quiet:
         print(note, file=sys.stderr)
-    net = build_from_plan(plan)
+    net = build_from_plan(plan, initialise=False)  # every weight is the package's: the strict load checks that
     state = _read_state(folder)
     try:
         net.load_state_dict(state, strict=True, assign=True)  # the loaded tensors themselves: no copies

@@ -6,6 +6,7 @@ and the U-Net decoder the state-dict keys equal those of dynamic-network-archite
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, List
 
 import torch
@@ -13,6 +14,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..plan import ArchSpec, Plan
+from .no_init import initialisation_skipped
 from .registry import BACKBONES, DECODERS
 
 
@@ -51,9 +53,11 @@ def build_network(arch: ArchSpec, in_channels: int, num_classes: int) -> Segment
     return SegmentationNet(encoder, decoder)
 
 
-def build_from_plan(plan: Plan) -> SegmentationNet:
-    """The plan's network with random weights; checks that the patch size fits the network."""
-    net = build_network(plan.architecture, plan.num_channels, plan.num_classes)
+def build_from_plan(plan: Plan, initialise: bool = True) -> SegmentationNet:
+    """The plan's network with random weights; checks that the patch size fits the network. ``initialise=False``:
+    parameters left as allocated, for a caller that loads every one of them next (`no_init`; `load_package`)."""
+    with contextlib.nullcontext() if initialise else initialisation_skipped():
+        net = build_network(plan.architecture, plan.num_channels, plan.num_classes)
     div = net.size_divisor
     if any(p % div for p in plan.patch_size):
         raise InputError(
