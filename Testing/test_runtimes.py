@@ -128,6 +128,40 @@ def test_onnx_is_exported_once_and_again_for_other_weights(tiny_package, tmp_pat
     assert onnx.stat().st_mtime_ns != stamp and json.loads(sidecar.read_text())["weights_sha256"] != "0" * 64
 
 
+def test_a_network_over_2_gb_gets_its_weights_in_one_file_beside_the_onnx(tiny_package, tmp_path, monkeypatch):
+    """Over protobuf's 2 GB torch's exporter writes every tensor as a file of its own beside the model (139 for
+    SwinUNETR-H, seen here, in the package folder); the export now leaves model.onnx + model.onnx.data only.
+    That layout is made here on the tiny network: the real exporter, then ONNX's per-tensor external data."""
+    import shutil
+
+    import onnx
+
+    from medssl.inference.onnx_export import ONNX_NAME
+
+    real_export = torch.onnx.export
+
+    def export_as_over_2_gb(net, args, path, **kwargs):
+        real_export(net, args, path, **kwargs)
+        onnx.save_model(onnx.load(path), path, save_as_external_data=True, all_tensors_to_one_file=False,
+                        size_threshold=0)
+        assert len(os.listdir(os.path.dirname(path))) > 10  # one file per tensor, as torch writes them
+
+    package = tmp_path / "pkg"
+    shutil.copytree(tiny_package, package, ignore=shutil.ignore_patterns("model.onnx*", runtimes.OPENVINO_CACHE))
+    before = set(os.listdir(package))
+    x = torch.randn(2, 1, 32, 32, 32)
+    usual = Predictor.from_package(tiny_package, "cpu", "openvino", "float32").window_net()(x).clone()
+    monkeypatch.setattr(torch.onnx, "export", export_as_over_2_gb)
+    net = Predictor.from_package(package, "cpu", "openvino", "float32").window_net()
+    added = set(os.listdir(package)) - before - {runtimes.OPENVINO_CACHE}  # the cache: made at the first call
+    assert added == {ONNX_NAME, ONNX_NAME + ".data", ONNX_NAME + ".json"}, added
+    assert json.loads((package / (ONNX_NAME + ".json")).read_text())["external_data"] is True
+    assert torch.equal(net(x), usual)  # the same graph and weights as the usual one-file export
+    (package / (ONNX_NAME + ".data")).unlink()  # a folder copied without it: exported again, not used broken
+    Predictor.from_package(package, "cpu", "openvino", "float32").window_net()
+    assert (package / (ONNX_NAME + ".data")).is_file()
+
+
 def test_auto_falls_back_to_torch_when_the_network_cannot_be_exported(tiny_package, monkeypatch):
     from medssl.errors import PackageError
     from medssl.inference import onnx_export

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -48,12 +49,15 @@ def current_onnx(folder: Path, record: Dict) -> Optional[Path]:
     except (OSError, json.JSONDecodeError):
         return None
     keys = ("weights_sha256", "roi", "in_channels", "num_classes")
-    return path if path.is_file() and all(saved.get(k) == record[k] for k in keys) else None
+    whole = path.is_file() and (not saved.get("external_data") or path.with_name(ONNX_NAME + ".data").is_file())
+    return path if whole and all(saved.get(k) == record[k] for k in keys) else None
 
 
 def export_onnx(net: torch.nn.Module, roi: Sequence[int], in_channels: int, out: Path, record: Dict) -> Path:
     """Export ``net`` (eval mode, CPU, float32) to ``out``; the sidecar is written last, so a half-written
-    export is never taken for a finished one."""
+    export is never taken for a finished one. The exporter writes into a temporary folder beside ``out``: a network
+    over protobuf's 2 GB (SwinUNETR-H: 4.6 GB) comes out as one file per tensor there (139 for SwinUNETR-H), which
+    `_weights_in_one_file` turns into ``out`` + ``out.data`` (ONNX external data); nothing else lands beside it."""
     try:
         import onnx  # noqa: F401  (torch's exporter needs it; checked here for a one-line error)
     except ImportError:
@@ -62,20 +66,41 @@ def export_onnx(net: torch.nn.Module, roi: Sequence[int], in_channels: int, out:
     out.parent.mkdir(parents=True, exist_ok=True)
     net = net.to("cpu").float().eval()
     example = torch.zeros(1, in_channels, *[int(r) for r in roi])
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes are not the user's concern
-            torch.onnx.export(net, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-                              input_names=["image"], output_names=["logits"],
-                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-    except Exception as exc:  # noqa: BLE001  (any exporter failure becomes one line with what to do)
-        tmp.unlink(missing_ok=True)
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise PackageError(f"this network cannot be exported to ONNX ({first}); use --runtime torch") from None
-    os.replace(tmp, out)
-    (out.parent / (out.name + ".json")).write_text(json.dumps(record, indent=1))
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.export-") as work:
+        exported = Path(work) / "exported" / ONNX_NAME
+        exported.parent.mkdir()
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes are not the user's concern
+                torch.onnx.export(net, (example,), str(exported), dynamo=False, opset_version=OPSET,
+                                  input_names=["image"], output_names=["logits"],
+                                  dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+        except Exception as exc:  # noqa: BLE001  (any exporter failure becomes one line with what to do)
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise PackageError(f"this network cannot be exported to ONNX ({first}); use --runtime torch") from None
+        final = _weights_in_one_file(exported, Path(work) / "final" / ONNX_NAME, out.name)
+        data = out.with_name(out.name + ".data")
+        if (final.parent / data.name).exists():
+            os.replace(final.parent / data.name, data)
+        else:
+            data.unlink(missing_ok=True)  # an earlier, larger export's weights
+        os.replace(final, out)
+    (out.parent / (out.name + ".json")).write_text(json.dumps({**record, "external_data": data.is_file()}, indent=1))
     return out
+
+
+def _weights_in_one_file(exported: Path, final: Path, name: str) -> Path:
+    """``exported`` as it is when the exporter wrote one file; else (tensors as separate external-data files) the
+    model at ``final`` with every tensor in ``final``'s folder as ``<name>.data``, the location it records."""
+    if [p.name for p in exported.parent.iterdir()] == [exported.name]:
+        return exported
+    import onnx
+
+    model = onnx.load(str(exported), load_external_data=True)
+    final.parent.mkdir()
+    onnx.save_model(model, str(final), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=name + ".data", size_threshold=1024)
+    return final
 
 
 def package_onnx(folder: Path, net: torch.nn.Module, roi: Sequence[int], in_channels: int,
