@@ -178,6 +178,22 @@ def test_auto_falls_back_to_torch_when_the_network_cannot_be_exported(tiny_packa
         Predictor.from_package(tiny_package, "cpu", "openvino", "float32").window_net()
 
 
+def test_auto_runs_torch_when_the_openvino_build_would_not_fit_in_memory(tiny_package, monkeypatch):
+    """Exporting and compiling SwinUNETR-H took 12.6 GB beyond the network: with too little free memory `auto`
+    predicts in torch and says why; an explicit --runtime openvino is refused in one line, never killed."""
+    from medssl.errors import ResourceError
+    from medssl.inference import resources
+
+    monkeypatch.setattr(resources, "available_gb", lambda device: 0.001)  # less than 2.7x the tiny network
+    sink, pred = ListSink(), Predictor.from_package(tiny_package, "cpu", "auto", "float32")
+    monkeypatch.setattr(runtimes, "is_x86", lambda: True)
+    assert pred.window_net(sink) is pred.net and pred.choice.runtime == "torch"
+    said = sink.of("log")[0]["message"]
+    assert "OpenVINO not used: exporting and compiling this 0.0 GB network needs about 0.0 GB more memory" in said
+    with pytest.raises(ResourceError, match="0.0 GB free; use --runtime torch"):
+        Predictor.from_package(tiny_package, "cpu", "openvino", "float32").window_net()
+
+
 @pytest.mark.slow
 def test_bf16_labels_agree_with_float32_on_a_real_scan(tiny_package, colin):
     """Colin27 (181x217x181): OpenVINO bf16 against torch float32. Every confidently labelled voxel (top two

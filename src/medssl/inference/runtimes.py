@@ -23,7 +23,7 @@ from typing import Callable, FrozenSet, Optional, Tuple
 
 import torch
 
-from ..errors import InputError, MedSSLError
+from ..errors import InputError, MedSSLError, ResourceError
 from ..home import medssl_home
 from .openvino_runtime import openvino_available
 
@@ -32,6 +32,9 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 _OV_HINT = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 OPENVINO_CACHE = "openvino_cache"  # OpenVINO's CACHE_DIR, beside model.onnx
+# Memory the ONNX export and the OpenVINO compile take beyond the torch network itself, per byte of its weights:
+# SwinUNETR-H (4.64 GB) peaked at 17.6 GB with the network, 12.6 GB more (2.7x), on the Zen 4 (README).
+OPENVINO_BUILD_FACTOR = 2.7
 _AMP = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -178,11 +181,25 @@ def _openvino_net(predictor, choice: RuntimeChoice):
     from .openvino_runtime import OpenVinoWindowNet
 
     plan = predictor.plan
+    check_openvino_fits(predictor.net)
     sha = predictor.metadata.get("weights_sha256") or _state_sha256(predictor.net)
     folder = runtime_dir(predictor.package_dir, sha) if predictor.package_dir else medssl_home() / "runtime" / sha[:16]
     onnx = package_onnx(folder, predictor.net, plan.patch_size, plan.num_channels, plan.num_classes, sha)
     cache = folder / OPENVINO_CACHE
     return OpenVinoWindowNet(onnx, choice.openvino_hint, cache)
+
+
+def check_openvino_fits(net: torch.nn.Module) -> None:
+    """`ResourceError` when exporting and compiling ``net`` would need more than the free memory (`OPENVINO_BUILD_FACTOR`
+    times its weights): with ``auto`` the prediction then runs in torch, as for a network that cannot be exported."""
+    from .resources import GB, available_gb
+
+    stored = {t.data_ptr(): t.numel() * t.element_size() for t in net.state_dict().values()}  # shared tensors once
+    weights = sum(stored.values()) / GB
+    need, free = OPENVINO_BUILD_FACTOR * weights, available_gb(torch.device("cpu"))
+    if need > free:
+        raise ResourceError(f"exporting and compiling this {weights:.1f} GB network needs about {need:.1f} GB more "
+                            f"memory but this machine has {free:.1f} GB free; use --runtime torch")
 
 
 def _state_sha256(net: torch.nn.Module) -> str:
