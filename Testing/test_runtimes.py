@@ -143,7 +143,7 @@ def test_a_network_over_2_gb_gets_its_weights_in_one_file_beside_the_onnx(tiny_p
     def export_as_over_2_gb(net, args, path, **kwargs):
         real_export(net, args, path, **kwargs)
         onnx.save_model(onnx.load(path), path, save_as_external_data=True, all_tensors_to_one_file=False,
-                        size_threshold=0)
+                        size_threshold=0, convert_attribute=True)  # Constant-node tensors too, as torch does
         assert len(os.listdir(os.path.dirname(path))) > 10  # one file per tensor, as torch writes them
 
     package = tmp_path / "pkg"

@@ -91,16 +91,50 @@ def export_onnx(net: torch.nn.Module, roi: Sequence[int], in_channels: int, out:
 
 def _weights_in_one_file(exported: Path, final: Path, name: str) -> Path:
     """``exported`` as it is when the exporter wrote one file; else (tensors as separate external-data files) the
-    model at ``final`` with every tensor in ``final``'s folder as ``<name>.data``, the location it records."""
+    model at ``final`` with every tensor in ``final``'s folder as ``<name>.data``, the location it records. The
+    tensor files are appended one by one (`_append_tensor_file`): the weights are never all in memory at once
+    (``onnx.load`` with the data would hold another 4.6 GB for SwinUNETR-H)."""
     if [p.name for p in exported.parent.iterdir()] == [exported.name]:
         return exported
     import onnx
+    from onnx.external_data_helper import _get_all_tensors  # initializers and Constant-node tensors alike
 
-    model = onnx.load(str(exported), load_external_data=True)
+    model = onnx.load(str(exported), load_external_data=False)
     final.parent.mkdir()
-    onnx.save_model(model, str(final), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=name + ".data", size_threshold=1024)
+    with open(final.parent / (name + ".data"), "wb") as data:
+        for tensor in _get_all_tensors(model):
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                _append_tensor_file(tensor, exported.parent, data, name + ".data")
+    onnx.save_model(model, str(final))  # the graph only: a few MB
     return final
+
+
+def _append_tensor_file(tensor, folder: Path, data, location: str, chunk: int = 64 << 20) -> None:
+    """Copy ``tensor``'s external bytes (``folder/<its location>``, offset, length) to the end of ``data``, at a
+    4 KiB boundary (each tensor can be memory-mapped), and point the tensor there (``location``, ``offset``, ``length``)."""
+    import onnx
+
+    info = {e.key: e.value for e in tensor.external_data}
+    source = folder / info["location"]
+    offset, length = int(info.get("offset", 0)), info.get("length")
+    length = source.stat().st_size - offset if length is None else int(length)
+    data.write(b"\0" * (-data.tell() % 4096))
+    start = data.tell()
+    with open(source, "rb") as src:
+        src.seek(offset)
+        left = length
+        while left:
+            block = src.read(min(chunk, left))
+            if not block:
+                raise PackageError(f"the ONNX exporter's file {source.name} is shorter than its tensor; export again")
+            data.write(block)
+            left -= len(block)
+    tensor.ClearField("raw_data")
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", start), ("length", length)):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, str(value)
 
 
 def package_onnx(folder: Path, net: torch.nn.Module, roi: Sequence[int], in_channels: int,
