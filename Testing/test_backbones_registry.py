@@ -187,3 +187,12 @@ def test_create_backbone_from_an_architecture_name(name):
     with torch.no_grad():
         feats = enc.eval()(torch.randn(1, 2, *shape))
     assert [f.shape[1] for f in feats] == list(enc.feature_channels)
+
+
+@pytest.mark.parametrize("name,kwargs", [(n, {"preset": "test"}) for n in BACKBONES.names()
+                                         if BACKBONES.get(n).size_divisor is not None] + [("vit3d", {"preset": "test", "patch_size": 8})])
+def test_a_declared_size_divisor_is_the_built_networks(name, kwargs):
+    """Planning reads a family's declared divisor instead of building the network (ViT-L: seconds)."""
+    family = BACKBONES.get(name)
+    resolved = family.resolve_kwargs(**kwargs)
+    assert family.size_divisor(**resolved) == family.build(1, **resolved).size_divisor

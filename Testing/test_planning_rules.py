@@ -65,7 +65,7 @@ def test_finetune_plan_records_the_rule_of_every_field(one_case):
 
 def test_one_divisor_and_one_rounding_for_both_plans():
     vit_l = resolve_arch("vit3d", "unetr", {"preset": "L"})
-    assert size_divisor(vit_l) == 16  # read on the meta device: ViT-L is never allocated
+    assert size_divisor(vit_l) == 16  # declared by the family: ViT-L is never built
     assert size_divisor(ARCH) == 8 and round_patch((4, 20, 33), 8) == (16, 24, 40)  # at least twice the divisor
 
 

@@ -21,6 +21,7 @@ import torch
 
 from ..data.normalization import fit_normalization
 from ..errors import InputError
+from ..models.no_init import initialisation_skipped
 from ..models.registry import BACKBONES
 from ..plan import NATIVE, ArchSpec, NormSpec
 
@@ -85,10 +86,11 @@ def size_divisor(arch: ArchSpec, in_channels: int = 1) -> int:
     if family.size_divisor is not None:
         return int(family.size_divisor(**arch.backbone_kwargs))
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), initialisation_skipped():
             encoder = family.build(in_channels, **arch.backbone_kwargs)
     except (NotImplementedError, RuntimeError):  # a layer that cannot live on the meta device
-        encoder = family.build(in_channels, **arch.backbone_kwargs)
+        with initialisation_skipped():
+            encoder = family.build(in_channels, **arch.backbone_kwargs)
     return int(getattr(encoder, "size_divisor", 1))
 
 
