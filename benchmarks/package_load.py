@@ -63,7 +63,7 @@ def main() -> None:
             runs = {"initialised": [], "skipped": []}
             for _ in range(args.rounds):
                 for way in runs:
-                    runs[way].append(one_load(folder, "initialised" if way == "initialised" else "skipped"))
+                    runs[way].append(one_load(folder, way))
             med = {w: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for w, v in runs.items()}
             row = {"backbone": backbone, "weights_gb": round(sum(p.stat().st_size for p in folder.iterdir()) / 1e9, 2),
                    "load_s_initialised": round(med["initialised"][0], 3), "load_s_skipped": round(med["skipped"][0], 3),

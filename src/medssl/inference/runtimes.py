@@ -16,6 +16,7 @@ feature of the predictor works with every runtime.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
@@ -195,8 +196,8 @@ def check_openvino_fits(net: torch.nn.Module) -> None:
     times its weights): with ``auto`` the prediction then runs in torch, as for a network that cannot be exported."""
     from .resources import GB, available_gb
 
-    stored = {t.data_ptr(): t.numel() * t.element_size() for t in net.state_dict().values()}  # shared tensors once
-    weights = sum(stored.values()) / GB
+    tensors = itertools.chain(net.parameters(), net.buffers())  # each shared tensor once (torch deduplicates)
+    weights = sum(t.numel() * t.element_size() for t in tensors) / GB
     need, free = OPENVINO_BUILD_FACTOR * weights, available_gb(torch.device("cpu"))
     if need > free:
         raise ResourceError(f"exporting and compiling this {weights:.1f} GB network needs about {need:.1f} GB more "

@@ -29,7 +29,7 @@ _originals: Dict[str, Callable] = {}
 _users = 0
 
 
-def _skippable(name: str, original: Callable) -> Callable:
+def _skippable(original: Callable) -> Callable:
     @functools.wraps(original)
     def fill(tensor: torch.Tensor, *args, **kwargs):
         if getattr(_state, "skip", 0):
@@ -47,7 +47,7 @@ def initialisation_skipped() -> Iterator[None]:
             for name in INIT_FUNCTIONS:
                 if hasattr(torch.nn.init, name):
                     _originals[name] = getattr(torch.nn.init, name)
-                    setattr(torch.nn.init, name, _skippable(name, _originals[name]))
+                    setattr(torch.nn.init, name, _skippable(_originals[name]))
         _users += 1
     _state.skip = getattr(_state, "skip", 0) + 1
     try:
