@@ -79,8 +79,8 @@ def test_short_finetune_from_each_family_uses_its_recipe(name, entry_id, recipe,
         path = write_fingerprint_fake(fingerprint(name), tmp_path / "3dino.pth", constant=True)
     else:
         path = fake_checkpoint(name)
-    overrides = {"spacing": [4, 4, 4], "patch_size": [64, 64, 64], "batch_size": 1,
-                 "loop": {"steps": 2, "checkpoint_every": 2, "validate_every": 2}}  # one 1.4 GB checkpoint (ViT-L)
+    overrides = {"spacing": [4, 4, 4], "patch_size": [32, 32, 32], "batch_size": 1,
+                 "loop": {"steps": 1, "checkpoint_every": 1, "validate_every": 1}}  # one 1.4 GB checkpoint (ViT-L)
     out = finetune([str(image)], [str(labels)], tmp_path / "m", backbone=str(path), overrides=overrides,
                    device="cpu", accept_licence=True)
     plan, net, meta = load_package(out)

@@ -81,15 +81,16 @@ def _estimate_gb(method: str, cand: Candidate, in_channels: int, amp: bool, prob
     """Training memory of one candidate (see the module docstring)."""
     from types import SimpleNamespace
 
-    from ..models import build_network, resolve_arch
+    from ..hub.backbone_source import default_decoder
+    from ..hub.pretrained import structure_network
+    from ..models import resolve_arch
     from ..ssl import METHODS
     from ..ssl.base import method_config
-    from ..hub.backbone_source import default_decoder
 
     name, _, preset = cand.backbone.partition(":")
     arch = resolve_arch(name, default_decoder(name), {"preset": preset} if preset else {})
     if cand.backbone not in probes:
-        net = build_network(arch, in_channels, 2)
+        net = structure_network(arch, in_channels, 2)  # no memory for its weights; probed on the meta device
         probes[cand.backbone] = (_method_parameters(method, arch, cand),
                                  memory.activation_bytes_per_voxel(net, in_channels, memory.probe_side(net)))
         del net

@@ -1,0 +1,45 @@
+"""The activation probe of the training-memory estimate (`train.memory.activation_bytes_per_voxel`) runs on the
+meta device: it must measure what a real forward measures, for every registered family, leave the network's own
+tensors in place, and fall back to a real forward where a network's code needs values."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medssl.hub.backbone_source import default_decoder
+from medssl.hub.pretrained import structure_network
+from medssl.models import BACKBONES, build_network, resolve_arch
+from medssl.train import memory
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_the_meta_probe_measures_what_a_real_forward_measures(name):
+    arch = resolve_arch(name, default_decoder(name), {"preset": "test"})
+    net = build_network(arch, 2, 3)
+    side = memory.probe_side(net)
+    own = {k: (t, t.clone()) for k, t in net.state_dict(keep_vars=True).items()}
+    on_meta = memory._output_bytes(net, 2, side, on_meta=True)
+    after = net.state_dict(keep_vars=True)  # the same tensor objects, with the same values, on the CPU
+    assert all(after[k] is t and t.device.type == "cpu" and torch.equal(t, copy) for k, (t, copy) in own.items())
+    assert on_meta == memory._output_bytes(net, 2, side, on_meta=False) > 0
+    assert memory.activation_bytes_per_voxel(structure_network(arch, 2, 3), 2, side) == on_meta / side**3
+
+
+class ReadsAValue(torch.nn.Module):
+    """A network whose forward needs a tensor's value (cannot run on the meta device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y * 2 if float(y.abs().sum()) >= 0 else y
+
+
+def test_a_network_that_reads_values_is_probed_for_real():
+    net = ReadsAValue()
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        memory._output_bytes(net, 1, 8, on_meta=True)
+    assert memory.activation_bytes_per_voxel(net, 1, 8) == 4 * 4  # the conv's 4 float32 channels per voxel
+    assert net.conv.weight.device.type == "cpu"
