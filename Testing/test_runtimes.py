@@ -162,6 +162,33 @@ def test_a_network_over_2_gb_gets_its_weights_in_one_file_beside_the_onnx(tiny_p
     assert (package / (ONNX_NAME + ".data")).is_file()
 
 
+def test_the_tensors_gathered_are_the_ones_onnx_itself_finds_with_external_data():
+    """`_model_tensors` (public fields only) yields the tensors of onnx's private ``_get_all_tensors``:
+    initializers, Constant-node values, and those of an If's branches."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import _get_all_tensors
+
+    from medssl.inference.onnx_export import _model_tensors
+
+    def const(name, value):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.full(3, value, np.float32)))
+
+    branch = lambda name, v: helper.make_graph([const(name, v)], name, [], [helper.make_tensor_value_info(
+        name, TensorProto.FLOAT, [3])], initializer=[numpy_helper.from_array(np.full(3, v + 10, np.float32), name + "_w")])
+    graph = helper.make_graph(
+        [const("c", 1.0), helper.make_node("If", ["cond"], ["y"], then_branch=branch("a", 2.0),
+                                           else_branch=branch("b", 3.0))],
+        "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        initializer=[numpy_helper.from_array(np.zeros(3, np.float32), "w")])
+    model = helper.make_model(graph)
+    ours, theirs = list(_model_tensors(model)), list(_get_all_tensors(model))
+    assert len(ours) == len(theirs) == 6
+    assert sorted(t.SerializeToString() for t in ours) == sorted(t.SerializeToString() for t in theirs)  # as a set
+    onnx.checker.check_model(model)
+
+
 def test_auto_falls_back_to_torch_when_the_network_cannot_be_exported(tiny_package, monkeypatch):
     from medssl.errors import PackageError
     from medssl.inference import onnx_export

@@ -17,7 +17,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import torch
 
@@ -97,16 +97,41 @@ def _weights_in_one_file(exported: Path, final: Path, name: str) -> Path:
     if [p.name for p in exported.parent.iterdir()] == [exported.name]:
         return exported
     import onnx
-    from onnx.external_data_helper import _get_all_tensors  # initializers and Constant-node tensors alike
 
     model = onnx.load(str(exported), load_external_data=False)
     final.parent.mkdir()
     with open(final.parent / (name + ".data"), "wb") as data:
-        for tensor in _get_all_tensors(model):
+        for tensor in _model_tensors(model):
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 _append_tensor_file(tensor, exported.parent, data, name + ".data")
     onnx.save_model(model, str(final))  # the graph only: a few MB
     return final
+
+
+def _model_tensors(model) -> Iterator:
+    """Every ``TensorProto`` of an ONNX model that can hold external data: the graph's initializers and the
+    tensor-valued node attributes (Constant's ``value``), in subgraphs (If/Loop bodies) and functions too; the
+    same set as onnx's private ``external_data_helper._get_all_tensors``."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
+
+
+def _graph_tensors(graph) -> Iterator:
+    yield from graph.initializer
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes) -> Iterator:
+    for node in nodes:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _graph_tensors(attribute.g)
+            for graph in attribute.graphs:
+                yield from _graph_tensors(graph)
 
 
 def _append_tensor_file(tensor, folder: Path, data, location: str, chunk: int = 64 << 20) -> None:
