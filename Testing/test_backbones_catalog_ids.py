@@ -145,8 +145,8 @@ def test_finetune_from_a_3dino_like_file_needs_the_licence_accepted(tmp_path, km
     from medssl_test_utils import NO_GPU, run_cli
 
     argv = ["finetune", "--images", str(kmeans_t1), "--labels", str(kmeans_labels), "--out", str(tmp_path / "m"),
-            "--backbone", str(_tiny_vit_file(tmp_path / "tiny_vit.pth")), "--steps", "2", "--patch-size", "32", "32", "32",
-            "--progress", "none"]
+            "--backbone", str(_tiny_vit_file(tmp_path / "tiny_vit.pth")), "--steps", "1", "--patch-size", "32", "32", "32",
+            "--spacing", "4", "--progress", "none"]
     refused = run_cli(*argv, env=NO_GPU)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and not (tmp_path / "m").exists()
     assert "tiny_vit.pth is read like 3dino_vit_l" in refused.stderr and "--accept-licence" in refused.stderr

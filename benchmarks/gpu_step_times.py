@@ -5,7 +5,8 @@ computes bf16 natively, as emulated bf16 is several times slower than float32): 
     python benchmarks/gpu_step_times.py --out step_times.json            # on the GPU: the recipes' sizes
     python benchmarks/gpu_step_times.py --out t.json --device cpu --small  # the same code at toy sizes (a test)
 
-Each entry is the median of 3 timed steps (1 with ``--small``) after one warm-up, with the device's peak memory;
+Each entry is the median of 3 timed steps after one warm-up (1 step, no warm-up, with ``--small``: a check that the
+code runs, not a timing), with the device's peak memory;
 a failure is recorded as ``{"error": ...}`` and the next entry runs (a report, not a test). ``--small`` keeps the
 models, batch layouts and training step but shrinks the presets and inputs, so `Testing/test_gpu_check.py` can
 run this file on a CPU.
@@ -38,12 +39,13 @@ def _sync(device: torch.device) -> None:
 
 
 def timed(module: torch.nn.Module, make_batch: Callable[[], Dict], device: torch.device, steps: int) -> Dict:
-    """Median step time (s) and peak device memory (GB; CUDA only) of ``module(batch)["loss"]``."""
+    """Median step time (s) and peak device memory (GB; CUDA only) of ``module(batch)["loss"]``: ``steps`` timed
+    after one warm-up; ``steps=1`` (``--small``): the one step, no warm-up."""
     module = module.to(device).train()
     amp = device.type == "cuda" or cpu_trains_bf16()  # as the training loop: bf16 on a CPU only with AMX
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
-    times = []
-    for i in range(steps + 1):
+    times, warmup = [], int(steps > 1)
+    for i in range(steps + warmup):
         batch = make_batch()
         _sync(device)
         t0 = time.perf_counter()
@@ -53,7 +55,7 @@ def timed(module: torch.nn.Module, make_batch: Callable[[], Dict], device: torch
         opt.step()
         opt.zero_grad(set_to_none=True)
         _sync(device)
-        if i:
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
     result = {"step_s": sorted(times)[len(times) // 2], "autocast": "bf16" if amp else "off"}
     if device.type == "cuda":
