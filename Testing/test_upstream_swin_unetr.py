@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers_backbones import fake_checkpoint
-from upstream import assert_close, run_reference
+from upstream import assert_close, finish_reference, start_reference
 
 SHAPE = (32, 64, 96)  # non-cubic, every side a multiple of 32 (2x3 voxels at the 1/32 bottleneck)
 
@@ -27,14 +27,16 @@ def medssl_outputs(entry_id: str, path, num_classes: int = 2):
 
 def compare(entry_id: str, path, feature_size: int, tmp_path, whole_net: bool = False) -> None:
     out = tmp_path / "reference.pt"
-    run_reference("monai-1.3.0", "monai13_swin.py", str(path), str(out), "--feature-size", str(feature_size),
-                  "--shape", *map(str, SHAPE))
-    ref = torch.load(out, weights_only=True)
-    assert ref["monai"] == "1.3.0"
+    child = start_reference("monai-1.3.0", "monai13_swin.py", str(path), str(out), "--feature-size",
+                            str(feature_size), "--shape", *map(str, SHAPE))  # runs while medssl computes its side
+    x = torch.randn(1, 1, *SHAPE, generator=torch.Generator().manual_seed(0))  # the script's input (--seed 0)
     net = medssl_outputs(entry_id, path, num_classes=21 if whole_net else 2)
     with torch.no_grad():
-        features = net.encoder(ref["input"])
-        logits = net(ref["input"]) if whole_net else None
+        features = net.encoder(x)
+        logits = net(x) if whole_net else None
+    finish_reference(child)
+    ref = torch.load(out, weights_only=True)
+    assert ref["monai"] == "1.3.0" and torch.equal(ref["input"], x)
     assert len(features) == len(ref["features"]) == 6
     for level, (ours, theirs) in enumerate(zip(features, ref["features"])):
         assert_close(ours, theirs, f"{entry_id} feature map {level}")

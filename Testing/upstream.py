@@ -30,10 +30,24 @@ def reference_folder(name: str) -> Path:
 
 def run_reference(name: str, script: str, *args: str, timeout: float = 600) -> None:
     """Run ``Testing/reference/<script>`` with the reference package ``name`` first on ``sys.path``."""
+    finish_reference(start_reference(name, script, *args), timeout)
+
+
+def start_reference(name: str, script: str, *args: str) -> subprocess.Popen:
+    """`run_reference` started in the background (one thread), so the test computes its own side meanwhile."""
     env = {**os.environ, "PYTHONPATH": str(reference_folder(name)), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
-    assert done.returncode == 0, done.stderr[-2000:]
+    return subprocess.Popen([sys.executable, str(SCRIPTS / script), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish_reference(proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Wait for a `start_reference` child; it must succeed."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
 
 
 def relative_error(ours, reference) -> float:
