@@ -98,7 +98,8 @@ def run_medssl(*args: str, env: Optional[dict] = None, timeout: float = 900) -> 
 
 def timed_load(spec: str, entry_id: str, catalog_id: Optional[str] = None, in_channels: int = 1,
                num_classes: Optional[int] = None):
-    """Resolve ``spec`` (a file or a catalog id), build its network, load it: (net, report, seconds, source).
+    """Resolve ``spec`` (a file or a catalog id), build its network as fine-tuning does (`build_fresh_only`),
+    load it: (net, report, seconds, source).
 
     ``seconds``: {"resolve": read + convert + architecture, "build": network construction, "copy": the
     checked copy of the weights (reads the file again)}; printed by the loading tests (run with ``-s``).
@@ -108,14 +109,17 @@ def timed_load(spec: str, entry_id: str, catalog_id: Optional[str] = None, in_ch
     from medssl.hub import catalog
     from medssl.hub.pretrained import resolve_pretrained
     from medssl.models import build_network
+    from medssl.models.fresh_init import build_fresh_only
 
     t0 = time.perf_counter()
     source = resolve_pretrained(spec, catalog_id=catalog_id, accept_licence=True)
     t1 = time.perf_counter()
-    net = build_network(source.arch, in_channels, num_classes or catalog.get_entry(entry_id).native_num_classes or 2)
+    classes = num_classes or catalog.get_entry(entry_id).native_num_classes or 2
+    net, skipped = build_fresh_only(lambda: build_network(source.arch, in_channels, classes), source.loaded_keys)
     t2 = time.perf_counter()
     report = source.init_weights(net)
     t3 = time.perf_counter()
+    assert skipped <= set(report.loaded)  # as fine-tuning builds it: random values only for what stays fresh
     seconds = {"resolve": t1 - t0, "build": t2 - t1, "copy": t3 - t2}
     print(f"\n[load time] {entry_id}: {len(report.loaded)} tensors; resolve {seconds['resolve']:.2f}s, build "
           f"{seconds['build']:.2f}s, copy {seconds['copy']:.2f}s")

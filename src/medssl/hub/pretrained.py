@@ -19,10 +19,9 @@ Loading rules (MAE's fine-tuning guard, timm's filter functions, nnssl/PyMIC pra
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 
@@ -168,6 +167,13 @@ def load_into(net: torch.nn.Module, path: str | Path, policy: Policy, name: str)
     return report
 
 
+def keys_filled(net: torch.nn.Module, path: str | Path, policy: Policy) -> Set[str]:
+    """The state keys of ``net`` that `load_into` fills from ``path``: the same shape match, so ``net`` may be
+    a structure without values (`structure_network`; `models.fresh_init`)."""
+    report, _, _ = policy.match(net.state_dict(keep_vars=True), tensors_of(read_checkpoint(path), path))
+    return set(report.loaded)
+
+
 # ----------------------------------------------------------------------------------------------- resolving
 def entry_and_file(spec: str, catalog_id: Optional[str]) -> Tuple[catalog.CatalogEntry, Path, bool]:
     """(catalog entry, local file, whether the entry was named) for ``--backbone ID|FILE [--id ID]``."""
@@ -254,7 +260,8 @@ def resolve_pretrained(spec: str, decoder: Optional[str] = None, catalog_id: Opt
             "catalog_id": entry.id if named else None, "read_like": entry.id, "citation": entry.citation,
             "licence": licence}
     return BackboneSource(name, arch, defaults, lambda net: load_into(net, path, policy, name),
-                          licence=licence, provenance=prov, recipe=entry.get("recipe"))
+                          licence=licence, provenance=prov, recipe=entry.get("recipe"),
+                          loaded_keys=lambda structure: keys_filled(structure, path, policy))
 
 
 def file_licence(entry: catalog.CatalogEntry, path: Path, accepted: bool = False) -> str:
@@ -277,41 +284,12 @@ def file_licence(entry: catalog.CatalogEntry, path: Path, accepted: bool = False
 
 
 def structure_network(arch, in_channels: int, num_classes: int) -> torch.nn.Module:
-    """The network of ``arch`` for a shape check, with no memory for its parameters.
-
-    On the meta device when its code allows it; else (MONAI SwinUNETR calls ``.item()`` while building) built
-    on the CPU with each parameter moved to the meta device as it is registered (`parameters_on_meta`), so
-    that checking a VoCo-H file does not allocate the 1.2 B parameters of its network.
-    """
+    """The network of ``arch`` for a shape check, with no memory for its parameters (`structure_build`), so
+    that checking a VoCo-H file does not allocate the 1.2 B parameters of its network."""
     from ..models import build_network
+    from ..models.fresh_init import structure_build
 
-    try:
-        with torch.device("meta"):
-            return build_network(arch, in_channels, num_classes)
-    except (RuntimeError, NotImplementedError):
-        with parameters_on_meta():
-            return build_network(arch, in_channels, num_classes)
-
-
-@contextlib.contextmanager
-def parameters_on_meta() -> Iterator[None]:
-    """While active, every ``nn.Parameter`` registered on a module is replaced by a meta tensor of its shape.
-
-    The idea of Hugging Face accelerate's ``init_empty_weights`` (buffers stay real: Swin's relative-position
-    index is computed as usual). Not thread-safe: it patches ``nn.Module.register_parameter``.
-    """
-    original = torch.nn.Module.register_parameter
-
-    def register(module: torch.nn.Module, name: str, param: Optional[torch.nn.Parameter]) -> None:
-        if param is not None and param.device.type != "meta":
-            param = torch.nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
-        original(module, name, param)
-
-    torch.nn.Module.register_parameter = register  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        torch.nn.Module.register_parameter = original  # type: ignore[method-assign]
+    return structure_build(lambda: build_network(arch, in_channels, num_classes))
 
 
 def check_checkpoint(path: str | Path, catalog_id: Optional[str] = None

@@ -8,7 +8,7 @@ here lets them import it without importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 import torch
 
@@ -43,3 +43,5 @@ class BackboneSource:
     licence: Optional[str] = None
     provenance: Dict[str, Any] = field(default_factory=dict)
     recipe: Optional[str] = None  # the seed system's fine-tuning recipe (`medssl.hub.recipes`), None: medssl's
+    # the state keys `init_weights` fills in a network, asked of its structure (`models.fresh_init`); None: unknown
+    loaded_keys: Optional[Callable[[torch.nn.Module], Set[str]]] = None

@@ -33,6 +33,7 @@ from ..hub.recipes import get_recipe
 from ..io.labels import LabelMap, read_label_map
 from ..io.volume_io import read_image
 from ..models import build_from_plan
+from ..models.fresh_init import build_fresh_only
 from ..plan import Plan, SlidingWindowSpec
 from ..planning.finetune_plan import Choices, make_finetune_plan
 from ..planning.rules import DATA, LIKE_PRETRAINED, USER
@@ -75,9 +76,7 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
                              f"{', '.join(lab.name for lab in plan.labels[1:])}")
     sink.emit("log", message=plan_summary(plan))
     torch.manual_seed(cfg.seed)  # the same seed, data and thread count give the same model
-    net = build_from_plan(plan).to(dev)
-    if not (resume and (paths.run_dir / "checkpoint_last.pt").exists()):
-        _init_weights(net, source, sink)
+    net = _network(plan, source, dev, resume and (paths.run_dir / "checkpoint_last.pt").exists(), sink)
     if cfg.freeze_backbone:
         for p in net.encoder.parameters():
             p.requires_grad_(False)
@@ -194,11 +193,21 @@ def _write_run_files(paths: RunFolder, plan: Plan, cfg: FinetuneConfig, inputs: 
     write_text_atomic(paths.plan, plan.to_json())
 
 
-def _init_weights(net: torch.nn.Module, source: BackboneSource, sink: EventSink) -> None:
+def _network(plan: Plan, source: BackboneSource, dev: torch.device, resuming: bool, sink: EventSink):
+    """The plan's network with the source's weights; random values are drawn only for what they do not fill
+    (`models.fresh_init`; resuming: none, the checkpoint holds every weight)."""
+    if resuming:
+        return build_from_plan(plan, initialise=False).to(dev)
     if source.init_weights is None:
-        return
-    report = source.init_weights(net)
+        return build_from_plan(plan).to(dev)
+    net, skipped = build_fresh_only(lambda: build_from_plan(plan), source.loaded_keys) if source.loaded_keys \
+        else (build_from_plan(plan), set())
+    report = source.init_weights(net.to(dev))
+    if not skipped <= set(report.loaded):  # the structure's match promised more than the load did
+        net = build_from_plan(plan).to(dev)
+        report = source.init_weights(net)
     sink.emit("log", message=f"pretrained weights from {source.name}: {report.summary()}")
+    return net
 
 
 def _train_and_package(paths: RunFolder, plan: Plan, net, train, val, cfg: FinetuneConfig, source: BackboneSource,
