@@ -22,6 +22,8 @@ def test_the_meta_probe_measures_what_a_real_forward_measures(name):
     after = net.state_dict(keep_vars=True)  # the same tensor objects, with the same values, on the CPU
     assert all(after[k] is t and t.device.type == "cpu" and torch.equal(t, copy) for k, (t, copy) in own.items())
     assert on_meta == memory._output_bytes(net, 2, side, on_meta=False) > 0
+    after = net.state_dict(keep_vars=True)  # the real probe (eval mode) leaves batch-norm statistics as they were
+    assert all(torch.equal(after[k], copy) for k, (_, copy) in own.items()) and net.training
     assert memory.activation_bytes_per_voxel(structure_network(arch, 2, 3), 2, side) == on_meta / side**3
 
 

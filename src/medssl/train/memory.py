@@ -43,8 +43,8 @@ def activation_bytes_per_voxel(net: torch.nn.Module, in_channels: int, side: int
 
     The probe runs on the meta device (only shapes are computed: SwinUNETR-B at 64^3 took 3.5 s for real,
     twice per fine-tune); a network whose forward cannot run there (a data-dependent step) is probed for
-    real. ``net`` may itself have meta parameters (`hub.pretrained.structure_network`). On meta the network's
-    own tensors are untouched (a real forward in training mode moves batch-norm running statistics)."""
+    real, in eval mode. ``net`` may itself have meta parameters (`hub.pretrained.structure_network`). Either way
+    the network's own tensors are untouched (a forward in training mode moved batch-norm running statistics)."""
     try:
         return _output_bytes(net, in_channels, side, on_meta=True) / side**3
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
@@ -64,13 +64,26 @@ def _output_bytes(net: torch.nn.Module, in_channels: int, side: int, on_meta: bo
     leaves = [m for m in net.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
-        with torch.no_grad(), (_tensors_on_meta(net) if on_meta else contextlib.nullcontext()):
+        with torch.no_grad(), (_tensors_on_meta(net) if on_meta else _in_eval_mode(net)):
             device = next(iter(net.parameters())).device
             net(torch.zeros(1, in_channels, side, side, side, device=device))
     finally:
         for h in handles:
             h.remove()
     return total[0]
+
+
+@contextlib.contextmanager
+def _in_eval_mode(net: torch.nn.Module) -> Iterator[None]:
+    """Every module in eval mode while inside (a real probe must not move batch-norm running statistics), then
+    each back in its own mode."""
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 @contextlib.contextmanager
