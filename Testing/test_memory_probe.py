@@ -45,3 +45,26 @@ def test_a_network_that_reads_values_is_probed_for_real():
         memory._output_bytes(net, 1, 8, on_meta=True)
     assert memory.activation_bytes_per_voxel(net, 1, 8) == 4 * 4  # the conv's 4 float32 channels per voxel
     assert net.conv.weight.device.type == "cpu"
+
+
+def test_a_frozen_backbone_counts_its_weights_only(monkeypatch):
+    """Frozen parameters (a frozen backbone, an EMA teacher) have no gradient and no AdamW moments: 4 bytes each
+    instead of 16; fine-tuning's auto preset sees the difference."""
+    from medssl.train import auto_preset
+
+    net = build_network(resolve_arch("resenc", "unet", {"preset": "test"}), 1, 2)
+    patch = (32, 32, 32)
+    trained = memory.estimate_training(net, 1, patch, 2, amp=False)
+    encoder = sum(p.numel() for p in net.encoder.parameters())
+    for p in net.encoder.parameters():
+        p.requires_grad_(False)
+    frozen = memory.estimate_training(net, 1, patch, 2, amp=False)
+    assert memory.parameter_counts(net)[1] == encoder > 0
+    assert abs((trained.parameters_gb - frozen.parameters_gb) * memory.GB - 12 * encoder) < 1
+    assert frozen.activations_gb == trained.activations_gb
+    budget = (frozen.total_gb + trained.total_gb) / 2 / auto_preset.MARGIN  # frozen fits, trained does not
+    monkeypatch.setattr(auto_preset.resources, "available_gb", lambda device: budget)
+    assert auto_preset.fit_finetuning(net, 1, list(patch), 2, torch.device("cpu"), False)[2] is None
+    for p in net.encoder.parameters():
+        p.requires_grad_(True)
+    assert auto_preset.fit_finetuning(net, 1, list(patch), 2, torch.device("cpu"), False)[2] is not None  # scaled

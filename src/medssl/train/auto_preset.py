@@ -94,21 +94,22 @@ def _estimate_gb(method: str, cand: Candidate, in_channels: int, amp: bool, prob
         probes[cand.backbone] = (_method_parameters(method, arch, cand),
                                  memory.activation_bytes_per_voxel(net, in_channels, memory.probe_side(net)))
         del net
-    params, per_voxel = probes[cand.backbone]
+    (trained, frozen), per_voxel = probes[cand.backbone]
     view = SimpleNamespace(cfg=method_config(method, cand.method), patch_size=cand.patch)
     voxels = METHODS.get(method).forward_voxels(view)  # only reads cfg and patch_size: nothing is built
-    return memory.from_counts(params, per_voxel, voxels * cand.batch, amp).total_gb
+    return memory.from_counts(trained, per_voxel, voxels * cand.batch, amp, frozen).total_gb
 
 
-def _method_parameters(method: str, arch, cand: Candidate) -> int:
-    """Parameters of the method (network, heads, teacher), counted on the meta device where the modules allow."""
+def _method_parameters(method: str, arch, cand: Candidate) -> Tuple[int, int]:
+    """(optimised, frozen) parameters of the method (network, heads; an EMA teacher is frozen), counted on the
+    meta device where the modules allow."""
     from ..ssl import build_method
 
     try:
         with torch.device("meta"):
-            return sum(p.numel() for p in build_method(method, arch, cand.method, cand.patch).parameters())
+            return memory.parameter_counts(build_method(method, arch, cand.method, cand.patch))
     except (RuntimeError, NotImplementedError):  # e.g. MONAI's Swin calls .item() while building
-        return sum(p.numel() for p in build_method(method, arch, cand.method, cand.patch).parameters())
+        return memory.parameter_counts(build_method(method, arch, cand.method, cand.patch))
 
 
 def fit_pretraining(cfg, method: str, device: torch.device, in_channels: int = 1
@@ -142,10 +143,10 @@ def fit_finetuning(net: torch.nn.Module, in_channels: int, patch, batch: int, de
     model is the one asked for (its weights come with it), so its size is not changed here."""
     free, divisor = resources.available_gb(device), int(getattr(net, "size_divisor", 16))
     per_voxel = memory.activation_bytes_per_voxel(net, in_channels, memory.probe_side(net))
-    params = sum(p.numel() for p in net.parameters())
+    trained, frozen = memory.parameter_counts(net)  # a frozen backbone: weights only
     recipe, first = list(patch), None
     for cand in candidates("finetune", "", batch, list(patch), {}, {}, divisor):
-        need = memory.from_counts(params, per_voxel, cand.batch * math.prod(cand.patch), amp).total_gb
+        need = memory.from_counts(trained, per_voxel, cand.batch * math.prod(cand.patch), amp, frozen).total_gb
         first = need if first is None else first
         if need <= MARGIN * free:
             note = None if not cand.change else (

@@ -1,14 +1,15 @@
 """Memory estimates before a run, so a too-large patch or batch gives advice instead of an out-of-memory crash.
 
-Training memory = parameters, gradients and AdamW state (16 bytes per parameter) + the activations kept for
-backward. Activations are measured, not guessed: one forward pass on a small probe input records the size of
-every module output (what autograd keeps), which scales linearly with the number of voxels.
+Training memory = parameters, gradients and AdamW state (16 bytes per optimised parameter, 4 per frozen one:
+a frozen backbone, an EMA teacher) + the activations kept for backward. Activations are measured, not guessed:
+one forward pass on a small probe input (meta device: shapes only) records the size of every module output
+(what autograd keeps), which scales linearly with the number of voxels.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 
@@ -26,11 +27,23 @@ class MemoryEstimate:
         return self.parameters_gb + self.activations_gb
 
 
-def from_counts(parameters: int, bytes_per_voxel: float, voxels: int, amp: bool) -> MemoryEstimate:
-    """The one formula: 16 bytes per optimised parameter (weight, gradient, AdamW's two moments, float32) plus
-    ``bytes_per_voxel`` (`activation_bytes_per_voxel`) for each of the step's ``voxels`` (batch x what each
-    sample sends through the network), 0.6 of that under autocast."""
-    return MemoryEstimate(parameters * 16 / GB, bytes_per_voxel * voxels * (0.6 if amp else 1.0) / GB)
+def from_counts(parameters: int, bytes_per_voxel: float, voxels: int, amp: bool, frozen: int = 0) -> MemoryEstimate:
+    """The one formula: 16 bytes per optimised parameter (weight, gradient, AdamW's two moments, float32), 4 per
+    ``frozen`` one (the weight only: a frozen backbone, an EMA teacher), plus ``bytes_per_voxel``
+    (`activation_bytes_per_voxel`) for each of the step's ``voxels`` (batch x what each sample sends through the
+    network), 0.6 of that under autocast."""
+    return MemoryEstimate((parameters * 16 + frozen * 4) / GB, bytes_per_voxel * voxels * (0.6 if amp else 1.0) / GB)
+
+
+def parameter_counts(module: torch.nn.Module) -> Tuple[int, int]:
+    """(optimised, frozen) parameter counts of ``module``: ``requires_grad`` or not (`from_counts`)."""
+    optimised = frozen = 0
+    for p in module.parameters():
+        if p.requires_grad:
+            optimised += p.numel()
+        else:
+            frozen += p.numel()
+    return optimised, frozen
 
 
 def probe_side(net: torch.nn.Module) -> int:
@@ -119,7 +132,8 @@ def estimate_training(net: torch.nn.Module, in_channels: int, patch: Sequence[in
     more than one patch (multi-crop methods, `SSLMethod.forward_voxels`)."""
     per_voxel = activation_bytes_per_voxel(net, in_channels, probe_side(net))
     voxels = batch * (voxels_per_sample or patch[0] * patch[1] * patch[2])
-    return from_counts(sum(p.numel() for p in (optimised or net).parameters()), per_voxel, voxels, amp)
+    trained, frozen = parameter_counts(optimised or net)
+    return from_counts(trained, per_voxel, voxels, amp, frozen)
 
 
 def check_training_fits(net: torch.nn.Module, in_channels: int, patch: Sequence[int], batch: int,

@@ -161,7 +161,7 @@ def check_memory(net: torch.nn.Module, ssl: SSLMethod, plan: Plan, cfg: Pretrain
     """The fine-tuning memory estimate (`check_training_fits`) for the plan's network on ``batch_size``
     volumes, each as many voxels as the method passes through it (`SSLMethod.forward_voxels`: VoCo's 3 x 3
     bases and 2 crops, DINO's global and local crops; the estimate `auto_preset` fits), with the optimiser
-    holding every parameter of the method (heads, teacher). Counting one patch instead said 5.96 GB for a VoCo
+    holding every trained parameter of the method (network, heads; the EMA teacher: its weights only). Counting one patch instead said 5.96 GB for a VoCo
     run that took 17.0 GB (auto's estimate: 17.4), and let ``--preset recipe`` (34 GB) start on a 23 GB machine.
     Without ``auto`` (another preset was asked for) the refusal names ``--preset auto`` first."""
     amp = uses_amp(cfg.loop.amp, dev)
