@@ -136,6 +136,12 @@ def estimate_training(net: torch.nn.Module, in_channels: int, patch: Sequence[in
     return from_counts(trained, per_voxel, voxels, amp, frozen)
 
 
+def resident_weights_gb(module: torch.nn.Module, device: torch.device) -> float:
+    """The part of an estimate already allocated: ``module``'s weights held on ``device``, which its free memory
+    no longer counts (the auto preset fitted the estimate to the memory free before they were built)."""
+    return sum(p.numel() * p.element_size() for p in module.parameters() if p.device.type == device.type) / GB
+
+
 def check_training_fits(net: torch.nn.Module, in_channels: int, patch: Sequence[int], batch: int,
                         device: torch.device, amp: bool, margin: float = 0.9,
                         optimised: Optional[torch.nn.Module] = None, advice: Optional[str] = None,
@@ -147,7 +153,7 @@ def check_training_fits(net: torch.nn.Module, in_channels: int, patch: Sequence[
     est = estimate_training(net, in_channels, patch, batch, amp, optimised=optimised,
                             voxels_per_sample=voxels_per_sample)
     free = available_gb(device)
-    if est.total_gb > margin * free:
+    if est.total_gb - resident_weights_gb(optimised or net, device) > margin * free:
         where = f"GPU {device}" if device.type == "cuda" else "this machine"
         smaller = [max(16, p // 2) for p in patch]
         advice = advice or f"use a smaller patch (--patch-size {' '.join(map(str, smaller))}), batch_size 1 in --config"
