@@ -69,12 +69,7 @@ def structure_build(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     """``build()`` with no memory for its parameters: on the meta device when its code allows it; else (MONAI
     SwinUNETR calls ``.item()`` while building) on the CPU with each parameter moved to the meta device as it
     is registered (`parameters_on_meta`)."""
-    try:
-        with torch.device("meta"):
-            return build()
-    except (RuntimeError, NotImplementedError):
-        with parameters_on_meta():
-            return build()
+    return _structure_with_fills(build)[0]
 
 
 @contextlib.contextmanager

@@ -17,10 +17,10 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from ..data.normalization import fit_normalization
 from ..errors import InputError
+from ..models.fresh_init import structure_build
 from ..models.no_init import initialisation_skipped
 from ..models.registry import BACKBONES
 from ..plan import NATIVE, ArchSpec, NormSpec
@@ -85,12 +85,8 @@ def size_divisor(arch: ArchSpec, in_channels: int = 1) -> int:
     family = BACKBONES.get(arch.backbone)
     if family.size_divisor is not None:
         return int(family.size_divisor(**arch.backbone_kwargs))
-    try:
-        with torch.device("meta"), initialisation_skipped():
-            encoder = family.build(in_channels, **arch.backbone_kwargs)
-    except (NotImplementedError, RuntimeError):  # a layer that cannot live on the meta device
-        with initialisation_skipped():
-            encoder = family.build(in_channels, **arch.backbone_kwargs)
+    with initialisation_skipped():
+        encoder = structure_build(lambda: family.build(in_channels, **arch.backbone_kwargs))
     return int(getattr(encoder, "size_divisor", 1))
 
 

@@ -101,15 +101,12 @@ def _estimate_gb(method: str, cand: Candidate, in_channels: int, amp: bool, prob
 
 
 def _method_parameters(method: str, arch, cand: Candidate) -> Tuple[int, int]:
-    """(optimised, frozen) parameters of the method (network, heads; an EMA teacher is frozen), counted on the
-    meta device where the modules allow."""
+    """(optimised, frozen) parameters of the method (network, heads; an EMA teacher is frozen), counted on a
+    build without memory for its weights (`structure_build`)."""
+    from ..models.fresh_init import structure_build
     from ..ssl import build_method
 
-    try:
-        with torch.device("meta"):
-            return memory.parameter_counts(build_method(method, arch, cand.method, cand.patch))
-    except (RuntimeError, NotImplementedError):  # e.g. MONAI's Swin calls .item() while building
-        return memory.parameter_counts(build_method(method, arch, cand.method, cand.patch))
+    return memory.parameter_counts(structure_build(lambda: build_method(method, arch, cand.method, cand.patch)))
 
 
 def fit_pretraining(cfg, method: str, device: torch.device, in_channels: int = 1

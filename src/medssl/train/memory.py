@@ -78,7 +78,7 @@ def _output_bytes(net: torch.nn.Module, in_channels: int, side: int, on_meta: bo
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad(), (_tensors_on_meta(net) if on_meta else _in_eval_mode(net)):
-            device = next(iter(net.parameters())).device
+            device = next(net.parameters()).device
             net(torch.zeros(1, in_channels, side, side, side, device=device))
     finally:
         for h in handles:
