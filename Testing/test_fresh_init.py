@@ -7,9 +7,13 @@ import pytest
 import torch
 from helpers_backbones import FINGERPRINT_IDS, fake_checkpoint
 
+from medssl.hub.backbone_source import resolve_backbone
+from medssl.hub.package import save_package
 from medssl.hub.pretrained import resolve_pretrained
+from medssl.hub.ssl_export import save_export
 from medssl.models import build_network, resolve_arch
 from medssl.models.fresh_init import build_fresh_only
+from medssl.plan import ChannelSpec, NormSpec, Plan, default_labels
 
 # every family's released layout; VoCo-L/H run VoCo-B's code, and 3DINO's ViT-L is a ViT of the test preset here
 CASES = sorted(n for n in FINGERPRINT_IDS if n not in ("voco_h_ssl_head", "voco_l_ssl_head", "3dino_vit_large"))
@@ -43,6 +47,39 @@ def test_fresh_tensors_get_their_init_and_loaded_ones_the_file(name, nan_for_unf
                                     accept_licence=True)
     else:
         source = resolve_pretrained(str(fake_checkpoint(name)), catalog_id=FINGERPRINT_IDS[name])
+    _check_fresh_only(source)
+
+
+ARCHS = {"resenc": ("unet", {"preset": "test"}),  # decoder.encoder.* aliases, stored once in a package
+         "swin_unetr": ("swin_unetr", {"feature_size": 12})}  # VoCo's rule: a fresh input layer
+
+
+def _plan(family: str) -> Plan:
+    arch = resolve_arch(family, *ARCHS[family])
+    return Plan(channels=[ChannelSpec("t1", "MR")], normalization=[NormSpec("zscore", {"per_image": True})],
+                patch_size=(32, 32, 32), labels=default_labels(["a"]), architecture=arch)
+
+
+@pytest.mark.parametrize("family", sorted(ARCHS))
+@pytest.mark.parametrize("kind", ["package", "medssl pretrain export"])
+def test_packages_and_exports_fill_what_they_promise(kind, family, nan_for_unfilled_memory, tmp_path):
+    """The bootstrap loop (fine-tuning a package again) and fine-tuning a `medssl pretrain` export: the header's
+    shapes say what loads (`hub.matching.keys_matching`), fine-tuned at 2 channels and 3 classes (input layer
+    adapted or fresh, output layer fresh)."""
+    plan = _plan(family)
+    torch.manual_seed(1)
+    state = build_network(plan.architecture, 1, 2).state_dict()
+    if kind == "package":
+        folder = save_package(tmp_path / "pkg", plan, state, {"licence": "CC0-1.0"})
+    else:
+        folder = save_export(tmp_path / "run" / "export", plan, {k: v for k, v in state.items()
+                                                                 if k.startswith("encoder.")}, "mae3d", 1, {})
+    _check_fresh_only(resolve_backbone(str(folder)))
+
+
+def _check_fresh_only(source) -> None:
+    """Built by `build_fresh_only`, then loaded, ``source``'s network equals a full build's in every loaded
+    tensor, has its init's constants and statistics in the others, and no tensor was left unfilled."""
     build = lambda: build_network(source.arch, 2, 3)  # noqa: E731 - 2 channels: a fresh input layer for VoCo
     torch.manual_seed(0)
     full = build()

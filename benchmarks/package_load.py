@@ -1,6 +1,7 @@
 """Benchmark: loading a model package (`load_package`) with and without the network's random initialisation.
 
     python benchmarks/package_load.py [--backbones resenc:L vit3d:L swin_unetr:H] [--rounds 3] [--save NAME]
+                                      [--start predict|finetune]
 
 `load_package` builds the plan's network and replaces all its weights by the package's; since
 `models.no_init` it builds without drawing the random values first (``initialise=False``). Each load here is one
@@ -8,6 +9,11 @@ child process (``load_package(check_forward=False)``, as `medssl predict` calls 
 round after round; the child reports its load time and its peak RSS (``VmHWM``). Medians per way and their
 ratio. The packages hold random weights (``predict_vs_monai.make_package``, ROI 96), written once to a temporary
 folder. Results: printed, and with ``--save NAME`` written to ``benchmarks/results/NAME.json``.
+
+``--start finetune`` times the network a fine-tune from the package starts with instead (the bootstrap loop:
+``medssl finetune --backbone PACKAGE``, `train.finetune._network`): built by `models.fresh_init` drawing random
+values only for what the package does not fill ("skipped"; here it fills everything), against a full
+initialisation followed by the copy ("initialised").
 """
 from __future__ import annotations
 
@@ -26,22 +32,34 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 CHILD = r"""
 import sys, time
+import torch
 import medssl.models
 from medssl.hub import package
 build = medssl.models.build_from_plan
-if sys.argv[2] == "initialised":  # the build before models.no_init: random values drawn, then replaced
-    medssl.models.build_from_plan = lambda plan, initialise=True: build(plan, True)
-t = time.perf_counter()
-package.load_package(sys.argv[1], check_forward=False, quiet=True)
+if sys.argv[3] == "finetune":
+    from medssl.events import NullSink
+    from medssl.hub.backbone_source import resolve_backbone
+    from medssl.plan import Plan
+    from medssl.train.finetune import _network
+    plan, source = Plan.load(sys.argv[1] + "/plan.json"), resolve_backbone(sys.argv[1])
+    if sys.argv[2] == "initialised":  # every tensor drawn at random, then the package copied over it
+        source.loaded_keys = None
+    t = time.perf_counter()
+    _network(plan, source, torch.device("cpu"), False, NullSink())
+else:
+    if sys.argv[2] == "initialised":  # the build before models.no_init: random values drawn, then replaced
+        medssl.models.build_from_plan = lambda plan, initialise=True: build(plan, True)
+    t = time.perf_counter()
+    package.load_package(sys.argv[1], check_forward=False, quiet=True)
 took = time.perf_counter() - t
 peak = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
 print(took, int(peak) / 1e6)  # this process's own peak (kB -> GB); wait4's would count the parent's at fork
 """
 
 
-def one_load(folder: Path, way: str) -> tuple:
-    """(seconds in load_package, peak RSS in GB) of one child process."""
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(folder), way], stdout=subprocess.PIPE, text=True)
+def one_load(folder: Path, way: str, start: str = "predict") -> tuple:
+    """(seconds in load_package or the fine-tune's network build, peak RSS in GB) of one child process."""
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(folder), way, start], stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"the {way} load of {folder} failed (exit {proc.returncode})")
     took, peak = proc.stdout.strip().splitlines()[-1].split()
@@ -53,6 +71,8 @@ def main() -> None:
     ap.add_argument("--backbones", nargs="+", default=["resenc:L", "vit3d:L", "swin_unetr:H"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--save", metavar="NAME")
+    ap.add_argument("--start", choices=["predict", "finetune"], default="predict",
+                    help="what the package is loaded for (see the module docstring)")
     args = ap.parse_args()
     from medssl.inference.runtimes import cpu_description
 
@@ -63,7 +83,7 @@ def main() -> None:
             runs = {"initialised": [], "skipped": []}
             for _ in range(args.rounds):
                 for way in runs:
-                    runs[way].append(one_load(folder, way))
+                    runs[way].append(one_load(folder, way, args.start))
             med = {w: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for w, v in runs.items()}
             row = {"backbone": backbone, "weights_gb": round(sum(p.stat().st_size for p in folder.iterdir()) / 1e9, 2),
                    "load_s_initialised": round(med["initialised"][0], 3), "load_s_skipped": round(med["skipped"][0], 3),
@@ -75,7 +95,7 @@ def main() -> None:
             for p in folder.iterdir():
                 p.unlink()  # a few GB each: not kept while the next one is written
     if args.save:
-        record = {"cpu": cpu_description(), "rounds": args.rounds, "rows": rows}
+        record = {"cpu": cpu_description(), "rounds": args.rounds, "start": args.start, "rows": rows}
         (RESULTS / f"{args.save}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 

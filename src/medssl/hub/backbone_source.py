@@ -13,11 +13,12 @@ loaded. Accepted forms:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 
 from ..plan import Plan, PlanDefaults
+from .matching import copy_matching, keys_matching
 from .source import BackboneSource, LoadReport
 
 def default_decoder(backbone: str) -> str:
@@ -65,13 +66,15 @@ def _from_package(path: Path) -> BackboneSource:
 
     plan = Plan.load(path / "plan.json")
     defaults = PlanDefaults.of_plan(plan, f"model package {path}", labels=True)
+    family = plan.architecture.backbone
 
     def init(net: torch.nn.Module) -> LoadReport:
-        return copy_matching(load_package_state(path), net, plan.architecture.backbone)
+        return copy_matching(load_package_state(path), net, family)
 
     prov = {"backbone": str(path), "init": "package", "parent_plan_hash": plan.hash()}
     return BackboneSource(str(path), plan.architecture, defaults, init, provenance=prov,
-                          recipe=_package_recipe(path))
+                          recipe=_package_recipe(path),
+                          loaded_keys=lambda structure: keys_matching(structure, path / "weights.safetensors", family))
 
 
 def _package_recipe(path: Path) -> Optional[str]:
@@ -83,31 +86,6 @@ def _package_recipe(path: Path) -> Optional[str]:
     except (OSError, ValueError):
         return None
     return recipe.get("name") if isinstance(recipe, dict) else None
-
-
-def copy_matching(state: Dict[str, torch.Tensor], net: torch.nn.Module, family: Optional[str] = None) -> LoadReport:
-    """Copy tensors whose name and shape match (PyMIC/VoCo rule), input layers adapted to another channel count
-    by ``family``'s rule (`adapt_input_channels`); report the rest."""
-    from .converters import adapt_input_channels
-
-    own = net.state_dict()
-    report = LoadReport()
-    filtered = {}
-    for key, value in state.items():
-        adapted = None if key not in own or own[key].shape == value.shape else \
-            adapt_input_channels(family, key, value, own[key])
-        if adapted is not None:
-            value = adapted
-        if key not in own:
-            report.unexpected.append(key)
-        elif tuple(own[key].shape) != tuple(value.shape):
-            report.shape_mismatch.append(key)
-        else:
-            filtered[key] = value
-            report.loaded.append(key)
-    report.missing = [k for k in own if k not in filtered]
-    net.load_state_dict(filtered, strict=False)
-    return report
 
 
 def create_backbone(id_or_arch: str, checkpoint: Optional[str] = None, in_channels: int = 1,

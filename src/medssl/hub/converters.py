@@ -9,7 +9,7 @@ and are reported as unused, checked against the catalog's ``allowed_unexpected``
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
@@ -72,17 +72,23 @@ def template_entry(family: str, sd: Tensors) -> str:
     return fmt.template(fmt.convert(sd))
 
 
+def input_adaptable(family: Optional[str], key: str, shape: Sequence[int], target: Sequence[int]) -> bool:
+    """Whether `adapt_input_channels` turns a stored tensor of ``shape`` into one of ``target`` (shapes only)."""
+    fmt = FORMATS.get(family) if family else None
+    if fmt is None or fmt.fresh_input_layer or key not in fmt.input_keys or len(shape) != len(target) or len(shape) < 2:
+        return False
+    c, big_c = int(shape[1]), int(target[1])
+    return shape[0] == target[0] and tuple(shape[2:]) == tuple(target[2:]) and not big_c % c and big_c != c
+
+
 def adapt_input_channels(family: Optional[str], key: str, value: torch.Tensor,
                          target: torch.Tensor) -> Optional[torch.Tensor]:
     """The one input-channel rule, for catalog files, SSL exports and packages alike: for one of ``family``'s
     input keys, repeat a weight ``(F, c, ...)`` to ``(F, C, ...)`` and scale by ``c / C`` (nnssl's rule) when ``C``
     is a multiple of ``c``; None otherwise, and always for a family whose input layers start fresh (VoCo)."""
-    fmt = FORMATS.get(family) if family else None
-    if fmt is None or fmt.fresh_input_layer or key not in fmt.input_keys or value.dim() != target.dim() or value.dim() < 2:
+    if not input_adaptable(family, key, tuple(value.shape), tuple(target.shape)):
         return None
     c, big_c = int(value.shape[1]), int(target.shape[1])
-    if value.shape[0] != target.shape[0] or value.shape[2:] != target.shape[2:] or big_c % c or big_c == c:
-        return None
     return value.repeat(1, big_c // c, *([1] * (value.dim() - 2))) * (c / big_c)
 
 

@@ -26,7 +26,8 @@ import torch
 from ..errors import CheckpointError, PackageError
 from ..io.atomic import atomic_dir
 from ..plan import Plan, PlanDefaults
-from .converters import adapt_input_channels, fresh_input_keys
+from .converters import fresh_input_keys
+from .matching import copy_matching, keys_matching, match_shapes
 from .source import BackboneSource, LoadReport
 from .package import sha256_file, versions
 
@@ -77,8 +78,8 @@ def is_ssl_export(spec: str) -> bool:
     return export_folder(spec) is not None
 
 
-def load_export(folder: str | Path) -> Tuple[Plan, Dict[str, Any], Dict[str, torch.Tensor]]:
-    """(plan, metadata, tensors), hash-checked."""
+def load_export(folder: str | Path, tensors: bool = True) -> Tuple[Plan, Dict[str, Any], Dict[str, torch.Tensor]]:
+    """(plan, metadata, tensors), hash-checked (``tensors`` False: the tensors are not read, {})."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -90,6 +91,8 @@ def load_export(folder: str | Path) -> Tuple[Plan, Dict[str, Any], Dict[str, tor
         if not (folder / name).is_file() or sha256_file(folder / name) != meta.get(key):
             raise PackageError(f"backbone export {folder}: {name} is missing or does not match the sha256 in "
                                f"{METADATA}; copy the whole export folder again")
+    if not tensors:
+        return Plan.load(folder / PLAN), meta, {}
     try:
         state = load_file(str(folder / WEIGHTS))
     except (SafetensorError, OSError) as exc:
@@ -99,38 +102,35 @@ def load_export(folder: str | Path) -> Tuple[Plan, Dict[str, Any], Dict[str, tor
 
 def load_into(state: Dict[str, torch.Tensor], net: torch.nn.Module, source: str,
               family: Optional[str] = None) -> LoadReport:
-    """Copy matching tensors into ``net``; raise `CheckpointError` unless every ``encoder.*`` tensor loaded.
-    ``family``: the backbone family, whose input-channel rule adapts another channel count (`adapt_input_channels`)."""
-    own = net.state_dict()
-    report, chosen = LoadReport(), {}
-    for key, value in state.items():
-        if key not in own:
-            report.unexpected.append(key)
-            continue
-        if tuple(value.shape) != tuple(own[key].shape):
-            value = adapt_input_channels(family, key, value, own[key])
-            if value is None:
-                report.shape_mismatch.append(key)
-                continue
-        chosen[key] = value
-        report.loaded.append(key)
-    report.missing = [k for k in own if k not in chosen]
+    """Copy matching tensors into ``net`` (`copy_matching`); raise `CheckpointError`, copying nothing, unless every
+    ``encoder.*`` tensor loads. ``family``: the backbone family, whose input-channel rule adapts another channel
+    count (`adapt_input_channels`)."""
+    check_encoder_loads(net, {k: tuple(v.shape) for k, v in state.items()}, source, family)
+    return copy_matching(state, net, family)
+
+
+def check_encoder_loads(net: torch.nn.Module, shapes: Dict[str, Tuple[int, ...]], source: str,
+                        family: Optional[str]) -> None:
+    """`CheckpointError` unless stored tensors of these shapes fill every ``encoder.*`` tensor of ``net`` (input
+    layers that ``family`` starts fresh for another channel count excepted); ``net`` may be a structure."""
+    report, _ = match_shapes(net.state_dict(keep_vars=True), shapes, family)
     fresh = fresh_input_keys(family)
-    bad = [k for k in own if k.startswith("encoder.") and k not in chosen and k not in fresh]
+    bad = [k for k in report.missing if k.startswith("encoder.") and k not in fresh]
     if bad:
         raise CheckpointError(f"backbone {source}: {len(bad)} encoder tensor(s) of the network did not load (first: "
                               f"{bad[0]}); the export does not match this architecture: use its plan's backbone")
-    net.load_state_dict(chosen, strict=False)
-    return report
 
 
 def verify_export(folder: Path) -> None:
-    """Hashes agree and every ``encoder.*`` tensor loads into the network of the export's plan."""
+    """Hashes agree, the tensors read, and every ``encoder.*`` tensor loads into the network of the export's plan
+    (a structure without weights: only names and shapes are compared)."""
     from ..models import build_network
+    from ..models.fresh_init import structure_build
 
     plan, _, state = load_export(folder)
-    net = build_network(plan.architecture, plan.num_channels, 2)  # a decoder's output layer may differ: not checked
-    load_into(state, net, str(folder), plan.architecture.backbone)
+    # a decoder's output layer may differ: not checked
+    net = structure_build(lambda: build_network(plan.architecture, plan.num_channels, 2))
+    check_encoder_loads(net, {k: tuple(v.shape) for k, v in state.items()}, str(folder), plan.architecture.backbone)
 
 
 def resolve_ssl_export(spec: str | Path) -> BackboneSource:
@@ -138,14 +138,16 @@ def resolve_ssl_export(spec: str | Path) -> BackboneSource:
     folder = export_folder(spec)
     if folder is None:
         raise PackageError(f"{spec} is not a medssl backbone export (no {METADATA} with format {EXPORT_FORMAT})")
-    plan, meta, _ = load_export(folder)
+    plan, meta, _ = load_export(folder, tensors=False)
     defaults = PlanDefaults.of_plan(plan, f"medssl pretrain export {folder}")
+    family = plan.architecture.backbone
 
     def init(net: torch.nn.Module) -> LoadReport:
-        return load_into(load_export(folder)[2], net, str(folder), plan.architecture.backbone)
+        return load_into(load_export(folder)[2], net, str(folder), family)
 
     prov = {"backbone": str(folder), "init": "medssl-pretrain", "method": meta.get("method"),
             "pretrain_steps": meta.get("steps"), "fingerprint": (meta.get("fingerprint") or {}).get("hash"),
             "parent_plan_hash": plan.hash()}
     return BackboneSource(f"{meta.get('method', 'ssl')}:{folder}", plan.architecture, defaults, init,
-                          licence=meta.get("licence"), provenance=prov)
+                          licence=meta.get("licence"), provenance=prov,
+                          loaded_keys=lambda structure: keys_matching(structure, folder / WEIGHTS, family))

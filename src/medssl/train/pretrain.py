@@ -147,12 +147,20 @@ def _volumes(files: List[str], plan: Plan, cfg: PretrainConfig, dist: DistContex
 
 def check_export(method: SSLMethod, plan: Plan) -> torch.nn.Module:
     """Fail before training when the method's export would not load into the plan's network (nnssl's
-    ``verify_adaptation_plans``); returns that network (with the export loaded)."""
+    ``verify_adaptation_plans``); returns that network with the export loaded (random values drawn only for
+    the rest, `build_fresh_only`, from a forked generator: the training's random stream does not depend on it)."""
+    from ..hub.matching import match_shapes
     from ..hub.ssl_export import load_into
     from ..models import build_network
+    from ..models.fresh_init import build_fresh_only
 
-    net = build_network(plan.architecture, plan.num_channels, 2)
-    load_into(method.export_state(), net, f"{plan.architecture.backbone} export")
+    state, family = method.export_state(), plan.architecture.backbone
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    with torch.random.fork_rng(devices=[]):  # the check's random values are not the training's
+        net, _ = build_fresh_only(lambda: build_network(plan.architecture, plan.num_channels, 2),
+                                  lambda structure: set(match_shapes(structure.state_dict(keep_vars=True), shapes,
+                                                                     family)[0].loaded))
+    load_into(state, net, f"{family} export", family)
     return net
 
 
