@@ -99,3 +99,39 @@ def test_the_runs_own_memory_check_counts_every_crop_as_auto_does(monkeypatch):
     with pytest.raises(ResourceError, match=r"; use --preset auto \(the default: the recipe scaled down to fit\), or "
                                             r"--batch-size 1"):
         check_memory(net, ssl, plan, cfg, torch.device("cpu"), ListSink(), auto=False)  # --preset recipe
+
+
+def test_dino3d_estimates_the_activations_of_its_student_vit_not_the_plans_decoder(monkeypatch):
+    """DINO runs the student's ViT and its heads, no decoder; probing the plan's network counted UNETR's
+    full-resolution convolutions (ViT-L: 2098 against 654 bytes a voxel; a step estimated at 17.0 GB peaked at
+    8.4 GB). The run's own check and ``--preset auto`` probe the same module."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from medssl.events import ListSink
+    from medssl.models import build_network, resolve_arch
+    from medssl.ssl import build_method
+    from medssl.train.pretrain import check_memory
+
+    arch = resolve_arch("vit3d", "unetr", {"preset": "test"})
+    method = {"global_size": 32, "local_size": 16, "n_local": 2, "dino_prototypes": 64, "ibot_prototypes": 64,
+              "head_hidden": 32, "head_bottleneck": 16}
+    ssl = build_method("dino3d", arch, method, [32, 32, 32])
+    assert ssl.activation_network() is ssl.student["backbone"]
+    net = build_network(arch, 1, 2)
+    batch = 1000  # GBs of activations: the log line's two decimals are enough
+    plan, cfg = SimpleNamespace(num_channels=1, patch_size=[32] * 3), SimpleNamespace(loop=SimpleNamespace(amp="off"),
+                                                                                      batch_size=batch)
+    monkeypatch.setattr(auto_preset.memory, "available_gb", lambda device: 1e6)
+    sink = ListSink()
+    check_memory(net, ssl, plan, cfg, torch.device("cpu"), sink)
+    logged = float(sink.of("log")[-1]["message"].split()[3])
+    cand = auto_preset.Candidate("vit3d:test", batch, [32] * 3, method)
+    auto = auto_preset._estimate_gb("dino3d", cand, 1, False, {})
+    voxels = ssl.forward_voxels() * batch
+    whole = auto_preset.memory.estimate_training(net, 1, [32] * 3, batch, False, optimised=ssl,
+                                                 voxels_per_sample=ssl.forward_voxels())
+    vit = auto_preset.memory.activation_bytes_per_voxel(ssl.student["backbone"], 1, 32)
+    assert logged == pytest.approx(auto, rel=0.02) and logged < 0.8 * whole.total_gb, (logged, auto, whole)
+    assert logged == pytest.approx(whole.parameters_gb + vit * voxels / auto_preset.memory.GB, rel=0.02)

@@ -10,7 +10,8 @@ does). Beside it, each method provides (lightly's "method = module + view transf
 - `on_step_end` (a loop hook): EMA teachers and temperature schedules, functions of the step only;
 - `param_groups`: optimiser groups (layer-wise LR decay for ViTs, no weight decay on norms and biases);
 - `export_state`: the weights to keep, keyed like `medssl.models.SegmentationNet` (``encoder.*``, plus
-  ``decoder.*`` for methods that pretrain the decoder), for the plan's architecture.
+  ``decoder.*`` for methods that pretrain the decoder), for the plan's architecture;
+- `forward_voxels` and `activation_network`: what the training-memory estimate counts.
 
 Registration is explicit: ``@METHODS.register("name")`` on the class and one import line in
 ``ssl/methods/__init__.py``.
@@ -61,6 +62,11 @@ class SSLMethod(nn.Module):
 
     def export_state(self) -> Dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def activation_network(self) -> Optional[nn.Module]:
+        """The module the training-memory estimate probes for the `forward_voxels` voxels (`train.memory`): None,
+        the plan's segmentation network (encoder and decoder), as the convolutional methods run it."""
+        return None
 
     def forward_voxels(self) -> int:
         """Voxels the trained network sees per volume of a batch (for the memory estimate): one patch here;

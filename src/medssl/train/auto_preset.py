@@ -82,7 +82,6 @@ def _estimate_gb(method: str, cand: Candidate, in_channels: int, amp: bool, prob
     from types import SimpleNamespace
 
     from ..hub.backbone_source import default_decoder
-    from ..hub.pretrained import structure_network
     from ..models import resolve_arch
     from ..ssl import METHODS
     from ..ssl.base import method_config
@@ -90,23 +89,26 @@ def _estimate_gb(method: str, cand: Candidate, in_channels: int, amp: bool, prob
     name, _, preset = cand.backbone.partition(":")
     arch = resolve_arch(name, default_decoder(name), {"preset": preset} if preset else {})
     if cand.backbone not in probes:
-        net = structure_network(arch, in_channels, 2)  # no memory for its weights; probed on the meta device
-        probes[cand.backbone] = (_method_parameters(method, arch, cand),
-                                 memory.activation_bytes_per_voxel(net, in_channels, memory.probe_side(net)))
-        del net
+        probes[cand.backbone] = _method_probe(method, arch, cand, in_channels)
     (trained, frozen), per_voxel = probes[cand.backbone]
     view = SimpleNamespace(cfg=method_config(method, cand.method), patch_size=cand.patch)
     voxels = METHODS.get(method).forward_voxels(view)  # only reads cfg and patch_size: nothing is built
     return memory.from_counts(trained, per_voxel, voxels * cand.batch, amp, frozen).total_gb
 
 
-def _method_parameters(method: str, arch, cand: Candidate) -> Tuple[int, int]:
-    """(optimised, frozen) parameters of the method (network, heads; an EMA teacher is frozen), counted on a
-    build without memory for its weights (`structure_build`)."""
+def _method_probe(method: str, arch, cand: Candidate, in_channels: int) -> Tuple[Tuple[int, int], float]:
+    """((optimised, frozen) parameters of the method: network, heads, an EMA teacher frozen; activation bytes a
+    voxel of its `SSLMethod.activation_network`, else of the plan's network), on builds without memory for
+    their weights (`structure_build`), probed on the meta device."""
+    from ..hub.pretrained import structure_network
     from ..models.fresh_init import structure_build
     from ..ssl import build_method
 
-    return memory.parameter_counts(structure_build(lambda: build_method(method, arch, cand.method, cand.patch)))
+    structure = structure_build(lambda: build_method(method, arch, cand.method, cand.patch))
+    own = structure.activation_network()
+    probed, channels = (structure_network(arch, in_channels, 2), in_channels) if own is None else (own, 1)
+    return memory.parameter_counts(structure), memory.activation_bytes_per_voxel(probed, channels,
+                                                                               memory.probe_side(probed))
 
 
 def fit_pretraining(cfg, method: str, device: torch.device, in_channels: int = 1
