@@ -1,6 +1,7 @@
 """--preset auto: the recipe when it fits, else batch, then crop, then model size; workers within the cores."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from medssl.inference import resources
@@ -101,13 +102,20 @@ def test_the_runs_own_memory_check_counts_every_crop_as_auto_does(monkeypatch):
         check_memory(net, ssl, plan, cfg, torch.device("cpu"), ListSink(), auto=False)  # --preset recipe
 
 
-def test_dino3d_estimates_the_activations_of_its_student_vit_not_the_plans_decoder(monkeypatch):
-    """DINO runs the student's ViT and its heads, no decoder; probing the plan's network counted UNETR's
-    full-resolution convolutions (ViT-L: 2098 against 654 bytes a voxel; a step estimated at 17.0 GB peaked at
-    8.4 GB). The run's own check and ``--preset auto`` probe the same module."""
-    from types import SimpleNamespace
+VIT_METHODS = {  # tiny settings of the two ViT methods
+    "dino3d": {"global_size": 32, "local_size": 16, "n_local": 2, "dino_prototypes": 64, "ibot_prototypes": 64,
+               "head_hidden": 32, "head_bottleneck": 16},
+    "mae3d": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
+}
 
-    import pytest
+
+@pytest.mark.parametrize("method", sorted(VIT_METHODS))
+def test_vit_methods_estimate_what_they_run_not_the_plans_decoder(method, monkeypatch):
+    """DINO runs the student's ViT and its heads, MAE the ViT on the visible tokens and a token decoder; neither
+    runs the plan's UNETR decoder, whose full-resolution convolutions the probe counted (DINO, ViT-L: 2098 against
+    654 bytes a voxel; a step estimated at 17.0 GB peaked at 8.4 GB). The run's own check and ``--preset auto``
+    probe the same modules, the method's own."""
+    from types import SimpleNamespace
 
     from medssl.events import ListSink
     from medssl.models import build_network, resolve_arch
@@ -115,10 +123,10 @@ def test_dino3d_estimates_the_activations_of_its_student_vit_not_the_plans_decod
     from medssl.train.pretrain import check_memory
 
     arch = resolve_arch("vit3d", "unetr", {"preset": "test"})
-    method = {"global_size": 32, "local_size": 16, "n_local": 2, "dino_prototypes": 64, "ibot_prototypes": 64,
-              "head_hidden": 32, "head_bottleneck": 16}
-    ssl = build_method("dino3d", arch, method, [32, 32, 32])
-    assert ssl.activation_network() is ssl.student["backbone"]
+    ssl = build_method(method, arch, VIT_METHODS[method], [32, 32, 32])
+    probed = ssl.activation_network()
+    own = {id(t) for t in ssl.parameters()}
+    assert probed is not None and {id(t) for t in probed.parameters()} <= own
     net = build_network(arch, 1, 2)
     batch = 1000  # GBs of activations: the log line's two decimals are enough
     plan, cfg = SimpleNamespace(num_channels=1, patch_size=[32] * 3), SimpleNamespace(loop=SimpleNamespace(amp="off"),
@@ -127,11 +135,19 @@ def test_dino3d_estimates_the_activations_of_its_student_vit_not_the_plans_decod
     sink = ListSink()
     check_memory(net, ssl, plan, cfg, torch.device("cpu"), sink)
     logged = float(sink.of("log")[-1]["message"].split()[3])
-    cand = auto_preset.Candidate("vit3d:test", batch, [32] * 3, method)
-    auto = auto_preset._estimate_gb("dino3d", cand, 1, False, {})
-    voxels = ssl.forward_voxels() * batch
+    cand = auto_preset.Candidate("vit3d:test", batch, [32] * 3, VIT_METHODS[method])
+    auto = auto_preset._estimate_gb(method, cand, 1, False, {})
     whole = auto_preset.memory.estimate_training(net, 1, [32] * 3, batch, False, optimised=ssl,
                                                  voxels_per_sample=ssl.forward_voxels())
-    vit = auto_preset.memory.activation_bytes_per_voxel(ssl.student["backbone"], 1, 32)
+    per_voxel = auto_preset.memory.activation_bytes_per_voxel(probed, 1, 32)
     assert logged == pytest.approx(auto, rel=0.02) and logged < 0.8 * whole.total_gb, (logged, auto, whole)
-    assert logged == pytest.approx(whole.parameters_gb + vit * voxels / auto_preset.memory.GB, rel=0.02)
+    voxels = ssl.forward_voxels() * batch
+    assert logged == pytest.approx(whole.parameters_gb + per_voxel * voxels / auto_preset.memory.GB, rel=0.02)
+
+
+def test_the_cnn_mae_estimates_the_plans_network():
+    from medssl.models import resolve_arch
+    from medssl.ssl import build_method
+
+    assert build_method("mae3d", resolve_arch("resenc", "unet", {"preset": "test"}), {}, [32] * 3
+                        ).activation_network() is None

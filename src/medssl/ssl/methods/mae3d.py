@@ -129,9 +129,33 @@ class MAE3D(SSLMethod):
         target = x if not self.cfg.norm_target else from_blocks(self._target(x), (self.block,) * 3, grid)
         return {"loss": masked_mse(pred, target, voxels)}
 
+    def activation_network(self) -> Optional[torch.nn.Module]:
+        """ViT: the encoder on the visible tokens and the token decoder on all (`VisibleTokensProbe`); the plan's
+        network, probed before, has UNETR's full-resolution decoder, which MAE never runs. CNN: the plan's network
+        (None), as ``self.net`` is built like it."""
+        return VisibleTokensProbe(self.encoder, self.decoder, self.cfg.mask_ratio) if self.tokens else None
+
     def export_state(self) -> Dict[str, torch.Tensor]:
         if self.tokens:
             return prefixed(self.encoder.state_dict(), "encoder.")
         state = self.net.state_dict()
         keep = ("encoder.", "decoder.") if self.exports_decoder else ("encoder.",)
         return prefixed({k: v for k, v in state.items() if k.startswith(keep)}, "")
+
+
+class VisibleTokensProbe(torch.nn.Module):
+    """``forward(x: (B, 1, I, J, K))``: MAE's ViT path without the loss, for the training-memory probe
+    (`train.memory`): the first ``1 - mask_ratio`` of the tokens through the encoder, every token through the
+    decoder. Holds the method's own encoder and decoder (not copies)."""
+
+    def __init__(self, encoder: torch.nn.Module, decoder: torch.nn.Module, mask_ratio: float) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.mask_ratio = encoder, decoder, float(mask_ratio)
+        self.size_divisor = encoder.patch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = tuple(int(s) // self.encoder.patch_size for s in x.shape[2:])
+        n = int(np.prod(grid))
+        visible = max(1, int(round(n * (1 - self.mask_ratio))))
+        keep = torch.arange(visible, device=x.device).expand(x.shape[0], visible)
+        return self.decoder(self.encoder.forward_tokens(x, keep=keep)["patch"], keep, grid)
