@@ -35,3 +35,25 @@ def test_the_script_parses_and_stops_in_one_line_without_a_gpu(tmp_path):
                           env={**os.environ, "PYTHON": sys.executable}, timeout=120)
     assert proc.returncode == 2
     assert proc.stdout.strip().splitlines() == ["error: no CUDA GPU here (nvidia-smi missing)"]
+
+
+def test_on_a_gpu_machine_missing_packages_are_named_in_one_line(tmp_path):
+    """The lent GPU machine reaches no package index: what it lacks travels as wheels (`benchmarks/gpu_wheels.sh`).
+    A Python without them is told so in one line, before any section starts (here: a fake ``nvidia-smi`` and an
+    empty virtual environment, no wheels)."""
+    import venv
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho fake\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    venv.create(tmp_path / "bare", with_pip=False)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "PYTHON": str(tmp_path / "bare" / "bin" / "python"),
+           "MEDSSL_GPU_WHEELS": str(tmp_path / "no_wheels")}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Python packages missing: torch monai SimpleITK "
+                                                   "dynamic_network_architectures"), proc.stdout
+    assert "benchmarks/gpu_wheels.sh" in lines[0]
