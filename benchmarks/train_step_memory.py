@@ -64,7 +64,8 @@ def main() -> None:
             print(json.dumps(row))
             rows.append(row)
     if args.save:
-        (RESULTS / f"{args.save}.json").write_text(json.dumps({"cpu": cpu_description(), "rows": rows}, indent=1) + "\n")
+        record = {"cpu": cpu_description(), "rows": rows}
+        (RESULTS / f"{args.save}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

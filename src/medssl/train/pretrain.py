@@ -167,11 +167,12 @@ def check_export(method: SSLMethod, plan: Plan) -> torch.nn.Module:
 def check_memory(net: torch.nn.Module, ssl: SSLMethod, plan: Plan, cfg: PretrainConfig, dev: torch.device,
                  sink: EventSink, auto: bool = True) -> None:
     """The fine-tuning memory estimate (`check_training_fits`) for the plan's network (or the method's
-    `SSLMethod.activation_network`) on ``batch_size`` volumes, each as many voxels as the method passes through it (`SSLMethod.forward_voxels`: VoCo's 3 x 3
-    bases and 2 crops, DINO's global and local crops; the estimate `auto_preset` fits), with the optimiser
-    holding every trained parameter of the method (network, heads; the EMA teacher: its weights only). Counting one patch instead said 5.96 GB for a VoCo
-    run that took 17.0 GB (auto's estimate: 17.4), and let ``--preset recipe`` (34 GB) start on a 23 GB machine.
-    Without ``auto`` (another preset was asked for) the refusal names ``--preset auto`` first."""
+    `SSLMethod.activation_network`) on ``batch_size`` volumes, each as many voxels as the method passes through it
+    (`SSLMethod.forward_voxels`: VoCo's 3 x 3 bases and 2 crops, DINO's global and local crops; the estimate
+    `auto_preset` fits), with the optimiser holding every trained parameter of the method (network, heads; the EMA
+    teacher: its weights only). Counting one patch instead said 5.96 GB for a VoCo run that took 17.0 GB (auto's
+    estimate: 17.4), and let ``--preset recipe`` (34 GB) start on a 23 GB machine. Without ``auto`` (another
+    preset was asked for) the refusal names ``--preset auto`` first."""
     amp = uses_amp(cfg.loop.amp, dev)
     own = ssl.activation_network()  # the method's own module (built for one channel), else the plan's network
     probed, channels = (net, plan.num_channels) if own is None else (own, 1)
