@@ -47,12 +47,17 @@ def copy_matching(state: Dict[str, torch.Tensor], net: torch.nn.Module, family: 
     """Copy the tensors whose name and shape match (input layers adapted to another channel count by ``family``'s
     rule, `adapt_input_channels`) into ``net``; report the rest."""
     own = net.state_dict()
-    report, adapted = match_shapes(own, {k: tuple(v.shape) for k, v in state.items()}, family)
+    report, adapted = match_shapes(own, shapes_of(state), family)
     to_load = {k: state[k] for k in report.loaded}
     for key in adapted:
         to_load[key] = adapt_input_channels(family, key, state[key], own[key])
     net.load_state_dict(to_load, strict=False)
     return report
+
+
+def shapes_of(state: Mapping[str, torch.Tensor]) -> Dict[str, Shape]:
+    """{key: shape} of a tensor dict, what `match_shapes` compares."""
+    return {key: tuple(value.shape) for key, value in state.items()}
 
 
 def stored_shapes(path: str | Path) -> Dict[str, Shape]:
@@ -67,6 +72,11 @@ def stored_shapes(path: str | Path) -> Dict[str, Shape]:
     return shapes
 
 
+def keys_loaded(net: torch.nn.Module, shapes: Mapping[str, Sequence[int]], family: Optional[str]) -> Set[str]:
+    """The keys of ``net`` (a structure will do) that `copy_matching` fills from stored tensors of these shapes."""
+    return set(match_shapes(net.state_dict(keep_vars=True), shapes, family)[0].loaded)
+
+
 def keys_matching(net: torch.nn.Module, path: str | Path, family: Optional[str]) -> Set[str]:
-    """The keys of ``net`` that `copy_matching` fills from the safetensors file ``path`` (header only)."""
-    return set(match_shapes(net.state_dict(keep_vars=True), stored_shapes(path), family)[0].loaded)
+    """`keys_loaded` from the safetensors file ``path`` (its header only)."""
+    return keys_loaded(net, stored_shapes(path), family)

@@ -27,7 +27,7 @@ from ..errors import CheckpointError, PackageError
 from ..io.atomic import atomic_dir
 from ..plan import Plan, PlanDefaults
 from .converters import fresh_input_keys
-from .matching import copy_matching, keys_matching, match_shapes
+from .matching import copy_matching, keys_matching, match_shapes, shapes_of
 from .source import BackboneSource, LoadReport
 from .package import sha256_file, versions
 
@@ -105,7 +105,7 @@ def load_into(state: Dict[str, torch.Tensor], net: torch.nn.Module, source: str,
     """Copy matching tensors into ``net`` (`copy_matching`); raise `CheckpointError`, copying nothing, unless every
     ``encoder.*`` tensor loads. ``family``: the backbone family, whose input-channel rule adapts another channel
     count (`adapt_input_channels`)."""
-    check_encoder_loads(net, {k: tuple(v.shape) for k, v in state.items()}, source, family)
+    check_encoder_loads(net, shapes_of(state), source, family)
     return copy_matching(state, net, family)
 
 
@@ -130,7 +130,7 @@ def verify_export(folder: Path) -> None:
     plan, _, state = load_export(folder)
     # a decoder's output layer may differ: not checked
     net = structure_build(lambda: build_network(plan.architecture, plan.num_channels, 2))
-    check_encoder_loads(net, {k: tuple(v.shape) for k, v in state.items()}, str(folder), plan.architecture.backbone)
+    check_encoder_loads(net, shapes_of(state), str(folder), plan.architecture.backbone)
 
 
 def resolve_ssl_export(spec: str | Path) -> BackboneSource:

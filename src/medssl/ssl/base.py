@@ -18,7 +18,7 @@ Registration is explicit: ``@METHODS.register("name")`` on the class and one imp
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import nn
@@ -67,6 +67,12 @@ class SSLMethod(nn.Module):
         """The module the training-memory estimate probes for the `forward_voxels` voxels (`train.memory`): None,
         the plan's segmentation network (encoder and decoder), as the convolutional methods run it."""
         return None
+
+    def memory_probe(self, plan_network: Callable[[], nn.Module], channels: int) -> Tuple[nn.Module, int]:
+        """(module, input channels) the training-memory estimate probes: `activation_network`, which a method
+        builds for one channel, else ``plan_network()`` (built only then) with the plan's ``channels``."""
+        own = self.activation_network()
+        return (plan_network(), channels) if own is None else (own, 1)
 
     def forward_voxels(self) -> int:
         """Voxels the trained network sees per volume of a batch (for the memory estimate): one patch here;

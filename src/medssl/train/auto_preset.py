@@ -105,8 +105,7 @@ def _method_probe(method: str, arch, cand: Candidate, in_channels: int) -> Tuple
     from ..ssl import build_method
 
     structure = structure_build(lambda: build_method(method, arch, cand.method, cand.patch))
-    own = structure.activation_network()
-    probed, channels = (structure_network(arch, in_channels, 2), in_channels) if own is None else (own, 1)
+    probed, channels = structure.memory_probe(lambda: structure_network(arch, in_channels, 2), in_channels)
     return memory.parameter_counts(structure), memory.activation_bytes_per_voxel(probed, channels,
                                                                                memory.probe_side(probed))
 

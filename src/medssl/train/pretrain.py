@@ -149,17 +149,16 @@ def check_export(method: SSLMethod, plan: Plan) -> torch.nn.Module:
     """Fail before training when the method's export would not load into the plan's network (nnssl's
     ``verify_adaptation_plans``); returns that network with the export loaded (random values drawn only for
     the rest, `build_fresh_only`, from a forked generator: the training's random stream does not depend on it)."""
-    from ..hub.matching import match_shapes
+    from ..hub.matching import keys_loaded, shapes_of
     from ..hub.ssl_export import load_into
     from ..models import build_network
     from ..models.fresh_init import build_fresh_only
 
     state, family = method.export_state(), plan.architecture.backbone
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    shapes = shapes_of(state)
     with torch.random.fork_rng(devices=[]):  # the check's random values are not the training's
         net, _ = build_fresh_only(lambda: build_network(plan.architecture, plan.num_channels, 2),
-                                  lambda structure: set(match_shapes(structure.state_dict(keep_vars=True), shapes,
-                                                                     family)[0].loaded))
+                                  lambda structure: keys_loaded(structure, shapes, family))
     load_into(state, net, f"{family} export", family)
     return net
 
@@ -174,8 +173,7 @@ def check_memory(net: torch.nn.Module, ssl: SSLMethod, plan: Plan, cfg: Pretrain
     estimate: 17.4), and let ``--preset recipe`` (34 GB) start on a 23 GB machine. Without ``auto`` (another
     preset was asked for) the refusal names ``--preset auto`` first."""
     amp = uses_amp(cfg.loop.amp, dev)
-    own = ssl.activation_network()  # the method's own module (built for one channel), else the plan's network
-    probed, channels = (net, plan.num_channels) if own is None else (own, 1)
+    probed, channels = ssl.memory_probe(lambda: net, plan.num_channels)
     est = check_training_fits(probed, channels, plan.patch_size, cfg.batch_size, dev, amp, optimised=ssl,
                               advice=OOM_ADVICE["pretrain"] if auto else "use --preset auto (the default: the "
                               "recipe scaled down to fit), or " + OOM_ADVICE["pretrain"].removeprefix("use "),
