@@ -20,7 +20,7 @@ from medssl.planning.planner import plan_pretraining
 from medssl.ssl import METHODS, build_method
 from medssl.ssl.batches import StepBatches
 from medssl.hub.ssl_export import load_into
-from medssl.inference.runtimes import cpu_trains_bf16
+from medssl.train.bf16_convs import float32_where_bf16_is_unsound
 
 TINY_DINO = {"global_size": 32, "local_size": 16, "n_local": 2, "dino_prototypes": 64, "ibot_prototypes": 64,
              "head_hidden": 32, "head_bottleneck": 16, "teacher_temp_warmup_steps": 10, "freeze_last_layer_steps": 2,
@@ -113,18 +113,14 @@ def test_method_trains_on_real_scans(name, volumes):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_method_step_under_bf16_autocast(name, volumes):
-    """The loop's AMP path (bf16 autocast; CPU autocast stands in for the GPU one here).
-
-    The backward pass is checked only where the loop itself would train in bf16 (``cpu_trains_bf16``: AMX): on
-    AVX-512-BF16 without AMX (Zen 4) oneDNN's bf16 weight gradients of depth-2 outputs read unwritten memory
-    (``test_bf16_training_cpu.py``), which made this check fail in CI on such a machine at random."""
+    """The loop's AMP path (bf16 autocast; CPU autocast stands in for the GPU one here), with the loop's float32
+    convolutions where oneDNN's bf16 weight gradients are unsound (`bf16_convs`; without them this check failed
+    in CI on an AVX-512-BF16 CPU without AMX at random: the methods' small views reach a depth of 2)."""
     m = make(name)
     batch = StepBatches(volumes, m.view_maker(), 2, seed=3)[0]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16), float32_where_bf16_is_unsound(True):
         out = m(batch)
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
-    if not cpu_trains_bf16():
-        pytest.skip("bf16 backward on this CPU hits oneDNN's unsound kernel; the loop trains in float32 here")
     out["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
 

@@ -82,15 +82,13 @@ def cpu_description(path: str = "/proc/cpuinfo") -> str:
 
 
 def cpu_trains_bf16() -> bool:
-    """bf16 autocast *training* is native and correct on this CPU: AMX only.
+    """bf16 autocast *training* is native on this CPU (AMX or AVX-512-BF16), so ``amp: auto`` takes it.
 
-    On AVX-512-BF16 without AMX (AMD Zen 4, measured 2026-12-02, torch 2.13's oneDNN 3.12), the kernel that
-    computes convolution weight gradients in bf16 (``jit_bf16:avx512_core_bf16``, ``backward_weights``) reads
-    memory it never wrote when an output's depth is 2 (e.g. ``mb2_ic16oc16_id2od2kd3sd1pd1``, the deepest stage of
-    a 16^3 or 32^3 patch) or 1 after a stride of 2: the gradient differs on every call, by up to 1e36
-    (`Testing/test_bf16_training_cpu.py`). Forward passes and input gradients are correct there, so inference
-    keeps bf16 (`cpu_has_bf16`); training runs in float32."""
-    return "amx_bf16" in cpu_flags()
+    On AVX-512-BF16 without AMX (AMD Zen 4, torch 2.13's oneDNN 3.12) the bf16 weight gradients of some
+    convolution shapes are computed from memory the kernel never wrote (output depth 2, or a stride of 2 on a side
+    of 1; measured 2026-12-02 and swept 2026-12-04); the training step runs those convolutions in float32
+    (`medssl.train.bf16_convs`), which was float32 training throughout before."""
+    return cpu_has_bf16()
 
 
 def is_x86() -> bool:

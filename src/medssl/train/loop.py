@@ -25,6 +25,7 @@ import torch
 from ..errors import Cancelled, CheckpointError, MedSSLError
 from ..events import EtaClock, EventSink, NullSink
 from ..inference.devices import worker_count
+from .bf16_convs import float32_where_bf16_is_unsound
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext
 from .optim import build_optimizer, build_scheduler
@@ -107,12 +108,7 @@ class TrainLoop:
             for g in self.opt.param_groups:
                 g["wd_ratio"] = g["weight_decay"] / cfg.weight_decay if cfg.weight_decay else 0.0
         self.amp_dtype = _amp_dtype(cfg.amp, device)
-        from ..inference.runtimes import cpu_trains_bf16
-
-        if self.amp_dtype == torch.bfloat16 and device.type == "cpu" and not cpu_trains_bf16():
-            self.sink.emit("log", message="warning: amp bf16 on a CPU without AMX: its bf16 convolution weight "
-                                          "gradients can be wrong (README, 'Other kinds of CPU'); use amp: auto "
-                                          "(float32 here)")
+        self.guard_convs = self.amp_dtype == torch.bfloat16 and device.type == "cpu"  # `bf16_convs`
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step, self.best_metric, self.best_step, self.history = 0, None, None, []
         self.threads = 0  # CPU threads of this run (0: not chosen yet; a resumed run keeps its checkpoint's)
@@ -238,7 +234,9 @@ class TrainLoop:
             batch = _to_device(next(loader), self.device)
             waited += time.perf_counter() - t0
             with self.dist.no_sync(self.forward_model, last=micro == cfg.accumulate - 1):
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None), \
+                        float32_where_bf16_is_unsound(self.guard_convs):
                     out = self.forward_model(batch)
                 loss = out["loss"]
                 if not torch.isfinite(loss):
@@ -287,9 +285,9 @@ class TrainLoop:
 
 
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """``auto``: bf16 on a GPU that has it (else fp16 with a scaler), bf16 on a CPU with AMX
-    (`benchmarks/train_step_bf16.py`; not on AVX-512-BF16 alone, whose bf16 weight gradients are wrong for some
-    shapes: `runtimes.cpu_trains_bf16`), else float32."""
+    """``auto``: bf16 on a GPU that has it (else fp16 with a scaler), bf16 on a CPU that computes it natively (AMX
+    or AVX-512-BF16: `benchmarks/train_step_bf16.py`; the convolutions oneDNN's bf16 kernels get wrong run in
+    float32 there, `bf16_convs`), else float32."""
     from ..inference.runtimes import cpu_trains_bf16
 
     if amp == "auto" and device.type == "cpu" and cpu_trains_bf16():
