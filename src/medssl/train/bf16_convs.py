@@ -90,7 +90,11 @@ class _Float32SmallConvs(TorchFunctionMode):
 def float32_where_bf16_is_unsound(active: bool) -> Iterator[_Float32SmallConvs | None]:
     """Context for a training step's forward pass: with ``active`` (bf16 autocast on a CPU), the convolutions of
     the unsound shape classes compute in float32; autograd then records their float32 kernels for the backward
-    pass too. Inactive, it changes nothing."""
+    pass. Inactive, it changes nothing. Activation checkpointing recomputes a segment in the backward pass, where
+    autograd's engine does not carry Python's torch-function modes (tried, torch 2.13): a checkpointed moved
+    convolution would come back in bf16 and ``torch.utils.checkpoint`` stops with a CheckpointError (the dtypes
+    differ), so it fails loudly, never silently; no network here checkpoints a convolution (SwinUNETR's
+    ``use_checkpoint`` covers its attention blocks)."""
     if not active:
         yield None
         return
