@@ -1,6 +1,7 @@
 """Which 3D convolutions get a wrong bf16 weight gradient on this CPU (issue 19, part 2: training in bf16).
 
-    python benchmarks/bf16_conv_sweep.py [--grid full|test] [--threads 1] [--guarded] [--save NAME]
+    python benchmarks/bf16_conv_sweep.py [--grid full|test] [--threads 1] [--guarded] [--what weight_grad|input_grad|forward]
+                                         [--save NAME]
 
 For each case (kernel, stride, channels, batch, input shape) one ``nn.Conv3d`` (or ``ConvTranspose3d``) takes
 the float32 weight gradient of ``mean(y^2)`` once and the bf16-autocast one three times, with allocations in
@@ -9,7 +10,8 @@ finite, or differ from float32's by more than 5 % of its largest value (bf16 rou
 run in a child process; one that aborts it (oneDNN's bf16 kernel corrupts the heap for some shapes) is reported
 as ``crash`` and the sweep goes on in a new child from the next case. ``--guarded`` runs the bf16 passes inside
 `medssl.train.bf16_convs.float32_where_bf16_is_unsound`, as training does: then every case must be good.
-Prints one JSON object (the bad cases, counts, the CPU); ``--save NAME`` writes it to ``results/NAME.json``.
+``--what forward``: the output of an inference-mode forward pass instead (what `--runtime torch` computes in
+bf16), ``input_grad``: the input's gradient (what the layer below receives), same criteria. Prints one JSON object (the bad cases, counts, the CPU); ``--save NAME`` writes it to ``results/NAME.json``.
 """
 from __future__ import annotations
 
@@ -57,13 +59,14 @@ def padding(kernel: Tuple[int, int, int]) -> Tuple[int, int, int]:
     return tuple(n // 2 if n == 3 else 0 for n in kernel)
 
 
-def run_cases(cases: List[Case], start: int, guarded: bool) -> None:
-    """Child: from ``start`` on, a JSON line ``{"i": ...}`` before and a result line after each case."""
+def run_cases(cases: List[Case], start: int, guarded: bool, what: str = "weight_grad") -> None:
+    """Child: from ``start`` on, a JSON line ``{"i": ...}`` before and a result line after each case; ``what``:
+    the weight gradient (training), the input's (``input_grad``) or an inference-mode forward pass (``forward``)."""
     import torch
 
     from medssl.train.bf16_convs import float32_where_bf16_is_unsound
 
-    def weight_grads(conv, x0, amp: bool, calls: int):
+    def weight_grads(conv, x0, amp: bool, calls: int, of_input: bool = False):
         grads = []
         for r in range(calls):
             _ = [torch.randn(997 * (r + 1)) for _ in range(3)]
@@ -72,10 +75,26 @@ def run_cases(cases: List[Case], start: int, guarded: bool) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp), \
                     float32_where_bf16_is_unsound(amp and guarded):
                 y = conv(x)
-            y.float().square().mean().backward()
-            grads.append(conv.weight.grad.clone())
+            loss = y.float().square().mean()
+            if of_input:  # the input's gradient alone: the weight-gradient kernel does not run
+                grads.append(torch.autograd.grad(loss, x)[0])
+            else:
+                loss.backward()
+                grads.append(conv.weight.grad.clone())
         return grads, tuple(y.shape[2:])
 
+    def input_grads(conv, x0, amp: bool, calls: int):
+        return weight_grads(conv, x0, amp, calls, of_input=True)
+
+    def outputs(conv, x0, amp: bool, calls: int):
+        ys = []
+        for r in range(calls):
+            _ = [torch.randn(997 * (r + 1)) for _ in range(3)]
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                ys.append(conv(x0.clone()).float())
+        return ys, tuple(ys[0].shape[2:])
+
+    measure = {"forward": outputs, "input_grad": input_grads, "weight_grad": weight_grads}[what]
     for i in range(start, len(cases)):
         transposed, k, s, ic, oc, b, dhw = cases[i]
         print(json.dumps({"i": i}), flush=True)
@@ -86,8 +105,8 @@ def run_cases(cases: List[Case], start: int, guarded: bool) -> None:
             kernel = (k,) * 3 if isinstance(k, int) else k
             conv = torch.nn.Conv3d(ic, oc, k, stride=s, padding=padding(kernel))
         x0 = torch.randn(b, ic, *dhw)
-        ref, out = weight_grads(conv, x0, False, 1)
-        got, _ = weight_grads(conv, x0, True, 3)
+        ref, out = measure(conv, x0, False, 1)
+        got, _ = measure(conv, x0, True, 3)
         scale = float(ref[0].abs().max()) + 1e-12
         err = max(float((g.float() - ref[0]).abs().max()) / scale for g in got)
         same = all(torch.equal(g, got[0]) for g in got)
@@ -96,11 +115,11 @@ def run_cases(cases: List[Case], start: int, guarded: bool) -> None:
                           "ok": bool(finite and same and err <= 0.05)}), flush=True)
 
 
-def sweep(grid_name: str, threads: int, guarded: bool) -> dict:
+def sweep(grid_name: str, threads: int, guarded: bool, what: str = "weight_grad") -> dict:
     cases, results, start = grid(grid_name), {}, 0
     while start < len(cases):
         child = subprocess.run([sys.executable, __file__, "--child", str(start), "--grid", grid_name,
-                                "--threads", str(threads)] + (["--guarded"] if guarded else []),
+                                "--threads", str(threads), "--what", what] + (["--guarded"] if guarded else []),
                                capture_output=True, text=True)
         last = start
         for line in child.stdout.splitlines():
@@ -114,7 +133,7 @@ def sweep(grid_name: str, threads: int, guarded: bool) -> dict:
         start = last + 1
     bad = [{"case": describe(cases[i]), **{k: v for k, v in r.items() if k != "i"}}
            for i, r in sorted(results.items()) if not r["ok"]]
-    return {"grid": grid_name, "threads": threads, "guarded": guarded, "cases": len(cases),
+    return {"grid": grid_name, "what": what, "threads": threads, "guarded": guarded, "cases": len(cases),
             "bad": len(bad), "crashes": sum("crash" in b for b in bad), "bad_cases": bad}
 
 
@@ -129,6 +148,7 @@ def main() -> None:
     ap.add_argument("--grid", default="full", choices=["full", "test"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--guarded", action="store_true")
+    ap.add_argument("--what", default="weight_grad", choices=["weight_grad", "input_grad", "forward"])
     ap.add_argument("--save")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -136,11 +156,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.child is not None:
-        run_cases(grid(args.grid), args.child, args.guarded)
+        run_cases(grid(args.grid), args.child, args.guarded, args.what)
         return
     from medssl.inference.runtimes import cpu_description
 
-    report = {"cpu": cpu_description(), "torch": torch.__version__, **sweep(args.grid, args.threads, args.guarded)}
+    report = {"cpu": cpu_description(), "torch": torch.__version__, **sweep(args.grid, args.threads, args.guarded, args.what)}
     print(json.dumps(report, indent=1))
     if args.save:
         RESULTS.mkdir(exist_ok=True)
