@@ -170,3 +170,16 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
+
+
+@pytest.mark.parametrize("flags, warned", [({"avx2", "fma"}, True), ({"avx512_bf16"}, False)])
+def test_bf16_asked_for_where_the_cpu_emulates_it_says_so(tmp_path, monkeypatch, flags, warned):
+    from medssl.inference import runtimes
+
+    monkeypatch.setattr(runtimes, "cpu_flags", lambda path="/proc/cpuinfo": frozenset(flags))
+    sink = ListSink()
+    loop = TrainLoop(Regression(), Batches(), LoopConfig(steps=1, amp="bf16", log_every_s=0), tmp_path,
+                     torch.device("cpu"), sink=sink)
+    assert loop.amp_dtype == torch.bfloat16 and loop.guard_convs  # asked for: given, with the float32 convolutions
+    logs = [e["message"] for e in sink.events if e["event"] == "log"]
+    assert any("emulated" in m and "amp: auto" in m for m in logs) is warned

@@ -109,6 +109,11 @@ class TrainLoop:
                 g["wd_ratio"] = g["weight_decay"] / cfg.weight_decay if cfg.weight_decay else 0.0
         self.amp_dtype = _amp_dtype(cfg.amp, device)
         self.guard_convs = self.amp_dtype == torch.bfloat16 and device.type == "cpu"  # `bf16_convs`
+        from ..inference.runtimes import cpu_trains_bf16
+
+        if self.guard_convs and not cpu_trains_bf16():
+            self.sink.emit("log", message="warning: amp bf16 on a CPU without AMX or AVX-512-BF16: bf16 is "
+                                          "emulated there, slower than float32; use amp: auto (float32 here)")
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step, self.best_metric, self.best_step, self.history = 0, None, None, []
         self.threads = 0  # CPU threads of this run (0: not chosen yet; a resumed run keeps its checkpoint's)
