@@ -37,7 +37,7 @@ def test_left_labels_lie_on_the_left_in_world_coordinates(colin):
 def test_demo_runs_end_to_end(tmp_path):
     summary = run_demo(tmp_path, steps=4, backbone="resenc:test", device="cpu", progress="none",
                        spacing=(6.0, 6.0, 6.0), patch=(32, 32, 32), pretrain="mae3d", pretrain_steps=2,
-                       amp="off", threads=1, pretrain_patch=(16, 16, 16))
+                       amp="off", threads=1, pretrain_patch=(16, 16, 16), seed=3)
     pre = summary["pretraining"]
     assert not pre["reused"] and pre["settings"]["steps"] == 2 and len(pre["settings"]["scans"]) == 4
     assert pre["settings"]["patch"] == [16, 16, 16]
@@ -45,6 +45,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert pretrain_plan["patch_size"] == [16, 16, 16]
     training = json.loads((tmp_path / "model" / "metadata.json").read_text())["training"]
     assert training["loop"]["amp"] == "off" and training["loop"]["threads"] == 1 and training["patch_size"] == [32] * 3
+    assert training["seed"] == summary["seed"] == 3  # the fine-tuning's; the pretraining keeps 0
     assert set(summary["phases"]) == {"prepare", "pretrain", "finetune", "predict", "write"}
     assert all(p["cpu_s"] >= 0 and p["wall_s"] >= 0 for p in summary["phases"].values())
     assert 0 < summary["cpu_seconds"] and summary["amp"] == "off"

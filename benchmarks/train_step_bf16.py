@@ -1,7 +1,7 @@
 """Benchmark: CPU fine-tuning with bf16 autocast against float32 (issue 19, part 2).
 
     python benchmarks/train_step_bf16.py [--backbone resenc:tiny] [--patch 48] [--batch 2] [--steps 6] [--threads 1 2]
-    python benchmarks/train_step_bf16.py --demo [--demo-steps 300] [--out /tmp/bf16_demo]
+    python benchmarks/train_step_bf16.py --demo [--demo-steps 300] [--seeds 0 1 2] [--out /tmp/bf16_demo]
 
 Step mode: the demo's recipe (resenc:tiny, patch 48^3, batch 2, eight brain regions + background, Dice + CE,
 AdamW): one forward + backward + optimiser step on random patches. Every (threads, precision) setting takes
@@ -9,7 +9,8 @@ one step in turn, round after round (median of ``--steps`` each after one warm-u
 hits all alike; wall and CPU seconds per step are reported with the load average.
 
 ``--demo``: fine-tunes the demo task itself (`medssl.demo`: Colin27, left hemisphere labelled, from random
-weights, seed 0, 3 mm, patch 48) once in float32 (``amp: off``) and once in bf16, same data and seed, then
+weights, 3 mm, patch 48) once in float32 (``amp: off``) and once in bf16 for each of ``--seeds`` (same data and
+seed in a pair; one trajectory is as noisy as another seed's, so several pairs tell a bias from noise), then
 the step mode for the paired step-time ratio (``--reuse``: finished runs in ``--out`` are kept); writes
 right/left-hemisphere Dice, fine-tuning wall and CPU seconds and the ratios side by side to
 ``benchmarks/results/train_step_bf16_demo.json``.
@@ -74,16 +75,17 @@ def step_benchmark(args) -> Dict:
     return {"steps": rows, "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
-def demo_run(out: Path, amp: str, steps: int, threads: int, reuse: bool = False) -> Dict:
-    """One fine-tuning of the demo task from random weights; ``reuse``: take ``out/<amp>/summary.json`` of an
-    earlier run with the same settings (e.g. the two precisions run at once, one thread each)."""
+def demo_run(out: Path, amp: str, steps: int, threads: int, reuse: bool = False, seed: int = 0) -> Dict:
+    """One fine-tuning of the demo task from random weights; ``reuse``: take ``out/<amp>/seed<seed>/summary.json``
+    of an earlier run with the same settings (e.g. the two precisions run at once, one thread each)."""
     from medssl.demo.__main__ import run_demo
 
-    done = out / amp / "summary.json"
+    folder = out / amp / f"seed{seed}"
+    done = folder / "summary.json"
     s = json.loads(done.read_text()) if reuse and done.exists() else None
-    if s is None or s["steps"] != steps or s["amp"] != amp or s["pretraining"] is not None:
-        s = run_demo(out / amp, steps=steps, backbone="resenc:tiny", device="cpu", progress="none",
-                     pretrain="none", amp=amp, threads=threads)
+    if s is None or (s["steps"], s["amp"], s.get("seed", 0), s["pretraining"]) != (steps, amp, seed, None):
+        s = run_demo(folder, steps=steps, backbone="resenc:tiny", device="cpu", progress="none",
+                     pretrain="none", amp=amp, threads=threads, seed=seed)
     ft = s["phases"]["finetune"]
     return {"right_dice": round(100 * s["mean_right_dice"], 2), "left_dice": round(100 * s["mean_left_dice"], 2),
             "finetune_wall_s": ft["wall_s"], "finetune_cpu_s": ft["cpu_s"],
@@ -95,14 +97,23 @@ def demo_benchmark(args) -> Dict:
 
     if not cpu_has_bf16():
         raise SystemExit("error: this CPU has no AMX/AVX-512-BF16; bf16 would be emulated, the comparison is moot")
-    runs = {amp: demo_run(Path(args.out), amp, args.demo_steps, args.threads[0], args.reuse) for amp in ("off", "bf16")}
-    f32, bf16 = runs["off"], runs["bf16"]
+    seeds = {}
+    for seed in args.seeds:
+        runs = {amp: demo_run(Path(args.out), amp, args.demo_steps, args.threads[0], args.reuse, seed)
+                for amp in ("off", "bf16")}
+        f32, bf16 = runs["off"], runs["bf16"]
+        seeds[str(seed)] = {"float32": f32, "bf16": bf16,
+                            "right_dice_bf16_minus_float32": round(bf16["right_dice"] - f32["right_dice"], 2),
+                            "left_dice_bf16_minus_float32": round(bf16["left_dice"] - f32["left_dice"], 2),
+                            "finetune_wall_ratio": round(bf16["finetune_wall_s"] / f32["finetune_wall_s"], 3)}
+    mean = {side: round(statistics.mean(r[f"{side}_dice_bf16_minus_float32"] for r in seeds.values()), 2)
+            for side in ("right", "left")}
+    spread = {f"{side}_float32_range": round(max(r["float32"][f"{side}_dice"] for r in seeds.values())
+                                             - min(r["float32"][f"{side}_dice"] for r in seeds.values()), 2)
+              for side in ("right", "left")}
     return {"settings": {"backbone": "resenc:tiny", "spacing": 3.0, "patch": 48, "steps": args.demo_steps,
-                         "init": "random", "seed": 0, "threads": args.threads[0]},
-            "float32": f32, "bf16": bf16,
-            "right_dice_bf16_minus_float32": round(bf16["right_dice"] - f32["right_dice"], 2),
-            "finetune_wall_ratio": round(bf16["finetune_wall_s"] / f32["finetune_wall_s"], 3),
-            "finetune_cpu_ratio": round(bf16["finetune_cpu_s"] / f32["finetune_cpu_s"], 3),
+                         "init": "random", "seeds": args.seeds, "threads": args.threads[0]},
+            "seeds": seeds, "mean_bf16_minus_float32": mean, "float32_across_seeds": spread,
             "paired_steps": step_benchmark(args)}
 
 
@@ -117,6 +128,7 @@ def main(argv=None) -> int:
                    help="thread counts to compare (step mode); --demo trains with the first")
     p.add_argument("--demo", action="store_true", help="fine-tune the demo task in float32 and bf16")
     p.add_argument("--demo-steps", type=int, default=300)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="--demo: fine-tuning seeds (a pair each)")
     p.add_argument("--out", default="/tmp/bf16_demo", help="--demo: work folder")
     p.add_argument("--reuse", action="store_true", help="--demo: keep finished runs found in --out")
     p.add_argument("--save", default=None, help="also write the JSON to benchmarks/results/SAVE (--demo: "

@@ -102,10 +102,11 @@ def pretrained_backbone(out: Path, method: str, steps: int, backbone: str, devic
 def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,
              spacing=DEFAULTS["spacing"], patch=DEFAULTS["patch"], lr: float = DEFAULTS["lr"],
              pretrain: str = DEFAULTS["pretrain"], pretrain_steps: int = DEFAULTS["pretrain_steps"],
-             amp: str = "auto", threads: int = 0, pretrain_patch=None) -> Dict:
+             amp: str = "auto", threads: int = 0, pretrain_patch=None, seed: int = 0) -> Dict:
     """Pretrain (or reuse), fine-tune on the left hemisphere, segment, score; returns (and writes) the summary
     with each phase's wall and CPU seconds (`timing.PhaseClock`). ``amp``/``threads``: the loops' settings;
-    ``pretrain_patch``: the pretraining crop (default: ``patch``)."""
+    ``pretrain_patch``: the pretraining crop (default: ``patch``); ``seed``: the fine-tuning's (initial weights,
+    patches, augmentation; the pretraining keeps seed 0)."""
     from ..inference.predictor import Predictor
     from ..train.finetune import finetune
 
@@ -123,6 +124,7 @@ def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,
     with clock.phase("finetune"):
         overrides = finetune_overrides(steps, lr, spacing, patch, amp)
         overrides["loop"]["threads"] = threads
+        overrides["seed"] = seed
         package = finetune([str(files["t1"])], [str(files["train_labels"])], out / "model",
                            backbone=pre["export"] if pre else backbone, preset="quick", overrides=overrides,
                            device=device, overwrite=True, sink=sink)
@@ -136,7 +138,7 @@ def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,
         title = f"right hemisphere (unseen) mean Dice {np.mean(list(right.values())):.2f}"
         render_overlay(read_image(files["t1"]), result.labels, region_labels(), out / "overlay.png", title, right)
     total = clock.total()
-    summary = {"backbone": backbone, "steps": steps, "amp": amp, "pretraining": pre, "right_hemisphere_dice": right,
+    summary = {"backbone": backbone, "steps": steps, "amp": amp, "seed": seed, "pretraining": pre, "right_hemisphere_dice": right,
                "left_hemisphere_dice": left, "mean_right_dice": float(np.mean(list(right.values()))),
                "mean_left_dice": float(np.mean(list(left.values()))),
                "train_seconds": round(sum(clock.phases[k]["wall_s"] for k in ("prepare", "pretrain", "finetune")), 1),
@@ -174,13 +176,14 @@ def main(argv=None) -> int:
                    help="fine-tuning autocast (auto: bf16 on CPUs with AMX/AVX-512-BF16; off: float32)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for training (default 0: the cores the load average leaves free)")
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed (initial weights, patches, augmentation)")
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", choices=["bar", "json", "none"], default="bar")
     args = p.parse_args(argv)
     try:
         summary = run_demo(Path(args.out), args.steps, args.backbone, args.device, args.progress, lr=args.lr,
                            pretrain=args.pretrain, pretrain_steps=args.pretrain_steps, amp=args.amp,
-                           threads=args.threads,
+                           threads=args.threads, seed=args.seed,
                            pretrain_patch=[args.pretrain_patch] * 3 if args.pretrain_patch else None)
     except MedSSLError as err:
         print(f"error: {err}", file=sys.stderr)
