@@ -137,9 +137,9 @@ def test_info_reports_versions_and_home(tmp_path):
     info = json.loads(proc.stdout)
     assert proc.returncode == 0 and info["medssl_home"] == str(tmp_path / "home")
     assert {"torch", "monai", "medssl", "cuda_available", "gpus"} <= set(info)
-    from medssl.inference.runtimes import cpu_has_bf16, cpu_trains_bf16
+    from medssl.inference.runtimes import cpu_has_bf16
 
-    assert info["cpu_training"] == ("bfloat16 autocast" if cpu_trains_bf16() else "float32")
+    assert info["cpu_training"] == ("bfloat16 autocast" if cpu_has_bf16() else "float32")
     assert info["cpu_predict"].split()[1] == ("bfloat16" if cpu_has_bf16() else "float32")
 
 

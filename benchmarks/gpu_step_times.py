@@ -21,7 +21,7 @@ from typing import Callable, Dict
 
 import torch
 
-from medssl.inference.runtimes import cpu_trains_bf16
+from medssl.inference.runtimes import cpu_has_bf16
 from medssl.models import build_network, resolve_arch
 from medssl.ssl import build_method
 from medssl.train.bf16_convs import float32_where_bf16_is_unsound
@@ -43,7 +43,7 @@ def timed(module: torch.nn.Module, make_batch: Callable[[], Dict], device: torch
     """Median step time (s) and peak device memory (GB; CUDA only) of ``module(batch)["loss"]``: ``steps`` timed
     after one warm-up; ``steps=1`` (``--small``): the one step, no warm-up."""
     module = module.to(device).train()
-    amp = device.type == "cuda" or cpu_trains_bf16()  # as the training loop: bf16 on a CPU that has it natively
+    amp = device.type == "cuda" or cpu_has_bf16()  # as the training loop: bf16 on a CPU that has it natively
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     times, warmup = [], int(steps > 1)
     for i in range(steps + warmup):

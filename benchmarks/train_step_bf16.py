@@ -28,13 +28,13 @@ from typing import Dict, List
 
 import torch
 
+from medssl.train.bf16_convs import float32_where_bf16_is_unsound
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def step_time(task, opt, batch, amp: bool) -> tuple:
     """(wall, CPU) seconds of one optimisation step."""
-    from medssl.train.bf16_convs import float32_where_bf16_is_unsound
-
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp), float32_where_bf16_is_unsound(amp):  # as the loop
         loss = task(batch)["loss"]

@@ -138,8 +138,8 @@ def run_demo(out: Path, steps: int, backbone: str, device: str, progress: str,
         title = f"right hemisphere (unseen) mean Dice {np.mean(list(right.values())):.2f}"
         render_overlay(read_image(files["t1"]), result.labels, region_labels(), out / "overlay.png", title, right)
     total = clock.total()
-    summary = {"backbone": backbone, "steps": steps, "amp": amp, "seed": seed, "pretraining": pre, "right_hemisphere_dice": right,
-               "left_hemisphere_dice": left, "mean_right_dice": float(np.mean(list(right.values()))),
+    summary = {"backbone": backbone, "steps": steps, "amp": amp, "seed": seed, "pretraining": pre,
+               "right_hemisphere_dice": right, "left_hemisphere_dice": left, "mean_right_dice": float(np.mean(list(right.values()))),
                "mean_left_dice": float(np.mean(list(left.values()))),
                "train_seconds": round(sum(clock.phases[k]["wall_s"] for k in ("prepare", "pretrain", "finetune")), 1),
                "total_seconds": total["wall_s"], "cpu_seconds": total["cpu_s"], "phases": clock.phases}

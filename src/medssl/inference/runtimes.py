@@ -81,16 +81,6 @@ def cpu_description(path: str = "/proc/cpuinfo") -> str:
     return f"{name}, {cpu_vector_units(cpu_flags(path))}"
 
 
-def cpu_trains_bf16() -> bool:
-    """bf16 autocast *training* is native on this CPU (AMX or AVX-512-BF16), so ``amp: auto`` takes it.
-
-    On AVX-512-BF16 without AMX (AMD Zen 4, torch 2.13's oneDNN 3.12) the bf16 weight gradients of some
-    convolution shapes are computed from memory the kernel never wrote (output depth 2, or a stride of 2 on a side
-    of 1; measured 2026-12-02 and swept 2026-12-04); the training step runs those convolutions in float32
-    (`medssl.train.bf16_convs`), which was float32 training throughout before."""
-    return cpu_has_bf16()
-
-
 def is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
 

@@ -13,8 +13,8 @@ wrong, 54 of which abort the process ("double free or corruption"), all of them 
 
 Every other shape agreed with float32 (relative error of the weight gradient < 0.05) and repeated bit for bit;
 transposed convolutions and kernels of 2 or 4 with their own stride were right throughout, and so were, for all
-1682 shapes, the bf16 forward pass (inference; 1 and 2 threads) and the input gradient alone (``--what``). So under bf16
-autocast on the CPU the training step runs inside `float32_where_bf16_is_unsound`: a ``torch.conv3d`` call
+1682 shapes, the bf16 forward pass (inference; 1 and 2 threads) and the input gradient alone (``--what``). So
+under bf16 autocast on the CPU the training step runs inside `float32_where_bf16_is_unsound`: a ``torch.conv3d`` call
 whose input or output has a side of 1, or whose output depth is at most 2 with a kernel deeper than 1, computes
 in float32 (its forward, input and weight gradients); every other operation is left to autocast. Those tensors
 are the deepest stages' few voxels, so the step keeps bf16's speed; through the guard all 1682 shapes are right,

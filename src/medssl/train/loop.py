@@ -109,9 +109,9 @@ class TrainLoop:
                 g["wd_ratio"] = g["weight_decay"] / cfg.weight_decay if cfg.weight_decay else 0.0
         self.amp_dtype = _amp_dtype(cfg.amp, device)
         self.guard_convs = self.amp_dtype == torch.bfloat16 and device.type == "cpu"  # `bf16_convs`
-        from ..inference.runtimes import cpu_trains_bf16
+        from ..inference.runtimes import cpu_has_bf16
 
-        if self.guard_convs and not cpu_trains_bf16():
+        if self.guard_convs and not cpu_has_bf16():
             self.sink.emit("log", message="warning: amp bf16 on a CPU without AMX or AVX-512-BF16: bf16 is "
                                           "emulated there, slower than float32; use amp: auto (float32 here)")
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
@@ -291,11 +291,12 @@ class TrainLoop:
 
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     """``auto``: bf16 on a GPU that has it (else fp16 with a scaler), bf16 on a CPU that computes it natively (AMX
-    or AVX-512-BF16: `benchmarks/train_step_bf16.py`; the convolutions oneDNN's bf16 kernels get wrong run in
-    float32 there, `bf16_convs`), else float32."""
-    from ..inference.runtimes import cpu_trains_bf16
+    or AVX-512-BF16: `benchmarks/train_step_bf16.py`, the same rule as inference's; on AVX-512-BF16 without AMX
+    the convolutions whose bf16 weight gradients oneDNN computes from unwritten memory run in float32,
+    `bf16_convs`; float32 training there from 2026-12-02 to 2026-12-04), else float32."""
+    from ..inference.runtimes import cpu_has_bf16
 
-    if amp == "auto" and device.type == "cpu" and cpu_trains_bf16():
+    if amp == "auto" and device.type == "cpu" and cpu_has_bf16():
         return torch.bfloat16
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
