@@ -19,7 +19,8 @@ from . import bundled_core
 PathLike = Union[str, os.PathLike]
 DEVICES = ("auto", "cuda", "cpu")
 RUNTIMES = ("auto", "torch", "openvino")  # medssl predict --runtime (medssl.inference.runtimes.RUNTIMES)
-PRESETS = ("quick", "standard")
+# medssl finetune --preset: auto (the CLI default: quick with the batch, then the crop, fitted to the memory)
+PRESETS = ("auto", "quick", "standard")
 SPARSE_AXES = ("auto", "axial", "coronal", "sagittal", "i", "j", "k")  # ``finetune --sparse-slices`` (test-checked)
 # The medssl (sub)commands that accept ``--progress json`` (checked against the real CLI by the tests).
 PROGRESS_COMMANDS = (("predict",), ("finetune",), ("pretrain",), ("weights", "download"), ("rank",))
@@ -131,7 +132,7 @@ class FinetuneOptions:
     """Options of ``medssl finetune`` shown in MedSSLTrain."""
 
     backbone: str = "resenc:tiny"
-    preset: str = "quick"
+    preset: str = "auto"
     steps: Optional[int] = None
     device: str = "auto"
     resume: bool = False

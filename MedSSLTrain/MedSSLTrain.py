@@ -65,7 +65,7 @@ class MedSSLTrainParameterNode:
     backbone: str = "resenc:tiny"
     acceptLicence: bool = False
     modelName: str = "my_model"
-    preset: Annotated[str, Choice(list(PRESETS))] = "quick"
+    preset: Annotated[str, Choice(list(PRESETS))] = "auto"
     steps: Annotated[int, WithinRange(0, 1000000)] = 0
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     sparseSlices: bool = False  # "A few painted slices" (medssl finetune --sparse-slices auto)

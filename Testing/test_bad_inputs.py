@@ -101,7 +101,12 @@ def build_case(name: str, tmp: Path, t1: Path, lab: Path, pkg: Path) -> tuple:
         "unknown_backbone": (ft([str(t1)], [str(lab)], "--backbone", "resenc:smal"),
                             r"unknown resenc preset 'smal'\. Did you mean: small\? Known: test, tiny, small, M, L"),
         "config_typo": (lambda: ft([str(t1)], [str(lab)], "--config", _yaml(tmp / "c.yaml", "loop:\n  stpes: 3\n")),
-                        r"unknown setting 'stpes'.*Did you mean: steps"),
+                        r"unknown setting 'loop\.stpes'.*Did you mean: steps"),
+        "config_wrong_type": (lambda: ft([str(t1)], [str(lab)], "--config",
+                                         _yaml(tmp / "n.yaml", "normalization:\n  MR: {scheme: zscore}\n")),
+                              r"c?n\.yaml: normalization must be text, not \{'MR'"),
+        "config_unknown_amp": (lambda: ft([str(t1)], [str(lab)], "--config", _yaml(tmp / "a.yaml", "loop:\n  amp: of\n")),
+                               r"loop\.amp 'of' is not one of auto, bf16, fp16, off"),
         "resume_without_run": (ft([str(t1)], [str(lab)], "--resume"), r"holds no interrupted run"),
         "device_without_gpu": (pr([str(t1)], str(pkg), "--device", "cuda:0"), r"no CUDA GPU.*--device cpu"),
         "zero_spacing": (lambda: pr([_zero_pixdim(tmp, t1)]), r"zero or negative voxel spacing \(0\.0, .*fix its header"),
@@ -177,7 +182,7 @@ def _yaml(path: Path, text: str) -> str:
 CASES = ["missing_image", "missing_label", "truncated_nifti", "truncated_nrrd", "image_2d", "image_4d", "nan_voxels",
          "nan_nifti", "inf_nifti", "constant_volume", "label_other_grid", "labels_outside_plan", "empty_labels", "float_labels", "count_mismatch",
          "channel_mismatch", "package_missing_file", "package_tampered", "plan_newer_version", "overlap_out_of_range",
-         "steps_out_of_range", "output_not_writable", "unknown_backbone", "config_typo", "resume_without_run",
+         "steps_out_of_range", "output_not_writable", "unknown_backbone", "config_typo", "config_wrong_type", "config_unknown_amp", "resume_without_run",
          "device_without_gpu", "zero_spacing", "wrong_family_checkpoint", "truncated_checkpoint", "unknown_catalog_id",
          "offline_missing_weight"]
 

@@ -79,6 +79,7 @@ def test_bootstrap_from_a_package_starts_from_its_weights(case, two_channel_mode
     assert floating and all(bool((old[k] == new[k]).all()) for k in floating)
     meta = json.loads((out / "metadata.json").read_text())
     assert str(two_channel_model) in json.dumps(meta["provenance"])
+    assert meta["plan_fields"]["architecture"] == "like_pretrained"  # medssl info --plan: the package's own network
 
 
 def test_overwrite_replaces_a_package_and_nothing_else_does(case, tmp_path):
@@ -92,6 +93,8 @@ def test_overwrite_replaces_a_package_and_nothing_else_does(case, tmp_path):
     assert cli_in_process(*args, "--steps", "2", "--overwrite").returncode == 0
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["provenance"]["steps"] == 2 and (out / "weights.safetensors").read_bytes() != first
+    assert meta["name"] == "m"  # the model's name in Slicer's nodes and messages: its folder's, not "medssl model"
+    assert meta["plan_fields"]["architecture"] == "user"  # named by --backbone, no weights
     assert not [p for p in tmp_path.rglob(".*")], list(tmp_path.rglob(".*"))  # no half-replaced folder left
 
 

@@ -51,16 +51,18 @@ def test_finetune_plan_records_the_rule_of_every_field(one_case):
                               Choices())
     assert plan.spacing == (2.0, 3.0, 2.0)  # native backbone, one case: the case's own spacing (RAS order)
     assert plan.provenance["fields"] == {"spacing": "data", "orientation": "default", "normalization": "data",
-                                         "patch_size": "data", "channels": "data", "labels": "data"}
+                                         "patch_size": "data", "channels": "data", "labels": "data",
+                                         "architecture": "user"}
     assert plan.provenance["defaults_from"] == "3dino-like"
     inherited = PlanDefaults(spacing=(4.0, 4.0, 4.0), orientation="LPS", patch_size=(20, 20, 20),
                              normalization=(NormSpec("percentile", {}),))
-    plan = make_finetune_plan(one_case, labels, "data", ARCH, inherited, Choices(normalization="zscore"))
+    plan = make_finetune_plan(one_case, labels, "data", ARCH, inherited, Choices(normalization="zscore"),
+                              arch_rule="like_pretrained")
     assert plan.spacing == (4.0, 4.0, 4.0) and plan.orientation == "LPS" and plan.patch_size == (24, 24, 24)
     assert plan.normalization[0].scheme == "zscore" and "mean" in plan.normalization[0].params  # fitted
     fields = plan.provenance["fields"]
     assert fields["spacing"] == fields["orientation"] == fields["patch_size"] == "like_pretrained"
-    assert fields["normalization"] == "user"
+    assert fields["normalization"] == "user" and fields["architecture"] == "like_pretrained"
 
 
 def test_one_divisor_and_one_rounding_for_both_plans():

@@ -149,7 +149,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
                    str(tmp_path / "run"), env=ENV)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"error: --images: {tmp_path / 'none.nii.gz'} does not exist; give image files or folders of images"]
-    with pytest.raises(InputError, match="no pretraining preset 'gpu' for mae3d"):
+    with pytest.raises(InputError, match="no pretraining preset 'gpu' for mae3d; --preset takes auto, recipe, cpu$"):
         pretrain("mae3d", [str(tmp_path)], tmp_path / "run", preset="gpu")
     with pytest.raises(InputError, match="--resume.*no interrupted pretraining run"):
         pretrain("mae3d", [str(tmp_path)], tmp_path / "run", preset="cpu", resume=True)

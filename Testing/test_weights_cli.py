@@ -43,6 +43,8 @@ def test_list_shows_every_entry(capsys):
     code, out, _ = cli(capsys, "weights", "list", "--json")
     rows = json.loads(out)
     assert code == 0 and [r["id"] for r in rows] == catalog.ids() and not any(r["cached"] for r in rows)
+    assert [r["citation"] for r in rows] == [catalog.get_entry(i).citation for i in catalog.ids()]  # the README's field
+    assert all(r["citation"] for r in rows)
 
 
 def test_offline_download_names_the_file_and_the_import_command(capsys):

@@ -134,6 +134,21 @@ def test_medssl_cli_accepts_the_command_lines(realMedssl):
         predictArgs("pkg", ["a.nrrd"], "o.seg.nrrd", PredictOptions(runtime="tensorrt"))
 
 
+def test_every_offered_preset_is_one_the_core_reads(realMedssl):
+    """MedSSL Train's presets are ``medssl finetune``'s: ``auto`` (its default, memory-fitted) and the preset files;
+    the panel's default is the CLI's, so a large backbone is scaled to the machine from Slicer too."""
+    import inspect
+
+    from medssl.train.config import preset_path
+    from medssl.train.finetune import finetune
+
+    assert FinetuneOptions().preset == inspect.signature(finetune).parameters["preset"].default == "auto"
+    for preset in commands.PRESETS:
+        args = finetuneArgs([["a.nrrd"]], ["l.nrrd"], "o", FinetuneOptions(preset=preset))
+        assert args[args.index("--preset") + 1] == preset
+        assert preset == "auto" or preset_path("finetune", preset).is_file()
+
+
 def test_diagnostics_from_the_real_medssl_info(realMedssl):
     job = TrainLogic(realMedssl).runMedSSL(["info", "--json"], wait=True, timeout=120)
     info = install.parseInfo(job.log)

@@ -4,11 +4,15 @@ An `EventSink` receives events (plain dicts with an ``"event"`` key). `JsonLines
 per line to stdout (``--progress json``), which the Slicer modules parse; `BarSink` draws a tqdm bar with
 ETA on stderr; `NullSink` drops everything. Event types and their fields (all times in seconds):
 
-- ``start``: ``task`` (finetune|predict|pretrain), ``total`` (steps or windows), free-form details.
+- ``start``: ``task`` (finetune|pretrain: ``total`` steps; predict: 1, or the cases of a folder; rank: cases;
+  download: bytes), free-form details.
 - ``step``: ``step``, ``total``, ``loss``, ``lr``, ``eta_s``, plus per-term losses (training).
-- ``progress``: ``stage``, ``done``, ``total``, ``eta_s`` (prediction and other non-training work).
+- ``progress``: ``stage``, ``done``, ``total``, ``eta_s`` (prediction and other non-training work). Stages:
+  ``preprocessing`` (pretraining's cache), ``preprocess``, ``sliding_window``, ``postprocess`` (prediction),
+  ``case`` (a folder: ``case``, ``status`` started|written|failed), ``rank``, ``download``.
 - ``validation``: ``step``, ``dice`` ({label name: value}), ``mean_dice``.
-- ``checkpoint``: ``step``, ``path``, ``kind`` (last|best).
+- ``checkpoint``: ``step``, ``path``, ``kind`` (``last``: the resumable state is on disk, so a run stopped after
+  this event resumes from ``step``; the best-Dice weights are saved without an event).
 - ``log``: ``message``.
 - ``done``: ``task``, outputs and summary numbers.
 - ``error``: ``message`` (the same one line the CLI prints).

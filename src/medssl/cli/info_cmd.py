@@ -33,7 +33,7 @@ def collect() -> dict:
             "medssl_home": str(medssl_home())}
 
 
-PLAN_FIELDS = ("spacing", "orientation", "normalization", "patch_size", "channels", "labels")
+PLAN_FIELDS = ("spacing", "orientation", "normalization", "patch_size", "channels", "labels", "architecture")
 
 
 def plan_file(spec: str):
@@ -57,7 +57,6 @@ def plan_rows(spec: str) -> dict:
     plan = Plan.load(plan_file(spec))
     d, rules = plan.to_dict(), plan.provenance.get("fields", {})
     rows = {name: {"value": d[name], "rule": rules.get(name, "unrecorded")} for name in PLAN_FIELDS}
-    rows["architecture"] = {"value": d["architecture"], "rule": "user"}
     return {"plan_hash": plan.hash(), "fields": rows, "provenance": {k: v for k, v in plan.provenance.items()
                                                                      if k != "fields"}}
 

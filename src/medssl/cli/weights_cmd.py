@@ -66,7 +66,8 @@ def _list(args: argparse.Namespace) -> int:
     for e in catalog.entries().values():
         path = cached_file(e)
         rows.append({"id": e.id, "family": e.family, "size_gb": round(e.size_bytes / 1e9, 2), "licence": e.licence,
-                     "source": e.source_text, "downloadable": e.downloadable, "cached": str(path) if path else None})
+                     "source": e.source_text, "citation": e.citation, "downloadable": e.downloadable,
+                     "cached": str(path) if path else None})
     mine = [describe(name) for name in local_names()]
     if args.json:
         print(json.dumps(rows + [{**r, "local": True} for r in mine], indent=1))

@@ -81,6 +81,7 @@ def rank_images(model: str | Path, images: Sequence[str], device: str = "auto", 
     if not cases:
         raise InputError("no images to rank; pass --images FILE [FILE ...] or a folder")
     predictor = Predictor.from_package(model, device)
+    sink.emit("start", task="rank", total=len(cases), model=str(model), device=str(predictor.device))
     scores: List[CaseScore] = []
     for n, case in enumerate(cases):
         sink.emit("progress", stage="rank", done=n, total=len(cases), case=case.name)

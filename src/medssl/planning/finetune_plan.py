@@ -91,8 +91,9 @@ def patch_size(choice: Optional[Sequence[int]], defaults: PlanDefaults, shapes: 
 
 def make_finetune_plan(read: Sequence[ReadCase], labels: List[LabelSpec], labels_rule: str, arch: ArchSpec,
                        defaults: PlanDefaults, choices: Choices, channel_names: Optional[Sequence[str]] = None,
-                       provenance: Optional[Dict[str, Any]] = None) -> Plan:
-    """The plan of a fine-tuned model (see the module docstring)."""
+                       provenance: Optional[Dict[str, Any]] = None, arch_rule: str = USER) -> Plan:
+    """The plan of a fine-tuned model (see the module docstring). ``arch_rule``: where ``arch`` came from
+    (``like_pretrained``: the weights' own architecture; ``user``: an architecture named by ``--backbone``)."""
     names, c_rule = channel_names_and_rule(channel_names, defaults, len(read[0][0]))
     channels = channel_specs(read, names)
     orientation, o_rule = ((choices.orientation, USER) if choices.orientation else
@@ -103,7 +104,7 @@ def make_finetune_plan(read: Sequence[ReadCase], labels: List[LabelSpec], labels
     norms, n_rule = normalization(choices.normalization, defaults, channels, read)
     patch, p_rule = patch_size(choices.patch_size, defaults, shapes, size_divisor(arch, len(channels)))
     fields = {"spacing": s_rule, "orientation": o_rule, "normalization": n_rule, "patch_size": p_rule,
-              "channels": c_rule, "labels": labels_rule}
+              "channels": c_rule, "labels": labels_rule, "architecture": arch_rule}
     plan = Plan(channels=channels, normalization=norms, patch_size=patch, labels=labels, architecture=arch,
                 spacing=spacing, orientation=orientation, sliding_window=choices.sliding_window,
                 provenance={"created_by": "medssl finetune", **(provenance or {}), "fields": fields,

@@ -39,7 +39,8 @@ def plan_pretraining(fp: DatasetFingerprint, arch: ArchSpec, spacing: SpacingSet
                      normalization: Dict[str, Dict[str, Any]], patch_size: Sequence[int], method: str) -> Plan:
     """The plan of a pretraining run (single channel, no labels); see the module docstring."""
     target, s_rule = plan_spacing(spacing, None, [v.spacing for v in fp.volumes])
-    fields = {"spacing": s_rule, "orientation": USER, "normalization": USER, "patch_size": USER, "channels": DATA}
+    fields = {"spacing": s_rule, "orientation": USER, "normalization": USER, "patch_size": USER, "channels": DATA,
+              "architecture": USER}
     plan = Plan(channels=[ChannelSpec("image", fp.modality)], normalization=[decide_normalization(fp, normalization)],
                 patch_size=round_patch(patch_size, size_divisor(arch)), labels=[], architecture=arch,
                 spacing=target, orientation=fp.orientation,

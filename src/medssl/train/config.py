@@ -60,7 +60,7 @@ def load_config(cls: Type[T], kind: str, preset: Optional[str] = None, user_yaml
     if recipe:
         data = merge(data, recipe)
     later = merge(read_yaml(user_yaml) if user_yaml else {}, overrides or {})
-    if "warmup_steps" in (later.get("loop") or {}) and isinstance(data.get("loop"), dict):
+    if isinstance(later.get("loop"), dict) and "warmup_steps" in later["loop"] and isinstance(data.get("loop"), dict):
         data["loop"] = {k: v for k, v in data["loop"].items() if k != "warmup_fraction"}
     data = merge(data, later)
     return from_dict(cls, data, where=user_yaml or (preset and f"preset {preset}") or "config")

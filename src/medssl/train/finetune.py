@@ -133,7 +133,8 @@ def _prepare_data(paths: RunFolder, train_files, val_files, source: BackboneSour
         labels = label_set(maps, label_names, base)
         rule = LIKE_PRETRAINED if base is not None else USER if label_names else DATA
         plan = make_finetune_plan(read, labels, rule, source.arch, source.plan_defaults, plan_choices(cfg),
-                                  channel_names, {"backbone": source.name})
+                                  channel_names, {"backbone": source.name},
+                                  LIKE_PRETRAINED if source.init_weights is not None else USER)
     cases = [_to_case(ch, lab, plan, f, cfg.sparse_slices, sink) for (ch, lab), f in zip(read, train_files + val_files)]
     if not resume:  # only once every input has been checked: a bad input leaves nothing behind
         _write_run_files(paths, plan, cfg, inputs, source)
@@ -226,7 +227,7 @@ def _train_and_package(paths: RunFolder, plan: Plan, net, train, val, cfg: Finet
     result = loop.run()
     if paths.best.exists():
         net.load_state_dict(load_checkpoint(paths.best, "best model")["model"])
-    meta = _package_metadata(plan, cfg, source, result, train, val)
+    meta = _package_metadata(paths.out.name, plan, cfg, source, result, train, val)
     if source.recipe:
         meta["recipe"] = get_recipe(source.recipe).record()
     save_package(paths.out, plan, net.state_dict(), meta)
@@ -235,9 +236,11 @@ def _train_and_package(paths: RunFolder, plan: Plan, net, train, val, cfg: Finet
     return paths.out
 
 
-def _package_metadata(plan: Plan, cfg: FinetuneConfig, source: BackboneSource, result, train, val) -> Dict:
+def _package_metadata(name: str, plan: Plan, cfg: FinetuneConfig, source: BackboneSource, result, train, val
+                      ) -> Dict:
+    """``name``: the model's name (the package folder's name as trained; MedSSL Segment shows it in node names)."""
     return {
-        "name": plan.provenance.get("name", "medssl model"),
+        "name": name,
         "licence": source.licence or "same as the training data and backbone",
         "provenance": {**source.provenance, "backbone": source.name, "steps": result.step,
                        "best_step": result.best_step, "best_mean_dice": result.best_metric,

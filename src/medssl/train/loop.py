@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
 import torch
 
-from ..errors import Cancelled, CheckpointError, MedSSLError
+from ..errors import Cancelled, CheckpointError, InputError, MedSSLError
 from ..events import EtaClock, EventSink, NullSink
 from ..inference.devices import worker_count
 from .bf16_convs import float32_where_bf16_is_unsound
@@ -30,6 +30,8 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext
 from .optim import build_optimizer, build_scheduler
 from .threads import cpu_threads
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 @dataclass
@@ -57,6 +59,10 @@ class LoopConfig:
     threads: int = 0  # CPU threads; 0: the cores the load leaves free (`threads.training_threads`)
     seed: int = 0
     max_bad_steps: int = 20
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise InputError(f"amp {self.amp!r} is not one of {', '.join(AMP_MODES)} (off: float32)")
 
 
 def leave_stopping_to_the_main_process(_worker_id: int) -> None:

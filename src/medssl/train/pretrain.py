@@ -74,8 +74,9 @@ def preset_name(method: str, preset: Optional[str]) -> str:
     METHODS.get(method)
     name = method if preset in (None, "", "recipe", "auto") else preset if preset.startswith(method) else f"{method}_{preset}"
     if not (CONFIG_DIR / "pretrain" / f"{name}.yaml").exists():
-        known = sorted(p.stem for p in (CONFIG_DIR / "pretrain").glob(f"{method}*.yaml"))
-        raise InputError(f"no pretraining preset {preset!r} for {method}; known: {', '.join(known)}")
+        extra = sorted(p.stem[len(method) + 1:] for p in (CONFIG_DIR / "pretrain").glob(f"{method}_*.yaml"))
+        raise InputError(f"no pretraining preset {preset!r} for {method}; --preset takes auto, recipe"
+                         f"{''.join(', ' + e for e in extra)}")
     return name
 
 
