@@ -81,6 +81,7 @@ class PredictOptions:
     lowMemory: bool = False
     uncertainty: bool = False
     runtime: str = "auto"  # medssl predict --runtime: auto | torch | openvino
+    overwrite: bool = False  # medssl predict --overwrite: replace existing outputs (folder mode asks first)
 
     def validate(self) -> None:
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -102,6 +103,8 @@ def _predictOptionArgs(options: PredictOptions) -> list[str]:
         args.append("--tta")
     if options.lowMemory:
         args.append("--low-memory")
+    if options.overwrite:
+        args.append("--overwrite")
     return args
 
 

@@ -182,8 +182,7 @@ class FolderLogic:
         files = volumeFiles(folder)
         sources = {stem(f): f for f in files}  # a.nii.gz beside a.nrrd: one case, the later file (as medssl)
         run = FolderRun(sorted(sources), sources, package)
-        out = Path(outputDir) if outputDir is not None else Path(folder)
-        suffix = f"_{safeName(package.path.name)}.seg.nrrd"
+        out, suffix = self._outputsOf(folder, package, outputDir)
 
         def written(case: str, output: Path) -> None:
             run.outputs[case] = output
@@ -192,6 +191,23 @@ class FolderLogic:
 
         args = predictFolderArgs(package.path, folder, out, options or PredictOptions(), suffix)
         return self._start(run, args, written, None, onCase, onProgress, onLog, onFinished)
+
+    @staticmethod
+    def _outputsOf(folder, package: PackageInfo, outputDir) -> tuple[Path, str]:
+        """(output folder, file ending) of folder mode: ``<case>_<model>.seg.nrrd`` beside the inputs or in
+        ``outputDir``."""
+        return (Path(outputDir) if outputDir is not None else Path(folder)), f"_{safeName(package.path.name)}.seg.nrrd"
+
+    def existingOutputs(self, folder: Union[str, Path], model: ModelSpec,
+                        outputDir: Optional[Union[str, Path]] = None) -> list[Path]:
+        """The files `startFolder` would write that exist already (an earlier run's): medssl refuses to replace
+        them unless the options say ``overwrite`` (the widget asks first)."""
+        if folder is None or not Path(folder).is_dir():
+            return []  # startFolder says what is wrong with it
+        package = self._singleChannel(model)
+        out, suffix = self._outputsOf(folder, package, outputDir)
+        return [out / f"{case}{suffix}" for case in sorted({stem(f) for f in volumeFiles(folder)})
+                if (out / f"{case}{suffix}").exists()]
 
     def startScene(self, volumes: Sequence, model: ModelSpec, options: Optional[PredictOptions] = None,
                    onCase: RunCallback = None, onFinished: RunCallback = None, onProgress: RunCallback = None,

@@ -86,6 +86,13 @@ class FolderPanel:
             if p.batchScene:
                 run = self.logic.startScene(sceneVolumes(slicer.mrmlScene), package, options, **callbacks)
             else:
+                existing = self.logic.existingOutputs(chosenFolder(p.batchInputFolder), package,
+                                                      chosenFolder(p.batchOutputFolder))
+                if existing and not slicer.util.confirmOkCancelDisplay(
+                        _("{count} segmentation(s) from an earlier run are in {folder} ({first}). Replace them?").format(
+                            count=len(existing), folder=existing[0].parent, first=existing[0].name)):
+                    return
+                options = dataclasses.replace(options, overwrite=bool(existing))
                 run = self.logic.startFolder(chosenFolder(p.batchInputFolder), package, options,
                                              chosenFolder(p.batchOutputFolder), p.batchLoadResults, **callbacks)
             if not run.finished:  # scene mode with nothing writable ends at once

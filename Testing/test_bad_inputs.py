@@ -65,8 +65,10 @@ def build_case(name: str, tmp: Path, t1: Path, lab: Path, pkg: Path) -> tuple:
     arr = sitk.GetArrayFromImage(ref)
     ft = lambda images, labels, *extra: ["finetune", "--images", *images, "--labels", *labels, "--out",  # noqa: E731
                                          str(tmp / "model"), "--backbone", "resenc:test", "--steps", "2", *extra]
+    # --overwrite: the earlier result (OUT_SENTINEL) may be replaced, so each run reaches its own error, which must
+    # still leave it as it was
     pr = lambda inputs, model=str(pkg), *extra: ["predict", "--model", model, "--input", *inputs,  # noqa: E731
-                                                 "--output", str(tmp / "out.nii.gz"), *extra]
+                                                 "--output", str(tmp / "out.nii.gz"), "--overwrite", *extra]
     cases = {
         "missing_image": (pr([str(tmp / "nope.nii.gz")]), r"nope.nii.gz does not exist"),
         "missing_label": (ft([str(t1)], [str(tmp / "nolabel.nii.gz")]), r"nolabel.nii.gz does not exist"),

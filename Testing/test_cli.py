@@ -87,11 +87,41 @@ def test_kill_and_resume_continues_the_run(tmp_path, kmeans_t1, kmeans_labels):
 def test_predict_errors_leave_existing_output_untouched(tmp_path, tiny_package, kmeans_t1):
     out = tmp_path / "existing.nii.gz"
     out.write_bytes(b"previous result")
+    proc = run_cli("predict", "--model", str(tiny_package), "--input", str(kmeans_t1), "--output", str(out),
+                   "--device", "cpu")
+    assert_user_error(proc, r"existing\.nii\.gz already exists; pass --overwrite to replace it")
     proc = run_cli("predict", "--model", str(tiny_package), "--input", str(kmeans_t1), str(kmeans_t1),
-                   "--output", str(out), "--device", "cpu")
+                   "--output", str(out), "--device", "cpu", "--overwrite")  # replacing allowed, but the run fails
     assert_user_error(proc, r"expects 1 channel\(s\) \(image\) but 2 input image\(s\)")
     assert out.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.nii.gz"]  # no temporary file left
+
+
+def test_predict_never_writes_over_an_input_and_checks_outputs_before_work(tmp_path, tiny_package, kmeans_t1):
+    """Found by a user audit: --output equal to --input had replaced the scan by its segmentation; an output
+    named twice by two spellings lost one; an ending no writer takes failed with a traceback after the work."""
+    import shutil
+
+    scan = tmp_path / "scan.nii.gz"
+    shutil.copy(kmeans_t1, scan)
+    before = scan.read_bytes()
+    pkg = ["predict", "--model", str(tiny_package), "--device", "cpu", "--input"]
+    link = tmp_path / "link.nii.gz"
+    link.symlink_to(scan)
+    cases = [
+        ([str(scan), "--output", str(scan), "--overwrite"], r"scan\.nii\.gz is one of the input images"),
+        ([str(scan), "--output", str(link), "--overwrite"], r"link\.nii\.gz is one of the input images"),
+        ([f"{scan}::t=0", "--output", str(scan), "--overwrite"], r"is one of the input images"),
+        ([str(scan), "--output", str(tmp_path / "o.nii.gz"), "--uncertainty", f"{tmp_path}/./o.nii.gz"],
+         r"--output and --uncertainty name the same file"),
+        ([str(scan), "--output", str(tmp_path / "o.txt")], r"o\.txt: medssl writes \.nii\.gz, .*\.dcm files"),
+        ([str(scan), "--output", str(tmp_path)], r"is a folder; give a file name inside it"),
+        ([str(scan), "--output", str(tmp_path / "o.seg.nrrd"), "--probabilities", str(tmp_path / "p.seg.nrrd")],
+         r"--probabilities .*p\.seg\.nrrd: \.seg\.nrrd is for segmentations"),
+    ]
+    for args, pattern in cases:
+        assert_user_error(run_cli(*pkg, *args), pattern)
+    assert scan.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["link.nii.gz", "scan.nii.gz"]
 
 
 @pytest.mark.parametrize("argv,pattern", [

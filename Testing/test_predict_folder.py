@@ -70,3 +70,30 @@ def test_folder_events_report_each_case_written_or_failed(tmp_path, tiny_package
     failed, written = [e for e in events if e.get("status") in ("failed", "written")]
     assert "a_broken.nii.gz" in failed["error"] and "\n" not in failed["error"]
     assert written["output"] == str(tmp_path / "segs" / "b_scan_m.seg.nrrd") and Path(written["output"]).is_file()
+
+
+def test_a_folder_run_replaces_no_input_and_no_earlier_result_unasked(tmp_path, tiny_package, kmeans_t1):
+    """Found by a user audit: --output-dir DIR --output-suffix .nii.gz into the input folder had replaced every
+    scan by its segmentation, and two files of one case name had been segmented as one without a word."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("a.nii.gz", "a.mha", "b.nii.gz"):
+        sitk.WriteImage(sitk.ReadImage(str(kmeans_t1)), str(scans / name))
+    before = {p.name: p.read_bytes() for p in scans.iterdir()}
+    base = ["predict", "--model", str(tiny_package), "--input-dir", str(scans), "--device", "cpu", "--runtime",
+            "torch"]
+    proc = run_cli(*base, "--output-dir", str(scans), "--output-suffix", ".nii.gz", "--overwrite", env=NO_GPU)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --output-dir {scans}: the output a.nii.gz would replace an input image; choose another --output-dir "
+        f"or --output-suffix (the inputs are never replaced)"]
+    proc = run_cli(*base, "--output-dir", str(scans), "--output-suffix", ".txt", env=NO_GPU)
+    assert proc.returncode == 2 and "--output-suffix .txt: medssl writes" in proc.stderr
+    (scans / "b.seg.nrrd").write_bytes(b"an earlier result")
+    proc = run_cli(*base, "--output-dir", str(scans), env=NO_GPU)
+    assert proc.returncode == 2 and "1 of the 2 output(s) already exist (b.seg.nrrd); pass --overwrite" in proc.stderr
+    assert (scans / "b.seg.nrrd").read_bytes() == b"an earlier result"
+    proc = run_cli(*base, "--output-dir", str(scans), "--overwrite", "--progress", "json", env=NO_GPU)
+    assert proc.returncode == 0, proc.stderr
+    assert "a.mha left out: another file of the folder has the case name a" in proc.stdout
+    assert {p.name: p.read_bytes() for p in scans.iterdir() if not p.name.endswith(".seg.nrrd")} == before
+    assert (scans / "b.seg.nrrd").read_bytes() != b"an earlier result" and (scans / "a.seg.nrrd").is_file()

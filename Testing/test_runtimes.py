@@ -116,6 +116,13 @@ def test_onnx_is_exported_once_and_again_for_other_weights(tiny_package, tmp_pat
     proc = run_cli("export-onnx", str(tiny_package), "--output", str(tmp_path / "m.onnx"))
     assert proc.returncode == 0 and "output 'logits' N x 7 class scores" in proc.stdout, proc.stderr
     side = json.loads((tmp_path / "m.onnx.json").read_text())
+    again = run_cli("export-onnx", str(tiny_package), "--output", str(tmp_path / "m.onnx"))  # the user's file: kept
+    assert again.returncode == 2 and "m.onnx already exists; pass --overwrite" in again.stderr
+    (tmp_path / "scan.nii.gz").write_bytes(b"a scan")
+    other = run_cli("export-onnx", str(tiny_package), "--output", str(tmp_path / "scan.nii.gz"))
+    assert other.returncode == 2 and "medssl writes .onnx files" in other.stderr
+    assert (tmp_path / "scan.nii.gz").read_bytes() == b"a scan"
+    assert run_cli("export-onnx", str(tiny_package), "--output", str(tmp_path / "m.onnx"), "--overwrite").returncode == 0
     assert side["weights_sha256"] == json.loads((tiny_package / "metadata.json").read_text())["weights_sha256"]
     pred = Predictor.from_package(tiny_package, "cpu", "openvino", "float32")
     pred.window_net()

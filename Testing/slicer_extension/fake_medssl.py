@@ -4,7 +4,7 @@ It speaks the same command line and JSON-lines events as medssl. ``predict`` wri
 known function of the input voxels (``value % 3`` where the input is above 0) through medssl's own
 ``.seg.nrrd`` writer, so geometry and labels can be checked exactly; with ``--input-dir`` it does so for every
 case and emits the per-case events of ``medssl.cli.predict_folder`` (a file SimpleITK cannot read fails, the
-others go on, exit code 2). ``finetune`` emits training events and
+others go on, exit code 2; existing outputs are refused without ``--overwrite`` by medssl's own check). ``finetune`` emits training events and
 copies the package given in ``$FAKE_MEDSSL_PACKAGE`` to ``--out``. Environment switches:
 
 - ``FAKE_MEDSSL_RECORD``: write the received arguments to this JSON file;
@@ -55,9 +55,18 @@ def segmentCase(plan, path, output):
 
 
 def predictFolder(plan, args):
-    from medssl.cli.predict_folder import folder_cases
+    from medssl.cli.predict_folder import _image_files, folder_cases
+    from medssl.errors import InputError
+    from medssl.io.outputs import check_folder_outputs
 
     cases = folder_cases(pathlib.Path(args.input_dir), 1)
+    targets = [pathlib.Path(args.output_dir) / (name + args.output_suffix) for name in cases]
+    try:  # medssl's own check: no input replaced, existing outputs only with --overwrite
+        check_folder_outputs(targets, _image_files(pathlib.Path(args.input_dir)), args.overwrite,
+                             pathlib.Path(args.output_dir))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     os.makedirs(args.output_dir, exist_ok=True)
     emit("start", task="predict", total=len(cases), model=args.model, device="cpu")
     failed = []
@@ -125,6 +134,7 @@ def parser():
     pr.add_argument("--input", nargs="+")
     pr.add_argument("--tta", action="store_true")
     pr.add_argument("--low-memory", action="store_true")
+    pr.add_argument("--overwrite", action="store_true")
     ft = sub.add_parser("finetune")
     for name in ("--out", "--backbone", "--preset", "--device", "--steps", "--progress", "--config", "--sparse-slices"):
         ft.add_argument(name)

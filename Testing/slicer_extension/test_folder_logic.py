@@ -26,6 +26,9 @@ class CountingRunner(ProcessRunner):
         super().start(args, env, cwd)
 
 
+REPLACE_OLD = PredictOptions(overwrite=True)  # caseFolder's old result is replaced (as the panel does when told to)
+
+
 def caseFolder(scene, tmp_path, names=("a_one", "b_two")):
     """Volumes written as files (oblique grid) plus a broken file, an old result and a hidden file."""
     folder = tmp_path / "cases"
@@ -45,11 +48,16 @@ def caseFolder(scene, tmp_path, names=("a_one", "b_two")):
 def test_folder_runs_one_process_writes_beside_the_inputs_and_lists_failures(scene, fakeMedssl, tinyPackage,
                                                                              tmp_path):
     folder, arrays = caseFolder(scene, tmp_path)
-    CountingRunner.started.clear()
     logic, seen = FolderLogic(fakeMedssl, runnerFactory=CountingRunner), []
-    run = logic.segmentFolder(folder, tinyPackage, PredictOptions(device="cpu"), loadResults=True,
+    assert logic.existingOutputs(folder, tinyPackage) == [folder / "a_one_tiny_model.seg.nrrd"]  # caseFolder's old one
+    refused = logic.segmentFolder(folder, tinyPackage, PredictOptions(device="cpu"), timeout=120)
+    assert not refused.written and "pass --overwrite" in refused.error
+    assert (folder / "a_one_tiny_model.seg.nrrd").read_bytes() == b"an old result: not a case"
+    CountingRunner.started.clear()
+    run = logic.segmentFolder(folder, tinyPackage, PredictOptions(device="cpu", overwrite=True), loadResults=True,
                               onCase=lambda r: seen.append(r.statusText()), timeout=120)
     assert len(CountingRunner.started) == 1 and "--input-dir" in recordedArgs(fakeMedssl)
+    assert "--overwrite" in recordedArgs(fakeMedssl)
     assert [s.split(" - ")[0] for s in seen] == ["Case 1 of 3: a_one", "Case 2 of 3: b_two", "Case 3 of 3: c_broken"]
     assert run.outputs == {name: folder / f"{name}_tiny_model.seg.nrrd" for name in arrays}
     assert [name for name, _ in run.failures] == ["c_broken"] and "c_broken.nii.gz" in run.failures[0][1]
@@ -86,7 +94,7 @@ def test_stop_after_current_writes_that_case_and_starts_no_other(scene, fakeMeds
     folder, _ = caseFolder(scene, tmp_path)
     fakeMedssl.env["FAKE_MEDSSL_CASE_SLEEP"] = "0.5"
     logic = FolderLogic(fakeMedssl)
-    logic.startFolder(folder, tinyPackage, onCase=lambda r: logic.stopAfterCurrent())
+    logic.startFolder(folder, tinyPackage, REPLACE_OLD, onCase=lambda r: logic.stopAfterCurrent())
     run = logic.wait(120)
     assert run.written == ["a_one"] and (folder / "a_one_tiny_model.seg.nrrd").is_file()
     assert not (folder / "b_two_tiny_model.seg.nrrd").exists() and run.notRun == ["b_two", "c_broken"]
@@ -104,7 +112,7 @@ def test_cancel_stops_now_and_keeps_the_cases_written(scene, fakeMedssl, tinyPac
         if run.current == "b_two" and not run.cancelled:
             logic.cancel()  # case 1 is written, case 2 is sleeping
 
-    logic.startFolder(folder, tinyPackage, onProgress=onProgress)
+    logic.startFolder(folder, tinyPackage, REPLACE_OLD, onProgress=onProgress)
     run = logic.wait(120)
     assert run.cancelled and run.written == ["a_one"]
     assert run.notRun == ["b_two", "c_broken"] and "cancelled" in run.summary()
@@ -141,3 +149,19 @@ def test_volume_files_are_the_cases_medssl_segments(tmp_path):
         volumeFiles(tmp_path / "empty")
     with pytest.raises(ValueError, match="is not a folder"):
         volumeFiles(tmp_path / "missing")
+
+
+def test_real_medssl_keeps_an_earlier_result_until_overwrite_is_asked(scene, realMedssl, tinyPackage, tmp_path):
+    """The real CLI (not the stand-in): an existing output stops the run before any case, in one line naming
+    --overwrite; with the option the folder is segmented and the old file replaced."""
+    folder, _ = caseFolder(scene, tmp_path, names=("one",))
+    (folder / "c_broken.nii.gz").unlink()
+    old = folder / "one_tiny_model.seg.nrrd"
+    old.write_bytes(b"an earlier result")
+    logic = FolderLogic(realMedssl)
+    assert logic.existingOutputs(folder, tinyPackage) == [old]
+    refused = logic.segmentFolder(folder, tinyPackage, PredictOptions(device="cpu"), timeout=300)
+    assert not refused.written and "1 of the 1 output(s) already exist" in refused.error
+    assert old.read_bytes() == b"an earlier result"
+    run = logic.segmentFolder(folder, tinyPackage, PredictOptions(device="cpu", overwrite=True), timeout=300)
+    assert run.written == ["one"] and run.error is None and old.read_bytes() != b"an earlier result"

@@ -31,7 +31,7 @@ def test_folder_section_segments_every_case_lists_failures_and_loads_results(mod
                                                                              tinyPackage, tmp_path):
     widget, folder = folderPanel(modules, fakeMedssl, tinyPackage)
     cases, _ = caseFolder(modules.scene, tmp_path)
-    answerDialogs(monkeypatch, modules)
+    dialogs = answerDialogs(monkeypatch, modules)
     assert not widget.ui.folderApplyButton.enabled and "Choose the input folder" in widget.ui.folderApplyButton.toolTip
     widget.parameterNode.batchInputFolder = cases
     assert widget.ui.folderApplyButton.enabled
@@ -44,6 +44,19 @@ def test_folder_section_segments_every_case_lists_failures_and_loads_results(mod
     assert widget.ui.progressBar.value == 100 and widget.ui.statusLabel.text == results[0]
     assert widget.ui.folderApplyButton.text == "Segment all" and widget.ui.applyButton.enabled is False  # no input
     assert len(folder.logic.run.segmentations) == 2 and not modules.errors  # loaded (the default), no dialog
+    assert len(dialogs.questions) == 1 and "1 segmentation(s) from an earlier run" in dialogs.questions[0]
+
+
+def test_folder_keeps_an_earlier_result_when_the_user_says_cancel(modules, monkeypatch, fakeMedssl, tinyPackage,
+                                                                  tmp_path):
+    widget, folder = folderPanel(modules, fakeMedssl, tinyPackage)
+    cases, _ = caseFolder(modules.scene, tmp_path)
+    dialogs = answerDialogs(monkeypatch, modules, confirm=False)
+    widget.parameterNode.batchInputFolder = cases
+    widget.ui.folderApplyButton.click()
+    assert len(dialogs.questions) == 1 and "Replace them?" in dialogs.questions[0]
+    assert not folder.busy and folder.logic.run is None and widget.ui.folderApplyButton.text == "Segment all"
+    assert (cases / "a_one_tiny_model.seg.nrrd").read_bytes() == b"an old result: not a case"
 
 
 def test_folder_cancel_stops_between_cases_then_at_once(modules, monkeypatch, fakeMedssl, tinyPackage, tmp_path):

@@ -12,7 +12,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("export-onnx", help="export a model package's network to ONNX", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("package", metavar="PKG", help="model package folder")
-    p.add_argument("--output", metavar="FILE", help="ONNX file to write (default: PKG/model.onnx)")
+    p.add_argument("--output", metavar="FILE", help="ONNX file to write (default: PKG/model.onnx, which is replaced)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     return p
 
 
@@ -23,6 +24,11 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.onnx_export import ONNX_NAME, export_onnx, onnx_record, runtime_dir
     from ..io.atomic import ensure_writable_dir
 
+    if args.output:  # a file of the user's: never one of another kind, never replaced unasked (`io.outputs`)
+        from ..io.outputs import check_outputs, check_suffix
+
+        check_suffix(Path(args.output), "--output", (".onnx",))
+        check_outputs({"--output": Path(args.output)}, [], args.overwrite)
     plan, net, meta = load_package(args.package)
     sha = meta["weights_sha256"]
     out = Path(args.output) if args.output else runtime_dir(args.package, sha) / ONNX_NAME

@@ -29,6 +29,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--probabilities", metavar="OUT", help="also write class probabilities (vector image)")
     p.add_argument("--uncertainty", metavar="OUT", help="also write a voxel-wise uncertainty (entropy) map")
     p.add_argument("--low-memory", action="store_true", help="stitch in a rolling buffer to bound memory (automatic for large volumes)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (an input is never replaced)")
     add_device(p)
     add_runtime(p)
     add_progress(p)
@@ -46,26 +47,36 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
+    """Before any work (`io.outputs`): the right options together, endings a writer takes, no output that is an
+    input, the same file twice, a folder, or (without ``--overwrite``) an existing file; writable folders."""
     from ..errors import InputError
     from ..io.atomic import ensure_writable_dir
+    from ..io.outputs import LABEL_SUFFIXES, check_outputs, check_suffix, input_paths
+    from ..io.volume_io import IMAGE_SUFFIXES
 
     if bool(args.input_dir) != bool(args.output_dir) or bool(args.input_dir) == bool(args.input or args.output):
         raise InputError("give either --input IMG... with --output OUT, or --input-dir DIR with --output-dir DIR")
     if args.input_dir:
+        check_suffix(Path("case" + args.output_suffix), "--output-suffix", LABEL_SUFFIXES[:-1], args.output_suffix)
         return
     if not (args.input and args.output):
         raise InputError("--input and --output go together; give both")
 
-    outs = [o for o in (args.output, args.probabilities, args.uncertainty) if o]
-    if len(set(map(str, outs))) != len(outs):
-        raise InputError("--output, --probabilities and --uncertainty must be different files")
-    for o in outs:
-        ensure_writable_dir(Path(o).resolve().parent, "output folder")
+    outs = {option: Path(o) for option, o in (("--output", args.output), ("--probabilities", args.probabilities),
+                                              ("--uncertainty", args.uncertainty)) if o}
+    for option, path in outs.items():
+        check_suffix(path, option, LABEL_SUFFIXES if option == "--output" else IMAGE_SUFFIXES[:-1])
+        if option != "--output" and path.name.lower().endswith(".seg.nrrd"):
+            raise InputError(f"{option} {path}: .seg.nrrd is for segmentations; this map is an image (.nii.gz, .nrrd)")
+    check_outputs(outs, input_paths(args.input), args.overwrite)
+    for o in outs.values():
+        ensure_writable_dir(o.resolve().parent, "output folder")
     if str(args.output).lower().endswith(".dcm"):  # DICOM SEG: the input must be a DICOM series (checked first)
-        from ..io.dicom_seg import require_highdicom, source_series_files
+        from ..io.dicom_seg import check_seg_references, require_highdicom, source_series_files
 
-        source_series_files(args.input)
+        files = source_series_files(args.input)
         require_highdicom()
+        check_seg_references(files)
 
 
 def _write_outputs(args: argparse.Namespace, result, segments) -> None:

@@ -30,7 +30,7 @@ def folder_cases(folder: Path, channels: int) -> Dict[str, List[Path]]:
         raise InputError(f"--input-dir {folder} is not a folder; give the folder holding the images")
     files = [f for f in find_images(folder) if not f.name.lower().endswith(".seg.nrrd") and not f.name.startswith(".")]
     if channels == 1:
-        cases = {strip_suffix(f.name): [f] for f in files}
+        cases = {strip_suffix(f.name): [f] for f in files}  # a.nii.gz beside a.mha: one case (`run_folder` says so)
     else:
         grouped: Dict[str, Dict[int, Path]] = {}
         for f in files:
@@ -47,23 +47,47 @@ def folder_cases(folder: Path, channels: int) -> Dict[str, List[Path]]:
     return dict(sorted(cases.items()))
 
 
+def _image_files(folder: Path) -> List[Path]:
+    """Every scan of the folder, used by a case or not (an output must replace none of them); segmentations
+    (``.seg.nrrd``, e.g. an earlier run's outputs) are not scans."""
+    from ..io.volume_io import find_images
+
+    return [f for f in find_images(folder) if not f.name.lower().endswith(".seg.nrrd")]
+
+
+def _same_name_files(folder: Path, cases: Dict[str, List[Path]]) -> List[Path]:
+    """Scans of ``folder`` that no case uses because another file has the same case name."""
+    from ..io.volume_io import strip_suffix
+
+    used = {f for files in cases.values() for f in files}
+    return [f for f in _image_files(folder) if f not in used and strip_suffix(f.name) in cases]
+
+
 def run_folder(args: argparse.Namespace, predictor, sink) -> int:
     """Segment every case; returns the exit code (2 when a case failed)."""
     import time
 
     from ..io.atomic import atomic_path, ensure_writable_dir
     from ..io.labels import write_label_map
+    from ..io.outputs import check_folder_outputs
+    from ..io.volume_io import strip_suffix
 
     if args.probabilities or args.uncertainty:
         raise InputError("--probabilities and --uncertainty name one file; with --input-dir use them per case "
                          "with --input/--output")
     cases = folder_cases(Path(args.input_dir), predictor.plan.num_channels)
+    targets = {name: Path(args.output_dir) / f"{name}{args.output_suffix}" for name in cases}
+    check_folder_outputs(list(targets.values()), _image_files(Path(args.input_dir)), args.overwrite,
+                         Path(args.output_dir))
     out_dir = ensure_writable_dir(Path(args.output_dir), "output folder")
     failed, t0 = [], time.perf_counter()
     sink.emit("start", task="predict", total=len(cases), model=str(args.model), device=str(predictor.device))
+    for skipped in _same_name_files(Path(args.input_dir), cases):
+        sink.emit("log", message=f"{skipped.name} left out: another file of the folder has the case name "
+                                 f"{strip_suffix(skipped.name)} (rename one to segment both)")
     for n, (name, files) in enumerate(cases.items()):
         sink.emit("progress", stage="case", done=n, total=len(cases), case=name, status="started")
-        target = out_dir / f"{name}{args.output_suffix}"
+        target = targets[name]
         try:
             result = predictor.predict([str(f) for f in files], overlap=args.overlap, tta=args.tta,
                                        sw_batch_size=args.sw_batch_size, low_memory=True if args.low_memory else None,

@@ -49,6 +49,19 @@ def source_series_files(inputs: Sequence[str]) -> List[str]:
     return list(max(files, key=len))  # the series `read_image` picks
 
 
+def check_seg_references(files: Sequence[str]) -> None:
+    """`InputError` before any work when the series lacks what a SEG must reference (the Frame of Reference UID,
+    0020,0052; highdicom refuses such sources only after the prediction, with a ValueError)."""
+    import pydicom
+
+    header = pydicom.dcmread(files[0], stop_before_pixels=True)
+    missing = [name for name in ("FrameOfReferenceUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+               if not getattr(header, name, None)]
+    if missing:
+        raise InputError(f"the DICOM series of {Path(files[0]).parent} has no {missing[0]}, which a DICOM SEG must "
+                         f"reference; write the result as .seg.nrrd or .nii.gz instead")
+
+
 def _code(hd, triplet, default=TISSUE):
     """A highdicom code from a Slicer/plan ``[scheme, value, meaning]`` triplet."""
     if triplet and len(triplet) == 3 and all(triplet):
@@ -103,12 +116,22 @@ def write_dicom_seg(labels: sitk.Image, specs: Sequence[LabelSpec], source_files
     if len(sources) != labels.GetSize()[2]:
         raise InputError(f"the label map has {labels.GetSize()[2]} slices but the DICOM series {len(sources)}; "
                          f"the segmentation must lie on the input series' grid")
-    from .. import __version__
-
     for src in sources:  # optional (type 2) in some series, but highdicom's pixel measures need it
         if "SliceThickness" not in src or not src.SliceThickness:
             src.SliceThickness = f"{labels.GetSpacing()[2]:.6g}"
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(hd, sources, labels, foreground)
+    except ValueError as exc:  # highdicom's checks of the source series, in one line
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"DICOM SEG cannot reference this series ({first}); write .seg.nrrd or .nii.gz instead") from None
+    seg.save_as(str(path))
+    return Path(path)
+
+
+def _segmentation(hd, sources, labels: sitk.Image, foreground: Sequence[LabelSpec]):
+    from .. import __version__
+
+    return hd.seg.Segmentation(
         source_images=sources, pixel_array=segment_array(labels, foreground),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=_segment_descriptions(hd, foreground), series_instance_uid=hd.UID(),
@@ -116,5 +139,3 @@ def write_dicom_seg(labels: sitk.Image, specs: Sequence[LabelSpec], source_files
         instance_number=1, manufacturer="MedSSL", manufacturer_model_name="medssl", software_versions=__version__,
         device_serial_number="0", content_label="MEDSSL", content_description="MedSSL automatic segmentation",
         series_description="MedSSL segmentation", omit_empty_frames=False)
-    seg.save_as(str(path))
-    return Path(path)
