@@ -40,6 +40,21 @@ def _truncated(tmp: Path, src: Path, suffix: str) -> str:
     return str(path)
 
 
+def _seg_nrrd_header_disagreeing(tmp: Path, lab: Path) -> str:
+    """A .seg.nrrd whose first segment's value was edited (as the audit did): its voxels hold a value no segment
+    names."""
+    from medssl.io.labels import write_label_map
+    from medssl.plan import LabelSpec
+
+    image = sitk.Cast(sitk.ReadImage(str(lab)) > 0, sitk.sitkUInt8)
+    path = tmp / "edited.seg.nrrd"
+    write_label_map(image, [LabelSpec(0, "background"), LabelSpec(1, "brain")], path)
+    data = path.read_bytes()
+    assert b"Segment0_LabelValue:=1" in data
+    path.write_bytes(data.replace(b"Segment0_LabelValue:=1", b"Segment0_LabelValue:=9", 1))
+    return str(path)
+
+
 def _tampered_package(tmp: Path, pkg: Path, how: str) -> str:
     dst = tmp / "pkg"
     shutil.copytree(pkg, dst)
@@ -84,7 +99,11 @@ def build_case(name: str, tmp: Path, t1: Path, lab: Path, pkg: Path) -> tuple:
         "constant_volume": (lambda: pr([_image(tmp, "const.nii.gz", np.full_like(arr, 7), ref)]),
                             r"same value \(7\) in every voxel"),
         "label_other_grid": (lambda: ft([str(t1)], [_image(tmp, "shifted.nii.gz", sitk.GetArrayFromImage(sitk.ReadImage(str(lab))),
-                                                          ref, Origin=(4.0, 0.0, 0.0))]), r"different grid.*resample"),
+                                                          ref, Origin=(4.0, 0.0, 0.0))]),
+                             r"label map .*shifted\.nii\.gz is on a different grid than its image .*resample"),
+        "seg_nrrd_values_unnamed": (lambda: ft([str(t1)], [_seg_nrrd_header_disagreeing(tmp, lab)]),
+                                    r"edited\.seg\.nrrd holds voxel values \[1\] that none of its segments names "
+                                    r"\(its segments have the values \[9\]\).*save the segmentation again"),
         "labels_outside_plan": (lambda: ft([str(t1)], [_image(tmp, "nine.nii.gz", np.where(arr > 200, 9, 0).astype(np.uint8), ref)],
                                            "--backbone", str(pkg)), r"values \[9\] that are not labels of the model"),
         "empty_labels": (lambda: ft([str(t1)], [_image(tmp, "empty.nii.gz", np.zeros_like(arr, np.uint8), ref)]),
@@ -107,9 +126,16 @@ def build_case(name: str, tmp: Path, t1: Path, lab: Path, pkg: Path) -> tuple:
         "config_wrong_type": (lambda: ft([str(t1)], [str(lab)], "--config",
                                          _yaml(tmp / "n.yaml", "normalization:\n  MR: {scheme: zscore}\n")),
                               r"c?n\.yaml: normalization must be text, not \{'MR'"),
+        "config_out_of_range": (lambda: ft([str(t1)], [str(lab)], "--config", _yaml(tmp / "r.yaml", "loop:\n  lr: -1\n")),
+                                r"r\.yaml: loop\.lr -1 is out of range; use 0 or more"),
         "config_unknown_amp": (lambda: ft([str(t1)], [str(lab)], "--config", _yaml(tmp / "a.yaml", "loop:\n  amp: of\n")),
                                r"loop\.amp 'of' is not one of auto, bf16, fp16, off"),
         "resume_without_run": (ft([str(t1)], [str(lab)], "--resume"), r"holds no interrupted run"),
+        "resume_and_overwrite": (ft([str(t1)], [str(lab)], "--resume", "--overwrite"),
+                                 r"--resume continues the run in --out and --overwrite replaces it; give one of them"),
+        "label_is_the_image": (ft([str(t1)], [str(t1)]), r"the label map .* is the image itself"),
+        "val_labels_alone": (ft([str(t1)], [str(lab)], "--val-labels", str(lab)),
+                             r"--val-images and --val-labels go together"),
         "device_without_gpu": (pr([str(t1)], str(pkg), "--device", "cuda:0"), r"no CUDA GPU.*--device cpu"),
         "zero_spacing": (lambda: pr([_zero_pixdim(tmp, t1)]), r"zero or negative voxel spacing \(0\.0, .*fix its header"),
         "wrong_family_checkpoint": (lambda: ["weights", "import", _resenc_checkpoint(tmp), "--id", "voco_b"],
@@ -182,9 +208,9 @@ def _yaml(path: Path, text: str) -> str:
 
 
 CASES = ["missing_image", "missing_label", "truncated_nifti", "truncated_nrrd", "image_2d", "image_4d", "nan_voxels",
-         "nan_nifti", "inf_nifti", "constant_volume", "label_other_grid", "labels_outside_plan", "empty_labels", "float_labels", "count_mismatch",
+         "nan_nifti", "inf_nifti", "constant_volume", "label_other_grid", "seg_nrrd_values_unnamed", "labels_outside_plan", "empty_labels", "float_labels", "count_mismatch",
          "channel_mismatch", "package_missing_file", "package_tampered", "plan_newer_version", "overlap_out_of_range",
-         "steps_out_of_range", "output_not_writable", "unknown_backbone", "config_typo", "config_wrong_type", "config_unknown_amp", "resume_without_run",
+         "steps_out_of_range", "output_not_writable", "unknown_backbone", "config_typo", "config_wrong_type", "config_out_of_range", "config_unknown_amp", "resume_without_run", "resume_and_overwrite", "val_labels_alone", "label_is_the_image",
          "device_without_gpu", "zero_spacing", "wrong_family_checkpoint", "truncated_checkpoint", "unknown_catalog_id",
          "offline_missing_weight"]
 

@@ -180,3 +180,25 @@ def test_python_m_and_console_script_agree():
     a = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     b = run_cli("--version")
     assert a.stdout == b.stdout and a.stdout.startswith("medssl ")
+
+
+def test_json_progress_always_ends_in_done_or_error(tmp_path, tiny_package, kmeans_t1, monkeypatch, capsys):
+    """Found by a user audit: a usage error and an unexpected exception had ended the event stream without an
+    ``error`` event, leaving the Slicer modules nothing to show."""
+    proc = run_cli("predict", "--model", str(tiny_package), "--input", str(kmeans_t1), "--output",
+                   str(tmp_path / "o.nii.gz"), "--overlap", "2", "--progress", "json")
+    assert proc.returncode == 2 and [e["event"] for e in events(proc.stdout)] == ["error"]
+    assert "overlap" in events(proc.stdout)[0]["message"] and proc.stderr.count("\n") == 1
+    from medssl.cli.main import main
+    from medssl.inference.predictor import Predictor
+
+    def broken(*args, **kwargs):
+        raise ValueError("something medssl did not expect\nsecond line")
+
+    monkeypatch.setattr(Predictor, "from_package", broken)
+    with pytest.raises(ValueError, match="did not expect"):  # the traceback is the bug report
+        main(["predict", "--model", str(tiny_package), "--input", str(kmeans_t1), "--output", str(tmp_path / "o.nii.gz"),
+              "--progress", "json"])
+    last = events(capsys.readouterr().out)[-1]
+    assert last["event"] == "error" and last["exit_code"] == 1
+    assert last["message"].startswith("internal error (ValueError: something medssl did not expect); this is a bug")

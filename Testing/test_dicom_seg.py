@@ -18,8 +18,9 @@ hd = pytest.importorskip("highdicom")
 LIVER = {"category": ["SCT", "123037004", "Anatomical Structure"], "type": ["SCT", "10200004", "Liver"]}
 
 
-def write_series(image: sitk.Image, folder: Path) -> Path:
-    """Write a real scan as an MR DICOM series (one file per k slice, geometry in the headers)."""
+def write_series(image: sitk.Image, folder: Path, drop: tuple = ()) -> Path:
+    """Write a real scan as an MR DICOM series (one file per k slice, geometry in the headers); ``drop``: tags
+    left out."""
     folder.mkdir()
     image = sitk.Cast(image, sitk.sitkInt16)
     uid = "1.2.826.0.1.3680043.8.498."
@@ -29,6 +30,7 @@ def write_series(image: sitk.Image, folder: Path) -> Path:
               "0020|0011": "7", "0020|0010": "1", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0008|103e": "KmeansTest T1",
               "0020|0037": "\\".join(f"{d:.6f}" for d in (direction[0], direction[3], direction[6],
                                                           direction[1], direction[4], direction[7]))}
+    common = {tag: value for tag, value in common.items() if tag not in drop}
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(image.GetSize()[2]):
@@ -107,6 +109,17 @@ def test_predict_writes_dicom_seg_for_a_dicom_series(tmp_path, series, tiny_pack
     assert seg.number_of_segments == 6 and seg.SeriesDescription == "MedSSL segmentation"
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == "1.2.826.0.1.3680043.8.498.2"
     assert not [line for line in dciodvfy(out).splitlines() if line.startswith("Error")]
+
+
+def test_a_series_without_frame_of_reference_is_refused_before_the_work(tmp_path, tiny_package, kmeans_t1):
+    """Found by a user audit: highdicom refused such a series only after the prediction, with a traceback."""
+    bare = write_series(sitk.ReadImage(str(kmeans_t1)), tmp_path / "bare", drop=("0020|0052",))
+    proc = run_cli("predict", "--model", str(tiny_package), "--input", str(bare), "--output", str(tmp_path / "r.dcm"),
+                   "--device", "cpu")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: the DICOM series of {bare} has no FrameOfReferenceUID, which a DICOM SEG must reference; write the "
+        f"result as .seg.nrrd or .nii.gz instead"]
+    assert "sliding window" not in proc.stderr and not (tmp_path / "r.dcm").exists()
 
 
 def test_dicom_output_needs_a_dicom_series_input(tmp_path, tiny_package, kmeans_t1):

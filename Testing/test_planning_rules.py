@@ -110,12 +110,42 @@ def test_one_run_folder_rule_for_finetuning_and_pretraining(tmp_path):
         folder.run_dir.mkdir(parents=True)
         folder.plan.write_text("{}")
         folder.write_inputs(["a.nii.gz"])
+        folder.prepare(resume=False, overwrite=False)  # no training state saved: nothing to lose (a failed start)
+        assert not folder.plan.exists()
+        folder.run_dir.mkdir(parents=True)
+        folder.plan.write_text("{}")
+        folder.write_inputs(["a.nii.gz"])
+        folder.file("checkpoint_last.pt").write_bytes(b"state")
         with pytest.raises(InputError, match="already holds a model or a run"):
             folder.prepare(resume=False, overwrite=False)
         folder.prepare(resume=True, overwrite=False)
         folder.check_same_inputs(["a.nii.gz"])
         with pytest.raises(InputError, match="differ from those the run"):
             folder.check_same_inputs(["b.nii.gz"])
+
+
+def test_resume_knows_the_inputs_by_file_not_by_spelling(tmp_path, monkeypatch):
+    """Found by a user audit: the same files given with another spelling were refused, a replaced file of the
+    same name and size accepted."""
+    import os
+
+    from medssl.train.run_folder import RunFolder
+
+    scan = tmp_path / "in" / "scan.nii.gz"
+    scan.parent.mkdir()
+    scan.write_bytes(b"12345678")
+    monkeypatch.chdir(tmp_path)
+    folder = RunFolder.finetune(tmp_path / "ft")
+    folder.run_dir.mkdir(parents=True)
+    folder.write_inputs(["in/scan.nii.gz", "in/scan.nii.gz::t=1"])
+    folder.check_same_inputs([str(scan), "./in/scan.nii.gz::t=1"])
+    with pytest.raises(InputError, match="differ from those the run"):
+        folder.check_same_inputs([str(scan), "in/scan.nii.gz::t=2"])
+    stat = scan.stat()
+    scan.write_bytes(b"87654321")  # another scan, same name and size
+    os.utime(scan, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(InputError, match="differ from those the run"):
+        folder.check_same_inputs(["in/scan.nii.gz", "in/scan.nii.gz::t=1"])
         folder.prepare(resume=False, overwrite=True)
         assert not folder.run_dir.exists()
 

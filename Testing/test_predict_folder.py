@@ -36,7 +36,7 @@ def test_a_folder_is_segmented_like_single_cases(tmp_path, tiny_package, kmeans_
     proc = run_cli("predict", "--model", str(tiny_package), "--input-dir", str(scans), "--output-dir",
                    str(tmp_path / "segs"), "--device", "cpu", "--runtime", "torch", "--progress", "none", env=NO_GPU)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "1 of 3 case(s) failed (broken)" in proc.stderr
+    assert "1 of 3 case(s) failed (broken; first: broken: input image " in proc.stderr  # the reason, also with --progress none
     assert sorted(p.name for p in (tmp_path / "segs").iterdir()) == ["one.seg.nrrd", "two.seg.nrrd"]
     single = run_cli("predict", "--model", str(tiny_package), "--input", str(scans / "two.nii.gz"), "--output",
                      str(tmp_path / "two.seg.nrrd"), "--device", "cpu", "--runtime", "torch", env=NO_GPU)

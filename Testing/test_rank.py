@@ -44,6 +44,9 @@ def test_trained_volume_ranks_below_other_modality_and_resolution(tmp_path, brai
     scores = {r["name"]: r["score"] for r in ranking[:-1]}
     assert scores["KmeansTest_T1UCharRaw"] < min(scores["bold"], scores["inia19-t1-brain"]) - 0.1, ranking
     assert order.index("KmeansTest_T1UCharRaw") == 2
+    alone = run_cli("rank", "--model", str(brain_model), "--images", str(tmp_path / "broken.nii.gz"), "--device", "cpu")
+    last = alone.stderr.strip().splitlines()[-1]  # after the case's own log line
+    assert alone.returncode == 2 and last.startswith("error: none of the 1 case(s) could be ranked (broken: ")
     trained = ranking[2]
     assert 0 < trained["mean_entropy"] < 1 and 0 < trained["foreground_fraction"] < 1
     assert trained["score"] == pytest.approx((trained["mean_entropy"] + trained["uncertain_fraction"]) / 2)

@@ -64,6 +64,16 @@ def test_cuda_is_torch_autocast_and_openvino_refuses_it(monkeypatch):
         runtimes.choose_runtime("torch", torch.device("cpu"), "float16")
 
 
+def test_openvino_float16_only_where_the_cpu_computes_it(amx, monkeypatch):
+    """Found by a user audit: on a CPU without f16 arithmetic OpenVINO ran an f16 hint as bf16 (probabilities equal
+    to bf16's) while the log said float16."""
+    monkeypatch.setattr(runtimes, "openvino_available", lambda: True)
+    with pytest.raises(InputError, match="float16 needs a CPU with AVX512-FP16 or AMX-FP16"):
+        runtimes.choose_runtime("openvino", torch.device("cpu"), "float16")
+    monkeypatch.setattr(runtimes, "cpu_flags", lambda path="/proc/cpuinfo": frozenset({"amx_bf16", "amx_fp16"}))
+    assert _pick("openvino", torch.device("cpu"), "float16") == ("openvino", "float16")
+
+
 def test_cpu_flags_are_read_from_proc_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16 amx_tile\n")

@@ -68,3 +68,19 @@ def test_every_preset_and_recipe_passes_the_checks():
     for path in sorted((CONFIG_DIR / "pretrain").glob("*.yaml")):
         method = path.stem.split("_cpu")[0].split("_highres")[0]
         method_config(method, load_config(PretrainConfig, "pretrain", path.stem).method)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("loop:\n  lr: -1\n", r"loop\.lr -1 is out of range; use 0 or more"),
+    ("loop:\n  optimizer: adamm\n", r"loop\.optimizer 'adamm' is not one of adamw, adam, sgd"),
+    ("loop:\n  checkpoint_every: 0\n", r"loop\.checkpoint_every 0 is out of range"),
+    ("augment:\n  p_rotation: 1.5\n", r"augment\.p_rotation 1\.5 is out of range; use a probability in \[0, 1\]"),
+    ("augment:\n  scale: [1.2, 0.8]\n", r"augment\.scale \[1\.2, 0\.8\] is out of range"),
+    ("overlap: 1\n", r"overlap 1 is out of range; use a value in \[0, 1\)"),
+    ("batch_size: 0\n", r"batch_size 0 is out of range"),
+])
+def test_values_out_of_range_fail_before_the_run(tmp_path, text, message):
+    """Found by a user audit: ``lr: -1`` had stopped the run at its optimiser with a traceback, after its run folder
+    was written (which then refused the corrected rerun)."""
+    with pytest.raises(InputError, match=message):
+        _load(tmp_path, text)

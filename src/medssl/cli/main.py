@@ -4,6 +4,9 @@ Each command module defines ``add_parser(subparsers)`` and ``run(args) -> int``.
 `MedSSLError`s: printed as one line ``error: ...`` on stderr (and as an ``error`` event with
 ``--progress json``), exit code 2, no traceback unless ``--debug``. Running out of memory (MemoryError, a
 CUDA ``torch.OutOfMemoryError`` or the CPU allocator's RuntimeError) is reported the same way, with advice.
+With ``--progress json`` every ending that is not a success sends an ``error`` event, so a reader of the events
+(the Slicer modules) always has a reason to show: a usage error too, and an unexpected exception (a bug: its
+traceback follows on stderr, exit code 1).
 """
 from __future__ import annotations
 
@@ -17,12 +20,22 @@ from typing import List, Optional
 COMMANDS = ["finetune", "predict", "info", "weights", "pretrain", "export", "import", "rank", "export-onnx"]
 
 
+_USAGE_ERRORS: List[str] = []  # what `OneLineErrorParser.error` printed (for the json error event)
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line ``error: ...`` (exit 2), like every other error."""
 
     def error(self, message: str):  # type: ignore[override]
-        print(f"error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        line = f"{message} (see '{self.prog} --help')"
+        _USAGE_ERRORS.append(line)
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
+
+
+def _wants_json(argv: List[str]) -> bool:
+    """Whether the command line asks for ``--progress json`` (read before or without a successful parse)."""
+    return "--progress=json" in argv or any(a == "--progress" and b == "json" for a, b in zip(argv, argv[1:]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +70,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     watch_cancel_file()  # the parent's graceful cancel where it cannot send SIGTERM (Windows)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        if stop.code == 2 and _USAGE_ERRORS and _wants_json(argv):
+            from ..events import JsonLinesSink
+
+            JsonLinesSink().emit("error", message=_USAGE_ERRORS[-1], exit_code=2)
+        raise
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
@@ -72,8 +93,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         from ..errors import is_out_of_memory, out_of_memory_message
 
         if not is_out_of_memory(exc):
+            _report_internal(exc, progress)
             raise
         return _report(out_of_memory_message(exc, args.command), 2, progress, args.debug, exc)
+    except Exception as exc:
+        _report_internal(exc, progress)
+        raise
+
+
+def _report_internal(exc: BaseException, progress: str) -> None:
+    """The ``error`` event of an unexpected exception (its traceback follows on stderr)."""
+    if progress == "json":
+        from ..events import JsonLinesSink
+
+        first = (str(exc).splitlines() or [""])[0][:300]
+        JsonLinesSink().emit("error", message=f"internal error ({type(exc).__name__}: {first}); this is a bug in "
+                                              f"medssl: please report it with the messages above", exit_code=1)
 
 
 def _report(err, code: int, progress: str, debug: bool, cause: Optional[BaseException] = None) -> int:

@@ -80,7 +80,7 @@ def run_folder(args: argparse.Namespace, predictor, sink) -> int:
     check_folder_outputs(list(targets.values()), _image_files(Path(args.input_dir)), args.overwrite,
                          Path(args.output_dir))
     out_dir = ensure_writable_dir(Path(args.output_dir), "output folder")
-    failed, t0 = [], time.perf_counter()
+    failed, reasons, t0 = [], {}, time.perf_counter()
     sink.emit("start", task="predict", total=len(cases), model=str(args.model), device=str(predictor.device))
     for skipped in _same_name_files(Path(args.input_dir), cases):
         sink.emit("log", message=f"{skipped.name} left out: another file of the folder has the case name "
@@ -96,6 +96,7 @@ def run_folder(args: argparse.Namespace, predictor, sink) -> int:
                 write_label_map(result.labels, predictor.plan.labels, tmp)
         except MedSSLError as exc:
             failed.append(name)
+            reasons.setdefault("first", f"{name}: {exc}")
             sink.emit("log", message=f"case {name} skipped: {exc}")
             sink.emit("progress", stage="case", done=n + 1, total=len(cases), case=name, status="failed", error=str(exc))
         else:
@@ -109,5 +110,5 @@ def run_folder(args: argparse.Namespace, predictor, sink) -> int:
               f"({(len(cases) - len(failed)) / max(minutes, 1e-9):.1f} cases per minute)")
     if failed:
         raise InputError(f"{len(failed)} of {len(cases)} case(s) failed ({', '.join(failed[:3])}"
-                         f"{' ...' if len(failed) > 3 else ''}); the others are in {out_dir}")
+                         f"{' ...' if len(failed) > 3 else ''}; first: {reasons['first']}); the others are in {out_dir}")
     return 0

@@ -35,6 +35,16 @@ class AugmentConfig:
     p_gamma: float = 0.3
     gamma: Tuple[float, float] = (0.7, 1.5)
 
+    def __post_init__(self) -> None:
+        from ..io.settings import require
+
+        for name, value in vars(self).items():
+            if name.startswith("p_"):
+                require(0 <= value <= 1, name, value, "a probability in [0, 1]")
+        for name in ("scale", "brightness", "contrast", "gamma"):
+            low, high = getattr(self, name)
+            require(0 < low <= high, name, list(getattr(self, name)), "[low, high] with 0 < low <= high")
+
     @classmethod
     def none(cls) -> "AugmentConfig":
         return cls(p_rotation=0, p_scale=0, p_mirror=0, p_noise=0, p_brightness=0, p_contrast=0, p_gamma=0)

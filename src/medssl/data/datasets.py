@@ -78,6 +78,10 @@ def collect_cases(images: Sequence[str], labels: Sequence[str]) -> List[CaseFile
     else:
         for c, f in zip(cases, label_files):
             c.label = f
+    for c in cases:  # an intensity image given as its own labels would train a model of one class per grey value
+        if any(Path(str(ch).split("::")[0]).resolve() == Path(str(c.label)).resolve() for ch in c.channels):
+            raise InputError(f"case {c.name}: the label map {c.label} is the image itself; give the segmentation "
+                             f"(label map or .seg.nrrd) drawn on it")
     counts = {len(c.channels) for c in cases}
     if len(counts) > 1:
         raise InputError(f"cases have different numbers of channels ({sorted(counts)}); every case needs the same channels")
@@ -128,6 +132,10 @@ def value_lookup(m: LabelMap, labels: Sequence[LabelSpec], source: str, ignore: 
         for v, i in index_of_value.items():
             table[v] = i
     bad = [v for v in m.values() if table[v] < 0]
+    if bad and m.segments:  # the file's own header does not say what these voxel values are
+        raise InputError(f"label map {source} holds voxel values {bad[:8]} that none of its segments names (its "
+                         f"segments have the values {sorted({s.value for s in m.segments})}); the .seg.nrrd header and "
+                         f"its voxels disagree: save the segmentation again from 3D Slicer")
     if bad:
         known = ", ".join(str(lab.value) for lab in labels)
         raise InputError(f"label map {source} holds values {bad[:8]} that are not labels of the model ({known}); "

@@ -75,7 +75,8 @@ def _score_case(predictor: Predictor, channels: Sequence[str], tta: bool) -> Dic
 def rank_images(model: str | Path, images: Sequence[str], device: str = "auto", tta: bool = True,
                 sink: Optional[EventSink] = None) -> List[CaseScore]:
     """Score every case of ``images`` (files, comma-joined channels or folders) with the package ``model``
-    (loaded once); most uncertain first, cases that failed last with their one-line error."""
+    (loaded once); most uncertain first, cases that failed last with their one-line error; `InputError` when
+    every case failed."""
     sink = sink or NullSink()
     cases = _expand_images(images)
     if not cases:
@@ -94,4 +95,6 @@ def rank_images(model: str | Path, images: Sequence[str], device: str = "auto", 
             sink.emit("log", message=f"{case.name}: {err}")
         scores.append(entry)
     sink.emit("progress", stage="rank", done=len(cases), total=len(cases))
+    if all(s.error is not None for s in scores):  # nothing to rank: a failure, exit code 2 (some failed: listed)
+        raise InputError(f"none of the {len(scores)} case(s) could be ranked ({scores[0].name}: {scores[0].error})")
     return sorted(scores, key=lambda s: (s.error is not None, -s.score if math.isfinite(s.score) else 0.0))

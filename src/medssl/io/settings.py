@@ -67,6 +67,13 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "config", section
         raise InputError(f"{where}: {section}{exc}") from None
 
 
+def require(ok: bool, name: str, value: Any, allowed: str) -> None:
+    """A dataclass's ``__post_init__`` range check: `InputError` ``"<name> <value> is out of range; use <allowed>"``
+    (`from_dict` puts the file and the section in front)."""
+    if not ok:
+        raise InputError(f"{name} {value!r} is out of range; use {allowed}")
+
+
 def checked_value(value: Any, hint: Any, what: str) -> Any:
     """``value`` as field type ``hint`` wants it (a list as a tuple for a Tuple field, YAML's boolean for ``off``
     as ``"off"`` for text, text such as ``"1e-3"`` as a number), or `InputError` naming ``what``. Types other than

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Type, TypeVar
 
 from ..data.augment import AugmentConfig
 from ..errors import InputError, did_you_mean
-from ..io.settings import from_dict, merge, read_yaml
+from ..io.settings import from_dict, merge, read_yaml, require
 from .loop import LoopConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -39,6 +39,14 @@ class FinetuneConfig:
     sw_batch_size: int = 2
     overlap: float = 0.5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "sw_batch_size"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), "a whole number of 1 or more")
+        for name in ("foreground_fraction", "val_fraction"):
+            require(0 <= getattr(self, name) <= 1, name, getattr(self, name), "a fraction in [0, 1]")
+        for name in ("overlap", "val_overlap"):
+            require(0 <= getattr(self, name) < 1, name, getattr(self, name), "a value in [0, 1), e.g. 0.5")
 
 
 def preset_path(kind: str, name: str) -> Path:

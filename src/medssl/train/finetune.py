@@ -28,7 +28,9 @@ from ..hub.backbone_source import resolve_backbone
 from ..hub.package import save_package
 from ..hub.source import BackboneSource
 from ..inference.devices import resolve_device
+from ..errors import InputError
 from ..io.atomic import write_text_atomic
+from ..io.geometry import Grid, same_grid
 from ..hub.recipes import get_recipe
 from ..io.labels import LabelMap, read_label_map
 from ..io.volume_io import read_image
@@ -55,6 +57,9 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     """Train and write the package ``out``; returns its path. See the module docstring. ``accept_licence``:
     see `resolve_backbone`."""
     sink = sink or NullSink()
+    if bool(val_images) != bool(val_labels):
+        raise InputError("--val-images and --val-labels go together (one label map per validation case); give both "
+                         "or neither")
     paths = RunFolder.finetune(out)
     source = resolve_backbone(backbone, accept_licence=accept_licence)
     recipe = get_recipe(source.recipe) if source.recipe else None
@@ -75,6 +80,10 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
                              f"{len(train)} training and {len(val)} validation case(s); labels: "
                              f"{', '.join(lab.name for lab in plan.labels[1:])}")
     sink.emit("log", message=plan_summary(plan))
+    if cfg.patch_size and tuple(cfg.patch_size) != tuple(plan.patch_size):
+        sink.emit("log", message=f"patch {' x '.join(map(str, cfg.patch_size))} rounded up to "
+                                 f"{' x '.join(map(str, plan.patch_size))}: each side a multiple of the network's "
+                                 f"downsampling, at least twice it")
     torch.manual_seed(cfg.seed)  # the same seed, data and thread count give the same model
     net = _network(plan, source, dev, resume and (paths.run_dir / "checkpoint_last.pt").exists(), sink)
     if cfg.freeze_backbone:
@@ -163,6 +172,10 @@ def _base_if_compatible(base, maps):
 def _to_case(channels, label: LabelMap, plan: Plan, files: CaseFiles, sparse: Optional[str] = None,
              sink: Optional[EventSink] = None) -> Case:
     table = value_lookup(label, plan.labels, str(files.label), plan.ignore_label)
+    if not same_grid(Grid.of(channels[0]), Grid.of(label.image)):
+        raise InputError(f"label map {files.label} is on a different grid than its image {files.channels[0]} (size "
+                         f"{label.image.GetSize()} vs {channels[0].GetSize()}, or spacing/origin/direction differ); "
+                         f"resample it onto the image first")
     indices, info = to_class_indices(label, table), None
     if sparse:  # unpainted slices -> ignore label (`medssl.data.sparse`)
         indices, info = make_sparse(indices, sparse, target_grid(channels[0], plan.orientation, plan.spacing),

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import Cancelled, CheckpointError, InputError, MedSSLError
 from ..events import EtaClock, EventSink, NullSink
+from ..io.settings import require
 from ..inference.devices import worker_count
 from .bf16_convs import float32_where_bf16_is_unsound
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -32,6 +33,8 @@ from .optim import build_optimizer, build_scheduler
 from .threads import cpu_threads
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+OPTIMIZERS = ("adamw", "adam", "sgd")  # `optim.build_optimizer`
+SCHEDULES = ("poly", "cosine", "constant")  # `optim.build_scheduler`
 
 
 @dataclass
@@ -61,8 +64,21 @@ class LoopConfig:
     max_bad_steps: int = 20
 
     def __post_init__(self) -> None:
+        """Checked when a run is configured, before its folder is written (a wrong value had stopped the run at its
+        optimiser with a traceback and left a run folder behind)."""
         if self.amp not in AMP_MODES:
             raise InputError(f"amp {self.amp!r} is not one of {', '.join(AMP_MODES)} (off: float32)")
+        if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES:
+            bad, known = (("optimizer", OPTIMIZERS) if self.optimizer not in OPTIMIZERS else ("schedule", SCHEDULES))
+            raise InputError(f"{bad} {getattr(self, bad)!r} is not one of {', '.join(known)}")
+        for name, lowest in (("steps", 1), ("accumulate", 1), ("checkpoint_every", 1), ("warmup_steps", 0),
+                             ("validate_every", 0), ("num_workers", 0), ("threads", 0), ("max_bad_steps", 0)):
+            require(getattr(self, name) >= lowest, name, getattr(self, name), f"a whole number of {lowest} or more")
+        for name in ("lr", "weight_decay", "log_every_s", "grad_clip"):  # grad_clip 0: no clipping
+            require(getattr(self, name) >= 0, name, getattr(self, name), "0 or more")
+        require(0 <= self.momentum < 1, "momentum", self.momentum, "a value in [0, 1)")
+        require(self.warmup_fraction is None or 0 <= self.warmup_fraction <= 1, "warmup_fraction",
+                self.warmup_fraction, "a fraction in [0, 1]")
 
 
 def leave_stopping_to_the_main_process(_worker_id: int) -> None:

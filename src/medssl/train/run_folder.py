@@ -65,10 +65,18 @@ class RunFolder:
     def has_result(self) -> bool:
         return any((self.result / name).exists() for name in RESULT_FILES)
 
+    def has_progress(self) -> bool:
+        """Whether the run saved a training state (``checkpoint_last.pt``, what ``--resume`` continues from). A run
+        folder without one (a run that stopped before its first checkpoint, e.g. on a setting found wrong once
+        training began) holds nothing a new run would lose."""
+        return self.file("checkpoint_last.pt").exists()
+
     def prepare(self, resume: bool, overwrite: bool) -> None:
         """Check ``--resume``/``--overwrite`` against what the folder holds; a new run starts from an empty
         ``training/`` (an existing result is replaced only when the new one is complete, or removed now when it
         is a sub-folder)."""
+        if resume and overwrite:
+            raise InputError("--resume continues the run in --out and --overwrite replaces it; give one of them")
         ensure_writable_dir(self.out.parent, "output folder")
         if self.out.exists():
             ensure_writable_dir(self.out, "output folder")
@@ -78,7 +86,7 @@ class RunFolder:
                 raise InputError(f"--resume: {self.out} holds no interrupted {self.kind}run (no training/plan.json); "
                                  f"start a new run without --resume")
             return
-        if (self.has_result() or self.plan.exists()) and not overwrite:
+        if (self.has_result() or self.has_progress()) and not overwrite:
             raise InputError(f"{self.out} already holds a model or a run; pass --resume to continue the run, "
                              f"--overwrite to replace it, or choose another --out")
         shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -97,9 +105,14 @@ class RunFolder:
 
 
 def inputs_digest(files: Sequence[str]) -> str:
-    """sha256 over each input's name and size (``path::member`` names count by their file)."""
+    """sha256 over each input's resolved path, size and modification time (``path::member`` names count by their
+    file and member). The same files named another way (relative, ``./``, absolute) match; a file replaced by
+    another of the same name and size does not (matching on the name as typed and the size had refused the first
+    and accepted the second)."""
     h = hashlib.sha256()
     for f in files:
-        path = Path(str(f).split("::")[0])
-        h.update(f"{f}|{path.stat().st_size if path.is_file() else 0}".encode())
+        name, _, member = str(f).partition("::")
+        path = Path(name).resolve()
+        stat = path.stat() if path.is_file() else None
+        h.update(f"{path}|{member}|{stat.st_size if stat else 0}|{stat.st_mtime_ns if stat else 0}".encode())
     return h.hexdigest()[:16]
