@@ -59,8 +59,8 @@ def test_comma_joined_channels_make_a_two_channel_model(case, two_channel_model,
                           str(out), "--device", "cpu", "--progress", "none")
     assert done.returncode == 0, done.stderr
     assert sitk.ReadImage(str(out)).GetSize() == sitk.ReadImage(case["t1"]).GetSize()
-    one = cli_in_process("predict", "--model", str(two_channel_model), "--input", case["t1"], "--output", str(out),
-                         "--device", "cpu")
+    one = cli_in_process("predict", "--model", str(two_channel_model), "--input", case["t1"], "--output",
+                         str(tmp_path / "one.nii.gz"), "--device", "cpu")
     assert one.returncode == 2 and re.match(r"error: the model expects 2 channel\(s\) .* but 1 input image", one.stderr)
 
 
