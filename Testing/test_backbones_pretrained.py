@@ -232,6 +232,11 @@ def test_truncated_unsafe_and_foreign_files_give_clear_errors(tmp_path):
         resolve_pretrained(str(tmp_path / "list.pt"))
     with pytest.raises(InputError, match="neither an architecture .* nor an existing checkpoint file"):
         resolve_pretrained(str(tmp_path / "missing.pt"))
+    import gzip
+
+    (tmp_path / "scan.nii.gz").write_bytes(gzip.compress(b"\x5c\x01" + bytes(346)))  # an image given as weights
+    with pytest.raises(CheckpointError, match=r"scan\.nii\.gz is not a PyTorch checkpoint \(a gzip file, e\.g\. an image\)"):
+        read_checkpoint(tmp_path / "scan.nii.gz")
 
 
 def test_create_backbone_returns_the_loaded_encoder():

@@ -202,3 +202,11 @@ def test_json_progress_always_ends_in_done_or_error(tmp_path, tiny_package, kmea
     last = events(capsys.readouterr().out)[-1]
     assert last["event"] == "error" and last["exit_code"] == 1
     assert last["message"].startswith("internal error (ValueError: something medssl did not expect); this is a bug")
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc (a folder no one can write in)")
+def test_an_unwritable_output_folder_is_one_line_also_for_root(tmp_path, tiny_package, kmeans_t1):
+    """Found by a user audit: os.access says yes to root everywhere, and the temporary file then failed with a
+    traceback; the folder is now tried for real."""
+    proc = run_cli("predict", "--model", str(tiny_package), "--input", str(kmeans_t1), "--output", "/proc/o.nii.gz")
+    assert_user_error(proc, r"output folder /proc is not writable")

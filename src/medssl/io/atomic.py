@@ -32,9 +32,19 @@ def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") 
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{what} {folder} cannot be created ({exc.strerror}); choose another location") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not os.access(folder, os.W_OK | os.X_OK) or not _can_create_in(folder):
         raise InputError(f"{what} {folder} is not writable; choose another location or fix its permissions")
     return folder
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder`` (``os.access`` says yes to root everywhere, also in
+    /proc or on a read-only mount)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def _umask() -> int:

@@ -30,6 +30,12 @@ def safe_torch_load(path: str | Path, what: str = "checkpoint") -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist; check the path")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:1] != b"\x80" and head != b"PK":  # neither torch's zip format (also a truncated one) nor a pickle
+        kind = "a gzip file, e.g. an image" if head == b"\x1f\x8b" else "it starts with neither a zip nor a pickle"
+        raise CheckpointError(f"{what} {path} is not a PyTorch checkpoint ({kind}); give the .pt/.pth/.ckpt file of "
+                              f"the weights")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
