@@ -12,7 +12,7 @@ from medssl_test_utils import REPO, run_cli
 
 from medssl.hub import catalog
 from medssl.hub.package import check_files, save_package
-from medssl.errors import MedSSLError
+from medssl.errors import MedSSLError, PackageError
 from medssl.hub.share import MANIFEST, export_package, import_package, licence_notice
 
 sys.path.insert(0, str(REPO))
@@ -124,6 +124,33 @@ def test_manifest_catches_weights_and_metadata_changed_together(tmp_path, packag
         return info, data
 
     refused(rewrite(archive, tmp_path / "forged.zip", swap), tmp_path / "m", "manifest.json")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_package_check_failing_inside_the_zip_names_the_zip(tmp_path, package):
+    """Found by a user audit: a plan changed together with the manifest (not the package's own hash) was reported
+    against the scratch folder ``.medssl-import-XXXX`` instead of the zip."""
+    import hashlib
+
+    archive = export_package(package, tmp_path / "liver.zip").archive
+    with zipfile.ZipFile(archive) as zf:
+        plan = json.loads(zf.read("liver/plan.json"))
+    plan["sliding_window"]["overlap"] = 0.75
+    data = json.dumps(plan).encode()
+
+    def swap(info, content):
+        if info.filename.endswith("plan.json"):
+            return info, data
+        if info.filename.endswith("manifest.json"):
+            manifest = json.loads(content)
+            manifest["files"]["plan.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            return info, json.dumps(manifest).encode()
+        return info, content
+
+    forged = rewrite(archive, tmp_path / "forged.zip", swap)
+    with pytest.raises(PackageError) as info:
+        import_package(forged, tmp_path / "m")
+    assert f"{forged} (liver/)" in str(info.value) and ".medssl-import-" not in str(info.value)
     assert not (tmp_path / "m").exists()
 
 

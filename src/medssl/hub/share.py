@@ -190,7 +190,10 @@ def import_package(archive: str | os.PathLike, out: Optional[str | os.PathLike] 
         with tempfile.TemporaryDirectory(prefix=".medssl-import-", dir=dest.parent) as tmp:
             for name in FILES:
                 _extract_checked(zf, top, name, manifest["files"][name], Path(tmp), archive)
-            _plan, meta = check_files(tmp)  # the package's own hashes (weights, plan) must hold too
+            try:  # the package's own hashes (weights, plan) must hold too
+                _plan, meta = check_files(tmp)
+            except PackageError as exc:  # named after the zip the user gave, not the scratch folder
+                raise PackageError(str(exc).replace(str(tmp), f"{archive} ({top}/)")) from None
             with atomic_dir(dest) as final:
                 for name in FILES:
                     shutil.move(str(Path(tmp) / name), final / name)
