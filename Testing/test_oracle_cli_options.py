@@ -64,6 +64,22 @@ def test_comma_joined_channels_make_a_two_channel_model(case, two_channel_model,
     assert one.returncode == 2 and re.match(r"error: the model expects 2 channel\(s\) .* but 1 input image", one.stderr)
 
 
+def test_a_multichannel_folder_skips_an_incomplete_case_and_segments_the_rest(case, two_channel_model, tmp_path):
+    """Found by a user audit: one case without its second channel had stopped the whole folder."""
+    import shutil
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(case["t1"], scans / "a_0000.nii.gz")
+    shutil.copy(case["t2"], scans / "a_0001.nii.gz")
+    shutil.copy(case["t1"], scans / "b_0000.nii.gz")  # b has no second channel
+    done = cli_in_process("predict", "--model", str(two_channel_model), "--input-dir", str(scans), "--output-dir",
+                          str(tmp_path / "segs"), "--device", "cpu", "--progress", "none")
+    assert done.returncode == 2 and "1 of 2 case(s) failed (b; first: b: case b does not have files _0000 .. _0001" \
+        in done.stderr
+    assert sorted(p.name for p in (tmp_path / "segs").iterdir()) == ["a.seg.nrrd"]
+
+
 def test_bootstrap_from_a_package_starts_from_its_weights(case, two_channel_model, tmp_path):
     """``--backbone PACKAGE`` with ``lr: 0``: the new package's weights are the old package's, tensor by tensor."""
     config = tmp_path / "frozen.yaml"

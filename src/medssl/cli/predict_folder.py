@@ -15,15 +15,16 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ..errors import InputError, MedSSLError
 
 CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
-def folder_cases(folder: Path, channels: int) -> Dict[str, List[Path]]:
-    """{case name: one file per channel}, sorted by name; see the module docstring."""
+def folder_cases(folder: Path, channels: int, incomplete: Optional[List[str]] = None) -> Dict[str, List[Path]]:
+    """{case name: one file per channel}, sorted by name; see the module docstring. A case without a file for
+    every channel is an `InputError`, or, given the list ``incomplete``, is left out and named there."""
     from ..io.volume_io import find_images, strip_suffix
 
     if not folder.is_dir():
@@ -37,12 +38,14 @@ def folder_cases(folder: Path, channels: int) -> Dict[str, List[Path]]:
             m = CHANNEL_FILE.match(strip_suffix(f.name))
             if m:
                 grouped.setdefault(m["case"], {})[int(m["channel"])] = f
-        bad = [c for c, chans in grouped.items() if sorted(chans) != list(range(channels))]
-        if bad:
+        bad = sorted(c for c, chans in grouped.items() if sorted(chans) != list(range(channels)))
+        if bad and incomplete is None:
             raise InputError(f"--input-dir: case {bad[0]} does not have files _0000 .. _{channels - 1:04d} for the "
                              f"model's {channels} channels")
-        cases = {c: [chans[i] for i in range(channels)] for c, chans in grouped.items()}
-    if not cases:
+        if incomplete is not None:
+            incomplete.extend(bad)
+        cases = {c: [chans[i] for i in range(channels)] for c, chans in grouped.items() if c not in bad}
+    if not cases and not incomplete:
         raise InputError(f"--input-dir {folder} holds no images (.nii.gz, .nrrd, .mha ...)")
     return dict(sorted(cases.items()))
 
@@ -75,7 +78,8 @@ def run_folder(args: argparse.Namespace, predictor, sink) -> int:
     if args.probabilities or args.uncertainty:
         raise InputError("--probabilities and --uncertainty name one file; with --input-dir use them per case "
                          "with --input/--output")
-    cases = folder_cases(Path(args.input_dir), predictor.plan.num_channels)
+    incomplete: List[str] = []  # multi-channel cases missing a channel file: failed, the others go on
+    cases = folder_cases(Path(args.input_dir), predictor.plan.num_channels, incomplete)
     targets = {name: Path(args.output_dir) / f"{name}{args.output_suffix}" for name in cases}
     check_folder_outputs(list(targets.values()), _image_files(Path(args.input_dir)), args.overwrite,
                          Path(args.output_dir))
@@ -85,6 +89,12 @@ def run_folder(args: argparse.Namespace, predictor, sink) -> int:
     for skipped in _same_name_files(Path(args.input_dir), cases):
         sink.emit("log", message=f"{skipped.name} left out: another file of the folder has the case name "
                                  f"{strip_suffix(skipped.name)} (rename one to segment both)")
+    for name in incomplete:
+        reason = (f"case {name} does not have files _0000 .. _{predictor.plan.num_channels - 1:04d} for the model's "
+                  f"{predictor.plan.num_channels} channels")
+        failed.append(name)
+        reasons.setdefault("first", f"{name}: {reason}")
+        sink.emit("log", message=f"case {name} skipped: {reason}")
     for n, (name, files) in enumerate(cases.items()):
         sink.emit("progress", stage="case", done=n, total=len(cases), case=name, status="started")
         target = targets[name]
@@ -102,13 +112,13 @@ def run_folder(args: argparse.Namespace, predictor, sink) -> int:
         else:
             sink.emit("progress", stage="case", done=n + 1, total=len(cases), case=name, status="written",
                       output=str(target))
-    minutes = (time.perf_counter() - t0) / 60
-    sink.emit("done", task="predict", output=str(out_dir), cases=len(cases) - len(failed), failed=failed,
-              cases_per_minute=(len(cases) - len(failed)) / max(minutes, 1e-9))
+    minutes, total = (time.perf_counter() - t0) / 60, len(cases) + len(incomplete)
+    written = total - len(failed)
+    sink.emit("done", task="predict", output=str(out_dir), cases=written, failed=failed,
+              cases_per_minute=written / max(minutes, 1e-9))
     if args.progress != "json":
-        print(f"{len(cases) - len(failed)} case(s) segmented into {out_dir} "
-              f"({(len(cases) - len(failed)) / max(minutes, 1e-9):.1f} cases per minute)")
+        print(f"{written} case(s) segmented into {out_dir} ({written / max(minutes, 1e-9):.1f} cases per minute)")
     if failed:
-        raise InputError(f"{len(failed)} of {len(cases)} case(s) failed ({', '.join(failed[:3])}"
+        raise InputError(f"{len(failed)} of {total} case(s) failed ({', '.join(failed[:3])}"
                          f"{' ...' if len(failed) > 3 else ''}; first: {reasons['first']}); the others are in {out_dir}")
     return 0
