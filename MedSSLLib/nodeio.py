@@ -96,6 +96,12 @@ def writeChannels(volumes: Sequence, folder: PathLike, stem: str, compress: bool
     """Write ``<stem>_0000.nrrd``, ``<stem>_0001.nrrd``...; channels on another grid are resampled to the first."""
     if not volumes:
         raise ValueError("select at least one input volume")
+    transforms = [v.GetTransformNodeID() if v is not None else None for v in volumes]
+    if len(set(transforms)) > 1:  # the voxels are written as stored: a channel's own (unhardened) transform is lost
+        names = ", ".join(v.GetName() for v, t in zip(volumes, transforms) if t != transforms[0])
+        raise ValueError(f"the channels are under different transforms ({names} not under the first channel's); "
+                         f"harden the transforms (Data module: right-click, Harden transform) or place every channel "
+                         f"under the same transform")
     reference, paths = volumes[0], []
     for index, volume in enumerate(volumes):
         path = Path(folder) / f"{stem}_{index:04d}.nrrd"
@@ -161,12 +167,25 @@ def placeBeside(node, sibling) -> None:
     shNode.SetItemParent(_subjectHierarchyItem(shNode, node), parent)
 
 
+def _liveNodes(referenceVolume, outputNode, what: str):
+    """(scene, output node or None) for importing a result that took a while: the input must still be in a scene
+    (else nothing is changed), and an output node removed in the meantime is replaced by a new one (the result had
+    been copied into a node of no scene and reported as done)."""
+    scene = referenceVolume.GetScene()
+    if scene is None:
+        raise RuntimeError(f"the input volume {referenceVolume.GetName()} was removed from the scene while it was "
+                           f"segmented; the {what} was not imported")
+    if outputNode is not None and outputNode.GetScene() is not scene:
+        outputNode = None
+    return scene, outputNode
+
+
 def importSegmentation(path: PathLike, labels: Sequence[LabelInfo], referenceVolume, outputNode=None,
                        name: Optional[str] = None):
     """Read a medssl result into ``outputNode`` (or a new node): labels applied, input as reference geometry."""
+    scene, outputNode = _liveNodes(referenceVolume, outputNode, "segmentation")
     result = readSegmentationFile(path)
     applyLabels(result, labels)
-    scene = referenceVolume.GetScene()
     if outputNode is None:
         outputNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
                                              name or f"{referenceVolume.GetName()} segmentation")
@@ -186,8 +205,9 @@ def importVolume(path: PathLike, referenceVolume, name: str, outputNode=None):
     storage.SetFileName(str(path))
     if not Path(path).is_file() or not storage.ReadData(temporary):
         raise RuntimeError(f"could not read the volume {path}")
+    scene, outputNode = _liveNodes(referenceVolume, outputNode, "volume")
     if outputNode is None:
-        outputNode = referenceVolume.GetScene().AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        outputNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     outputNode.SetAndObserveImageData(temporary.GetImageData())
     outputNode.CopyOrientation(temporary)
     outputNode.SetAndObserveTransformNodeID(referenceVolume.GetTransformNodeID())

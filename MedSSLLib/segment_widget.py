@@ -31,6 +31,8 @@ class SegmentPanel:
     def __init__(self, ui, logic, isEntered) -> None:
         self.ui, self.logic = ui, logic
         self._packages: list[PackageInfo] = []
+        self.lastResult = self.lastInput = None  # the segmentation the last Apply created and the volume it is on
+        self._applyInput = None
         self.diagnostics = JobRunner(schedule=slicerui.qtSchedule)  # `medssl info`, apart from the logic's jobs
         self.applyButton = slicerui.RunButton(ui.applyButton)
         self.sharing = ModelSharing(ui, "MedSSLSegment", self.selectedPackage, self._imported)
@@ -134,8 +136,15 @@ class SegmentPanel:
         self.sharing.updateButtons()
         if not busy:
             self.ui.applyButton.toolTip = self.applyButton.idleToolTip if problem is None else problem
-        output = self.parameterNode.outputSegmentation if self.parameterNode else None
-        self.ui.editButton.enabled = bool(output) and not busy
+        self.ui.editButton.enabled = bool(self.editableResult()) and not busy
+
+    def editableResult(self):
+        """The segmentation *Edit* opens: the last result of this panel if still in the scene, else the chosen
+        output node."""
+        last = self.lastResult
+        if last is not None and last.GetScene() is not None:
+            return last
+        return self.parameterNode.outputSegmentation if self.parameterNode else None
 
     def onApply(self) -> None:
         if self.logic.busy:
@@ -146,6 +155,7 @@ class SegmentPanel:
         p = self.parameterNode
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
             self.ui.logTextEdit.clear()
+            self._applyInput = self.inputVolumes()[0]
             self.logic.start(self.inputVolumes(), self.selectedPackage(), self.options(), p.outputSegmentation,
                              p.uncertaintyVolume if p.computeUncertainty else None, onProgress=self.onProgress,
                              onLog=self.onLog, onFinished=self.onFinished)
@@ -159,15 +169,18 @@ class SegmentPanel:
         slicerui.appendLog(self.ui.logTextEdit, text)
 
     def onFinished(self, job) -> None:
+        """The output selectors keep what the user chose: with "Create new" the next Apply creates another node
+        (setting the selector to this result had made the next Apply, on another volume, replace it and the
+        corrections made to it in Segment Editor)."""
         self.applyButton.setRunning(False)
         slicerui.showFinished(self.ui, job, _("Segmentation"))
         p = self.parameterNode
         if job.ok and p:
-            p.outputSegmentation = job.outputs["segmentation"]
-            if "uncertainty" in job.outputs:
-                p.uncertaintyVolume = job.outputs["uncertainty"]
+            self.lastResult, self.lastInput = job.outputs["segmentation"], self._applyInput
             slicerui.showResult(p.inputVolume0, job.outputs["segmentation"], job.outputs.get("uncertainty"))
         self.updateButtons()
 
     def onEdit(self) -> None:
-        slicerui.openSegmentEditor(self.parameterNode.outputSegmentation, self.parameterNode.inputVolume0)
+        result = self.editableResult()
+        volume = self.lastInput if result is self.lastResult and self.lastInput is not None else None
+        slicerui.openSegmentEditor(result, volume or self.parameterNode.inputVolume0)

@@ -57,6 +57,9 @@ class ModelSharing:
         if not path:
             return
         archive = path if path.lower().endswith(".zip") else path + ".zip"
+        if archive != path and Path(archive).exists() and not slicer.util.confirmOkCancelDisplay(
+                _("{archive} already exists. Replace it?").format(archive=archive)):
+            return  # the save dialog asked about the name typed, not about the one with .zip added
         self._run(lambda done: self.logic.exportModel(package, archive, overwrite=Path(archive).exists(),
                                                       onFinished=done), _("Export"))
 

@@ -186,7 +186,10 @@ class TrainLogic:
         if not cases and folder is None:
             raise ValueError("add at least one labelled case (volume + segmentation) or choose a training folder")
         out, runDir = packageFolder(modelName), self.runFolder(modelName)
-        if out.exists() and not options.overwrite:
+        # medssl's own rule (RunFolder.prepare): a package, or a run that saved a training state, is kept; a first
+        # run that stopped before its first checkpoint (out of memory, wrong device) holds nothing to lose
+        started = isPackage(out) or (out / "training" / "checkpoint_last.pt").is_file()
+        if started and not options.overwrite:
             raise ValueError(f"a model or an interrupted run named {safeName(modelName)} already exists; "
                              f"resume it or choose another name")
         images, labels = [], []

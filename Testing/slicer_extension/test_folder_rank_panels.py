@@ -168,3 +168,33 @@ def test_a_few_painted_slices_checkbox_trains_with_sparse_slices(modules, monkey
         assert not modules.errors, modules.errors
         assert (args[args.index("--sparse-slices"):args.index("--sparse-slices") + 2] if expected else
                 [a for a in args if a == "--sparse-slices"]) == expected
+
+
+def test_a_second_apply_keeps_the_first_result_and_its_corrections(modules, monkeypatch, fakeMedssl, tinyPackage):
+    """Found by an audit: the output selector was set to the first result, so Apply on another volume replaced it
+    (and the corrections made to it in Segment Editor) with the second volume's prediction."""
+    import shutil
+
+    from test_module_widgets import volume
+
+    shutil.copytree(tinyPackage, modules.home / "models" / "tiny_model")
+    widget = makeWidget(modules, "MedSSLSegment")
+    widget.logic.core.jobs = JobRunner(fakeMedssl, schedule=widget.logic.jobs.schedule)
+    dialogs = answerDialogs(monkeypatch, modules)
+    first, second = volume(modules.scene, "A"), volume(modules.scene, "B")
+    p = widget.parameterNode
+    p.inputVolume0 = first
+    widget.ui.applyButton.click()
+    assert runScheduled(modules.scheduled, lambda: not widget.logic.busy, timeout=60)
+    resultA = widget.lastResult
+    assert resultA is not None and p.outputSegmentation is None  # the selector still says "create new"
+    resultA.GetSegmentation().AddEmptySegment("my correction")
+    p.inputVolume0 = second
+    widget.ui.applyButton.click()
+    assert runScheduled(modules.scheduled, lambda: not widget.logic.busy, timeout=60)
+    resultB = widget.lastResult
+    assert resultB is not resultA and resultA.GetSegmentation().GetSegment("my correction") is not None
+    reference = resultA.GetNodeReference(resultA.GetReferenceImageGeometryReferenceRole())
+    assert reference is first and resultB.GetNodeReference(resultB.GetReferenceImageGeometryReferenceRole()) is second
+    widget.ui.editButton.click()
+    assert dialogs.editor[-1] == (resultB, second)

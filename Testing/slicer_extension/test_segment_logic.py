@@ -147,6 +147,25 @@ def test_second_channel_on_another_grid_is_resampled_to_the_first(scene, fakeMed
                for i in added), added  # the temporary resampled volume was removed
 
 
+def test_channels_under_different_transforms_are_refused(scene, fakeMedssl, tmp_path):
+    """Found by an audit: a second channel under an unhardened registration transform, on the first one's grid, was
+    written as stored, its transform dropped."""
+    package = makeTinyPackage(tmp_path / "two_channels", PACKAGE_LABELS, channels=("T1", "T2"))
+    t1, _ = makeVolume(scene, GEOMETRIES["oblique"], name="T1")
+    t2, _ = makeVolume(scene, GEOMETRIES["oblique"], name="T2")
+    registration = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    moved = vtk.vtkMatrix4x4()
+    moved.SetElement(0, 3, 5.0)
+    registration.SetMatrixTransformToParent(moved)
+    t2.SetAndObserveTransformNodeID(registration.GetID())
+    before = sceneSnapshot(scene)
+    with pytest.raises(ValueError, match=r"different transforms \(T2 not under the first channel's\); harden"):
+        SegmentLogic(fakeMedssl).start([t1, t2], package)
+    assert sceneSnapshot(scene) == before
+    t1.SetAndObserveTransformNodeID(registration.GetID())  # both under the same one: their voxels correspond
+    assert SegmentLogic(fakeMedssl).segment([t1, t2], package).ok
+
+
 def test_channel_count_must_match_the_model(scene, fakeMedssl, tinyPackage):
     t1, _ = makeVolume(scene, GEOMETRIES["oblique"], name="T1")
     t2, _ = makeVolume(scene, GEOMETRIES["oblique"], name="T2")
@@ -227,3 +246,24 @@ def test_real_medssl_cancel_leaves_the_scene_unchanged(scene, realMedssl, tinyPa
     assert job.cancelled and not job.ok and job.outputs == {}
     assert all(processGone(process.pid) for process in tree)
     assert sceneSnapshot(scene) == before and not job.tempDir.exists()
+
+
+def test_nodes_removed_while_medssl_runs(scene, fakeMedssl, tinyPackage):
+    """Found by an audit: an output node deleted mid-run received the result outside any scene (reported done);
+    an input deleted mid-run failed with an AttributeError after the output node had been overwritten."""
+    volume, _ = makeVolume(scene, obliqueRightHanded(), name="A")
+    gone = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "deleted output")
+    logic = SegmentLogic(fakeMedssl)
+    logic.start([volume], tinyPackage, outputSegmentation=gone)
+    scene.RemoveNode(gone)
+    job = logic.jobs.wait(60)
+    result = job.outputs["segmentation"]
+    assert job.ok and result is not gone and result.GetScene() is scene and result.GetSegmentation().GetNumberOfSegments()
+    kept = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "kept")
+    kept.GetSegmentation().AddEmptySegment("my correction")
+    logic.start([volume], tinyPackage, outputSegmentation=kept)
+    scene.RemoveNode(volume)
+    job = logic.jobs.wait(60)
+    assert not job.ok and "input volume A was removed from the scene while it was segmented" in job.error
+    segments = kept.GetSegmentation()
+    assert [segments.GetNthSegmentID(i) for i in range(segments.GetNumberOfSegments())] == ["my correction"]

@@ -43,6 +43,16 @@ def test_segment_panel_exports_and_imports_showing_licence_and_provenance(module
     assert lines[1] == f"licence: {RESTRICTED}" and lines[2].startswith("provenance: backbone resenc:test")
     assert lines[3].startswith("licence restriction: CC BY-NC-ND")
     assert widget.ui.exportModelButton.enabled
+    stamp = (tmp_path / "shared.zip").stat().st_mtime_ns
+    dialogs.files.insert(0, str(tmp_path / "shared"))  # the name typed again, without .zip: that zip exists
+    confirm = slicer.util.confirmOkCancelDisplay
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: dialogs.questions.append(text)
+                        or "already exists. Replace it?" not in text)  # export anyway: yes; replace: no
+    widget.ui.exportModelButton.click()
+    assert dialogs.questions[-1] == f"{tmp_path / 'shared.zip'} already exists. Replace it?"
+    assert (tmp_path / "shared.zip").stat().st_mtime_ns == stamp and widget.ui.exportModelButton.enabled
+    del dialogs.questions[-2:]
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", confirm)  # confirm everything again
 
     shutil.rmtree(restricted)
     widget.refreshModels()

@@ -116,6 +116,21 @@ def test_train_runs_finetune_and_registers_the_package(scene, fakeMedssl, medssl
         logic.start("liver model", cases)
 
 
+def test_a_first_run_that_saved_nothing_does_not_block_its_name(scene, fakeMedssl, medsslHome):
+    """Found by an audit: a first run stopped before its first checkpoint (e.g. out of memory) left
+    ``training/plan.json``, and Start refused the name for good, where medssl itself starts afresh."""
+    cases = [labelledCase(scene, obliqueLeftHanded(), "CT0", seed=0)[0]]
+    logic = TrainLogic(fakeMedssl)
+    failed = modelsDir() / "retry" / "training"
+    failed.mkdir(parents=True)
+    (failed / "plan.json").write_text("{}")
+    args = logic.trainingArgs("retry", cases, FinetuneOptions(device="cpu"))
+    assert args[args.index("--out") + 1] == str(modelsDir() / "retry") and "--overwrite" not in args
+    (failed / "checkpoint_last.pt").write_bytes(b"state")  # a run with saved progress is kept
+    with pytest.raises(ValueError, match="already exists; resume it"):
+        logic.trainingArgs("retry", cases, FinetuneOptions(device="cpu"))
+
+
 def test_continue_training_starts_from_the_last_package(scene, fakeMedssl, medsslHome):
     cases = [labelledCase(scene, obliqueRightHanded(), "CT0")[0]]
     logic = TrainLogic(fakeMedssl)
