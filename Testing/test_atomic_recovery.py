@@ -27,7 +27,7 @@ def _dead_pid() -> int:
 
 def _make_old(path: Path) -> None:
     path.mkdir()
-    (path / "weights.bin").write_text("old weights")
+    (path / "weights.safetensors").write_text("old weights")
     (path / "training").mkdir()
     (path / "training" / "checkpoint_last.pt").write_text("step 40")
 
@@ -52,7 +52,7 @@ def _write_new(path: Path, crash_at: int) -> int:
         dir_swap.shutil.rmtree = dying(shutil.rmtree)
         Path.unlink = dying(Path.unlink)
         with atomic_dir(path, keep=("training",)) as tmp:
-            (tmp / "weights.bin").write_text("new weights")
+            (tmp / "weights.safetensors").write_text("new weights")
         os._exit(0)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
@@ -74,11 +74,11 @@ def test_kill_at_every_step_of_a_folder_swap_is_recovered(tmp_path):
         assert code == 9
         crashes += 1
         recover_dir(pkg)
-        assert (pkg / "weights.bin").read_text() in ("old weights", "new weights"), crash_at
+        assert (pkg / "weights.safetensors").read_text() in ("old weights", "new weights"), crash_at
         assert (pkg / "training" / "checkpoint_last.pt").read_text() == "step 40", crash_at
         assert _hidden(root) == [], (crash_at, _hidden(root))
     assert crashes >= 6  # journal, old aside, new in, training carried, old removed, journal removed
-    assert (pkg / "weights.bin").read_text() == "new weights" and (pkg / "training").is_dir()
+    assert (pkg / "weights.safetensors").read_text() == "new weights" and (pkg / "training").is_dir()
 
 
 def test_next_writer_repairs_before_writing(tmp_path):
@@ -88,8 +88,8 @@ def test_next_writer_repairs_before_writing(tmp_path):
     assert _write_new(pkg, 3) == 9  # after 'target -> old', before 'new -> target': the target is missing
     assert not pkg.exists() and _hidden(tmp_path)
     with atomic_dir(pkg, keep=("training",)) as tmp:
-        (tmp / "weights.bin").write_text("third")
-    assert (pkg / "weights.bin").read_text() == "third"
+        (tmp / "weights.safetensors").write_text("third")
+    assert (pkg / "weights.safetensors").read_text() == "third"
     assert (pkg / "training" / "checkpoint_last.pt").read_text() == "step 40"
     assert _hidden(tmp_path) == []
 

@@ -210,3 +210,30 @@ def test_an_unwritable_output_folder_is_one_line_also_for_root(tmp_path, tiny_pa
     traceback; the folder is now tried for real."""
     proc = run_cli("predict", "--model", str(tiny_package), "--input", str(kmeans_t1), "--output", "/proc/o.nii.gz")
     assert_user_error(proc, r"output folder /proc is not writable")
+
+
+def test_a_folder_of_the_users_is_never_replaced(tmp_path, tiny_package, kmeans_t1, kmeans_labels):
+    """Found by a user audit: ``finetune --out`` into a folder of scans replaced it (scans and notes gone) without
+    --overwrite, and ``import --overwrite`` replaced any folder; a file as --out left a hidden file behind."""
+    import shutil
+
+    from medssl.hub.share import export_package
+
+    mine = tmp_path / "scans"
+    mine.mkdir()
+    shutil.copy(kmeans_t1, mine / "scan.nii.gz")
+    (mine / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in mine.iterdir())
+    for extra in ([], ["--overwrite"]):
+        proc = run_cli("finetune", "--images", str(kmeans_t1), "--labels", str(kmeans_labels), "--out", str(mine),
+                       "--backbone", "resenc:test", "--steps", "1", "--device", "cpu", *extra)
+        assert_user_error(proc, r"--out .*scans holds files medssl did not write \(notes\.txt, scan\.nii\.gz\)")
+    archive = export_package(tiny_package, tmp_path / "m.zip").archive
+    assert_user_error(run_cli("import", str(archive), "--out", str(mine), "--overwrite"), r"holds files medssl did not")
+    assert sorted(p.name for p in mine.iterdir()) == before
+    (tmp_path / "afile").write_text("a file")
+    assert_user_error(run_cli("import", str(archive), "--out", str(tmp_path / "afile"), "--overwrite"),
+                      r"afile is a file, not a folder")
+    assert (tmp_path / "afile").read_text() == "a file" and not list(tmp_path.glob(".afile*"))
+    assert run_cli("import", str(archive), "--out", str(tmp_path / "pkg")).returncode == 0
+    assert run_cli("import", str(archive), "--out", str(tmp_path / "pkg"), "--overwrite").returncode == 0  # a model

@@ -183,3 +183,59 @@ def test_bf16_asked_for_where_the_cpu_emulates_it_says_so(tmp_path, monkeypatch,
     assert loop.amp_dtype == torch.bfloat16 and loop.guard_convs  # asked for: given, with the float32 convolutions
     logs = [e["message"] for e in sink.events if e["event"] == "log"]
     assert any("emulated" in m and "amp: auto" in m for m in logs) is warned
+
+
+WORKER_FAILS = r"""
+import sys, torch
+from medssl.train.loop import LoopConfig, TrainLoop
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Linear(8, 1)
+    def forward(self, batch):
+        return {"loss": ((self.w(batch["x"]) - batch["y"]) ** 2).mean()}
+
+class Broken(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10**6
+    def __getitem__(self, i):
+        if i >= 3:
+            raise ValueError("a setting the sampler cannot use")
+        return {"x": torch.zeros(4, 8), "y": torch.zeros(4, 1)}
+
+loop = TrainLoop(Model(), Broken(), LoopConfig(steps=20, num_workers=1, log_every_s=0, checkpoint_every=100),
+                 sys.argv[1], torch.device("cpu"))
+try:
+    loop.run()
+except Exception as exc:
+    print("raised", type(exc).__name__)
+"""
+
+
+def test_resume_past_the_asked_steps_is_refused(tmp_path):
+    run(tmp_path, 10)
+    from medssl.errors import InputError
+
+    with pytest.raises(InputError, match=r"the run is at step 10, past the 4 step\(s\) asked for; give --steps 10"):
+        run(tmp_path, 4, resume=True)
+
+
+def test_a_worker_error_does_not_hang_the_exit(tmp_path):
+    """Found by an audit: an exception in a DataLoader worker (a pretraining setting its sampler cannot use) left
+    the process hanging at exit: the workers ignore SIGTERM (`leave_stopping_to_the_main_process`), and
+    multiprocessing's exit handler terminates, then joins them."""
+    import subprocess
+    import sys
+    from unittest import mock
+
+    from medssl.inference import devices
+
+    if devices.usable_cores() < 2:
+        pytest.skip("one core: the loop runs without workers")
+    script = tmp_path / "worker_fails.py"
+    script.write_text(WORKER_FAILS)
+    with mock.patch.dict("os.environ", {"OMP_NUM_THREADS": "1"}):
+        done = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                              timeout=120)
+    assert done.returncode == 0 and "raised ValueError" in done.stdout, done.stderr[-2000:]  # the worker's own error

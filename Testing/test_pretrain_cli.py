@@ -153,3 +153,21 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
         pretrain("mae3d", [str(tmp_path)], tmp_path / "run", preset="gpu")
     with pytest.raises(InputError, match="--resume.*no interrupted pretraining run"):
         pretrain("mae3d", [str(tmp_path)], tmp_path / "run", preset="cpu", resume=True)
+
+
+def test_resume_with_another_method_is_one_line(tmp_path):
+    """Found by an audit: --resume of a mae3d run with --method voco failed in load_state_dict with hundreds of
+    keys (and dino3d asked for a --backbone the stored plan then ignored)."""
+    import SimpleITK as sitk
+
+    from medssl.train.run_folder import RunFolder
+
+    scan = tmp_path / "scan.nii.gz"
+    sitk.WriteImage(sitk.Image([8, 8, 8], sitk.sitkFloat32), str(scan))
+    run = RunFolder.pretrain(tmp_path / "run")
+    run.run_dir.mkdir(parents=True)
+    run.plan.write_text("{}")
+    run.write_inputs([str(scan)])
+    run.config.write_text(json.dumps({"method": "mae3d", "config": {}}))
+    with pytest.raises(InputError, match=r"--resume: .*run is a mae3d run; resume it with --method mae3d"):
+        pretrain("voco", [str(scan)], tmp_path / "run", preset="cpu", resume=True)

@@ -133,3 +133,37 @@ def test_export_refuses_a_mismatched_or_tampered_backbone(fingerprint, tmp_path)
         f.write(b"\x00\x01\x02\x03")
     with pytest.raises(PackageError, match="sha256"):
         resolve_backbone(str(folder))
+
+
+def test_mixed_modalities_and_scans_smaller_than_the_crop_are_said(tmp_path):
+    """Found by an audit: an MR scan among CT scans was windowed as CT without a word, and a 6 x 6 x 4 scan was
+    trained on 48^3 crops of padding."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from medssl.events import ListSink
+    from medssl.models import resolve_arch
+    from medssl.planning.fingerprint import fingerprint_dataset
+    from medssl.planning.planner import plan_pretraining
+    from medssl.train.pretrain import _say_what_one_normalisation_means
+
+    rng = np.random.default_rng(0)
+    files = []
+    for name, values, size in (("ct1", rng.normal(0, 300, (40, 40, 40)) - 500, 40),
+                               ("ct2", rng.normal(0, 300, (40, 40, 40)) - 500, 40),
+                               ("mr", rng.uniform(0, 250, (6, 6, 4)), 6)):
+        image = sitk.GetImageFromArray(values.astype(np.float32 if name == "mr" else np.int16))
+        image.SetSpacing((2.0, 2.0, 2.0))
+        sitk.WriteImage(image, str(tmp_path / f"{name}.nii.gz"))
+        files.append(str(tmp_path / f"{name}.nii.gz"))
+    fp = fingerprint_dataset(files, "RAS", 0)
+    arch = resolve_arch("resenc", "unet", {"preset": "test"})
+    plan = plan_pretraining(fp, arch, 2.0, {"CT": {"scheme": "ct_window"}, "MR": {"scheme": "zscore"}}, [32, 32, 32],
+                            "mae3d")
+    sink = ListSink()
+    _say_what_one_normalisation_means(fp, plan, sink)
+    messages = [e["message"] for e in sink.of("log")]
+    assert messages[0].startswith("the scans look like several modalities (2 CT, 1 MR); all are normalised as CT")
+    assert len(messages) == 2 and messages[1].startswith(f"{files[2]}: ")  # the small one only
+    assert messages[1].endswith("voxels at the plan's spacing, under half the 32 x 32 x 32 crop: its crops are mostly "
+                                "padding")

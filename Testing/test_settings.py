@@ -84,3 +84,47 @@ def test_values_out_of_range_fail_before_the_run(tmp_path, text, message):
     was written (which then refused the corrected rerun)."""
     with pytest.raises(InputError, match=message):
         _load(tmp_path, text)
+
+
+@pytest.mark.parametrize("method, settings, message", [
+    ("mae3d", {"block": 0}, r"block 0 is out of range; use whole numbers of 1 or more"),
+    ("mae3d", {"mask_ratio": 1.5}, r"mask_ratio 1\.5 is out of range; use a fraction in \[0, 1\)"),
+    ("voco", {"slice_axis": 5}, r"slice_axis 5 is out of range; use 0, 1 or 2"),
+    ("voco", {"p_flip": 1.5}, r"p_flip 1\.5 is out of range; use a probability"),
+    ("volume_fusion", {"classes": 0}, r"classes 0 is out of range; use 2 or more"),
+    ("volume_fusion", {"boxes": [40, 10]}, r"boxes \[40, 10\] is out of range; use \[low, high\]"),
+    ("dino3d", {"mask_ratio": [0.8, 0.2]}, r"mask_ratio \[0\.8, 0\.2\] is out of range"),
+])
+def test_method_settings_out_of_range_fail_in_one_line(method, settings, message):
+    """Found by an audit: such values had failed inside a DataLoader worker (and hung the exit) or trained on
+    nothing (mask_ratio 1.5)."""
+    from medssl.ssl.base import method_config
+
+    with pytest.raises(InputError, match=rf"method settings of {method}: {message}"):
+        method_config(method, settings)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("batch_size: 0\n", r"batch_size 0 is out of range"),
+    ("patch_size: [0, 48, 48]\n", r"patch_size \[0, 48, 48\] is out of range"),
+    ("patch_size: [48, 48]\n", r"patch_size \[48, 48\] is out of range; use three sides"),
+    ("orientation: XYZ\n", r"orientation 'XYZ' is out of range; use three letters"),
+    ("loop: 5\n", r"loop is a section of settings"),
+])
+def test_pretraining_settings_out_of_range_fail_in_one_line(tmp_path, text, message):
+    from medssl.train.pretrain import PretrainConfig
+
+    path = tmp_path / "user.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_config(PretrainConfig, "pretrain", "mae3d_cpu", str(path))
+
+
+def test_orientation_codes():
+    from medssl.io.settings import require_orientation
+
+    for good in ("RAS", "LPS", "ras", "PIR", None):
+        require_orientation(good)
+    for bad in ("RAR", "RA", "XYZ", "RASL"):
+        with pytest.raises(InputError):
+            require_orientation(bad)

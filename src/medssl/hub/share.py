@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..errors import InputError, PackageError
-from ..io.atomic import atomic_dir, atomic_path, ensure_writable_dir
+from ..io.atomic import atomic_dir, atomic_path, check_replaceable, ensure_writable_dir
 from .package import FILES, check_files, read_metadata, sha256_file
 
 MANIFEST = "manifest.json"
@@ -186,6 +186,7 @@ def import_package(archive: str | os.PathLike, out: Optional[str | os.PathLike] 
         dest = Path(out) if out is not None else models_dir() / top
         if dest.exists() and not overwrite:
             raise InputError(f"{dest} already exists; pass --overwrite to replace it or give another --out")
+        check_replaceable(dest, "--out")  # --overwrite replaces a model folder, never a folder of the user's
         ensure_writable_dir(dest.parent)
         with tempfile.TemporaryDirectory(prefix=".medssl-import-", dir=dest.parent) as tmp:
             for name in FILES:

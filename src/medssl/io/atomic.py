@@ -163,6 +163,29 @@ def fsync_tree(folder: Path) -> None:
         fsync_dir(Path(root))
 
 
+# What medssl writes in the folders it replaces (a model package, a pretraining export, a registered backbone):
+# anything else in such a folder is the user's, and the folder is then not replaced, --overwrite or not
+MEDSSL_ENTRIES = frozenset({"plan.json", "weights.safetensors", "metadata.json", "backbone.safetensors", "training",
+                            "model.onnx", "model.onnx.json", "model.onnx.data", "openvino_cache"})
+
+
+def check_replaceable(path: str | os.PathLike, option: str = "--out") -> None:
+    """`InputError` unless ``path`` is missing, or a folder holding only what medssl writes (`MEDSSL_ENTRIES`,
+    hidden temporary names): a fine-tune into a folder of scans had replaced it, scans and notes gone, without
+    ``--overwrite``; ``--overwrite`` did the same to any folder."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir():
+        raise InputError(f"{option} {path} is a file, not a folder; give the name of a new folder (the file is left "
+                         f"as it is)")
+    foreign = sorted(e for e in os.listdir(path) if e not in MEDSSL_ENTRIES and not e.startswith("."))
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise InputError(f"{option} {path} holds files medssl did not write ({listed}); medssl replaces only its own "
+                         f"model folders: choose a new folder")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, keep: tuple = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` (an existing ``path`` is
@@ -177,6 +200,7 @@ def atomic_dir(path: str | os.PathLike, keep: tuple = ()) -> Iterator[Path]:
     path = Path(path)
     ensure_writable_dir(path.parent)
     recover_dir(path)
+    check_replaceable(path, "folder")
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:

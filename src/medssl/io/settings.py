@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 import typing
-from typing import Any, Dict, Type, TypeVar, Union
+from typing import Any, Dict, Optional, Sequence, Type, TypeVar, Union
 
 import yaml
 
@@ -72,6 +72,38 @@ def require(ok: bool, name: str, value: Any, allowed: str) -> None:
     (`from_dict` puts the file and the section in front)."""
     if not ok:
         raise InputError(f"{name} {value!r} is out of range; use {allowed}")
+
+
+def require_fields(config: Any, positive: Sequence[str] = (), ranges: Sequence[str] = (),
+                   fractions: Sequence[str] = ()) -> None:
+    """Range checks shared by the run and method configs: every ``p_*`` field a probability in [0, 1];
+    ``positive``: whole numbers of 1 or more (a list field: each entry); ``ranges``: ``[low, high]`` with
+    0 <= low <= high; ``fractions``: in [0, 1)."""
+    for f in dataclasses.fields(config):
+        if f.name.startswith("p_"):
+            value = getattr(config, f.name)
+            require(0 <= value <= 1, f.name, value, "a probability in [0, 1]")
+    for name in positive:
+        value = getattr(config, name)
+        if value is not None:
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            require(all(v >= 1 for v in values), name, value, "whole numbers of 1 or more")
+    for name in ranges:
+        low, high = getattr(config, name)
+        require(0 <= low <= high, name, list(getattr(config, name)), "[low, high] with 0 <= low <= high")
+    for name in fractions:
+        value = getattr(config, name)
+        require(0 <= value < 1, name, value, "a fraction in [0, 1)")
+
+
+def require_orientation(code: Optional[str], name: str = "orientation") -> None:
+    """A three-letter anatomical code such as RAS or LPS: one of R/L, A/P, S/I for each axis."""
+    if code is None:
+        return
+    axes = ["RL".find(c) >= 0 and "RL" or "AP".find(c) >= 0 and "AP" or "SI".find(c) >= 0 and "SI" or c
+            for c in str(code).upper()]
+    require(len(axes) == 3 and sorted(axes) == ["AP", "RL", "SI"], name, code,
+            "three letters, one of R/L, A/P and S/I each, e.g. RAS or LPS")
 
 
 def checked_value(value: Any, hint: Any, what: str) -> Any:

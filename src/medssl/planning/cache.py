@@ -40,7 +40,7 @@ def volume_key(path: str) -> str:
 
 
 def _write_entry(path: str, plan: Plan, folder: Path, key: str) -> None:
-    pre = preprocess([read_image(path, f"image {path}")], plan, names=[path])
+    pre = preprocess([read_image(path, "image")], plan, names=[path])
     array = np.ascontiguousarray(pre.image[0], dtype=np.float32)
     buffer = io.BytesIO()
     np.save(buffer, array)

@@ -78,7 +78,7 @@ class DatasetFingerprint:
 
 
 def _measure(path: str, orientation: str, rng: np.random.Generator) -> tuple:
-    image = read_image(path, f"image {path}")
+    image = read_image(path, "image")
     grid = target_grid(image, orientation, None)
     arr = np.asarray(sitk.GetArrayViewFromImage(image), dtype=np.float32).ravel()
     sub = arr[:: max(1, arr.size // (4 * SAMPLE_VOXELS))]

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Type, TypeVar
 
 from ..data.augment import AugmentConfig
 from ..errors import InputError, did_you_mean
-from ..io.settings import from_dict, merge, read_yaml, require
+from ..io.settings import from_dict, merge, read_yaml, require, require_fields, require_orientation
 from .loop import LoopConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -47,6 +47,8 @@ class FinetuneConfig:
             require(0 <= getattr(self, name) <= 1, name, getattr(self, name), "a fraction in [0, 1]")
         for name in ("overlap", "val_overlap"):
             require(0 <= getattr(self, name) < 1, name, getattr(self, name), "a value in [0, 1), e.g. 0.5")
+        require_fields(self, positive=("patch_size",))
+        require_orientation(self.orientation)
 
 
 def preset_path(kind: str, name: str) -> Path:

@@ -167,6 +167,9 @@ class TrainLoop:
         if not self.checkpoint_path.exists():
             return False
         self.load_state_dict(load_checkpoint(self.checkpoint_path, "training checkpoint"))
+        if self.step > self.cfg.steps:  # "resumed at step 4 of 1" had followed
+            raise InputError(f"--resume: the run is at step {self.step}, past the {self.cfg.steps} step(s) asked for; "
+                             f"give --steps {self.step} or more (or leave --steps out)")
         return True
 
     def save(self) -> None:
@@ -210,12 +213,20 @@ class TrainLoop:
             return self._run(threads)
 
     def _run(self, threads: int) -> LoopResult:
+        loader = self._loader(self.step * self.cfg.accumulate, self.cfg.steps * self.cfg.accumulate)
+        try:
+            return self._steps(threads, loader)
+        finally:  # also on an error: workers ignore SIGTERM, so interpreter exit (terminate, then join) would hang
+            stop_workers = getattr(loader, "_shutdown_workers", None)  # torch's own teardown of its iterator
+            if stop_workers is not None:
+                stop_workers()
+
+    def _steps(self, threads: int, loader) -> LoopResult:
         cfg, total = self.cfg, self.cfg.steps
         self.model.train()
         self.sink.emit("start", task=self.task, total=total, initial=self.step, device=str(self.device),
                        threads=threads)
         clock, wait, busy, last_emit = EtaClock(total, self.step), 0.0, 0.0, 0.0
-        loader = self._loader(self.step * cfg.accumulate, total * cfg.accumulate)
         bad = 0
         losses: Dict[str, float] = {}
         while self.step < total:

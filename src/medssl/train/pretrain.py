@@ -29,6 +29,7 @@ from ..hub.backbone_source import default_decoder
 from ..hub.ssl_export import save_export
 from ..inference.devices import resolve_device
 from ..io.atomic import write_text_atomic
+from ..io.settings import require, require_fields, require_orientation
 from ..io.volume_io import find_images
 from ..models import resolve_arch
 from ..plan import Plan
@@ -36,6 +37,7 @@ from ..planning.cache import cached_volumes
 from ..planning.fingerprint import fingerprint_dataset
 from ..planning.planner import plan_pretraining
 from ..ssl import METHODS, SSLMethod, build_method
+from ..ssl.base import method_config
 from ..ssl.batches import StepBatches
 from .config import CONFIG_DIR, load_config, to_dict
 from .auto_preset import fit_pretraining, restore_fitted, uses_amp
@@ -68,6 +70,11 @@ class PretrainConfig:
     seed: int = 0
     method: Dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        require_fields(self, positive=("batch_size", "patch_size"))
+        require(len(self.patch_size) == 3, "patch_size", self.patch_size, "three sides, e.g. [96, 96, 96]")
+        require_orientation(self.orientation)
+
 
 def preset_name(method: str, preset: Optional[str]) -> str:
     """``None`` -> the method's published recipe (``<method>``); ``cpu`` -> ``<method>_cpu``."""
@@ -97,12 +104,34 @@ def collect_volumes(entries: Sequence[str]) -> List[str]:
     return out
 
 
+def _say_what_one_normalisation_means(fp, plan: Plan, sink: EventSink) -> None:
+    """One plan normalises every scan alike (the majority modality's scheme): say so when the scans are of several
+    modalities, and name scans smaller than the crop (mostly padding)."""
+    counts = fp.summary()["modalities"]
+    if len(counts) > 1:
+        listed = ", ".join(f"{n} {m}" for m, n in sorted(counts.items()))
+        sink.emit("log", message=f"the scans look like several modalities ({listed}); all are normalised as "
+                                 f"{fp.modality} ({plan.normalization[0].scheme}): pretrain each modality on its own "
+                                 f"if that is not what you want")
+    spacing = plan.spacing
+    for v in fp.volumes:
+        extent = [n * s for n, s in zip(v.size, v.spacing)]
+        voxels = [e / t for e, t in zip(extent, spacing or v.spacing)]
+        if any(n < 0.5 * p for n, p in zip(voxels, plan.patch_size)):
+            sink.emit("log", message=f"{v.path}: {' x '.join(f'{n:.0f}' for n in voxels)} voxels at the plan's "
+                                     f"spacing, under half the {' x '.join(map(str, plan.patch_size))} crop: its "
+                                     f"crops are mostly padding")
+
+
 def _make_plan(paths: RunFolder, files: List[str], cfg: PretrainConfig, method: str, resume: bool,
                overwrite: bool, sink: EventSink) -> Plan:
     """Rank 0: the stored plan (resume) or a new one from the data's fingerprint (written to the run folder)."""
     paths.prepare(resume, overwrite)
     if resume:
         paths.check_same_inputs(files)
+        stored = json.loads(paths.config.read_text()).get("method") if paths.config.is_file() else method
+        if stored != method:
+            raise InputError(f"--resume: {paths.out} is a {stored} run; resume it with --method {stored}")
         return Plan.load(paths.plan)
     sink.emit("log", message=f"fingerprinting {len(files)} volume(s)")
     fp = fingerprint_dataset(files, cfg.orientation, cfg.seed)
@@ -110,6 +139,7 @@ def _make_plan(paths: RunFolder, files: List[str], cfg: PretrainConfig, method: 
     kwargs = {**({"preset": preset} if preset else {}), **cfg.backbone_kwargs}
     arch = resolve_arch(name, cfg.decoder or default_decoder(name), kwargs)
     plan = plan_pretraining(fp, arch, cfg.spacing, cfg.normalization, cfg.patch_size, method)
+    _say_what_one_normalisation_means(fp, plan, sink)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(paths.file("fingerprint.json"), json.dumps(fp.to_dict(), indent=1))
     write_text_atomic(paths.file("config.json"), json.dumps({"method": method, "config": to_dict(cfg)}, indent=1,
@@ -192,6 +222,7 @@ def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Opti
     auto = preset in (None, "", "auto")
     name = preset_name(method, None if auto else preset)
     cfg = load_config(PretrainConfig, "pretrain", name, config_yaml, overrides)
+    method_config(method, cfg.method)  # the method's settings checked before any run file is written
     cfg.backbone = backbone or cfg.backbone
     paths = RunFolder.pretrain(out)
     files = collect_volumes(images)

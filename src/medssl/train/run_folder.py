@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import InputError
-from ..io.atomic import ensure_writable_dir, write_text_atomic
+from ..io.atomic import check_replaceable, ensure_writable_dir, write_text_atomic
 from ..io.dir_swap import recover_dir
 
 RESULT_FILES = ("plan.json", "weights.safetensors", "backbone.safetensors")
@@ -78,6 +78,7 @@ class RunFolder:
         if resume and overwrite:
             raise InputError("--resume continues the run in --out and --overwrite replaces it; give one of them")
         ensure_writable_dir(self.out.parent, "output folder")
+        check_replaceable(self.result, "--out")  # before any work: a folder of the user's is never replaced
         if self.out.exists():
             ensure_writable_dir(self.out, "output folder")
         recover_dir(self.result)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ...data.volumes import VolumeSet
+from ...io.settings import require, require_fields
 from ...errors import InputError
 from ...models.registry import BACKBONES
 from .. import intensity
@@ -79,6 +80,15 @@ class Dino3DConfig:
     layer_decay: float = 0.9
     patch_embed_lr_mult: float = 0.2
     init_backbone: Optional[str] = None  # start from this ViT (stage 2: the stage-1 export; any --backbone form)
+
+    def __post_init__(self) -> None:
+        require_fields(self, positive=("global_size", "local_size", "dino_prototypes", "ibot_prototypes",
+                                       "head_hidden", "head_bottleneck", "head_layers"),
+                       ranges=("global_inplane_scale", "global_slice_scale", "local_inplane_scale",
+                               "local_slice_scale", "aspect", "mask_ratio"))
+        require(self.n_local >= 0, "n_local", self.n_local, "0 or more")
+        require(0 <= self.mask_probability <= 1, "mask_probability", self.mask_probability, "a probability in [0, 1]")
+        require(self.slice_axis in (0, 1, 2), "slice_axis", self.slice_axis, "0, 1 or 2")
 
 
 def initial_backbone_state(spec: str, backbone: nn.Module) -> Dict[str, torch.Tensor]:

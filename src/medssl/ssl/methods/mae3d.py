@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ...data.volumes import VolumeSet
+from ...io.settings import require_fields
 from ...errors import InputError
 from ...models.registry import BACKBONES
 from ...models.segmentation import build_network
@@ -52,6 +53,10 @@ class MAE3DConfig:
     decoder_heads: int = 16
     export_decoder: bool = False
     crop_size: Optional[List[int]] = None  # default: the plan's patch size
+
+    def __post_init__(self) -> None:
+        require_fields(self, positive=("block", "decoder_dim", "decoder_depth", "decoder_heads", "crop_size"),
+                       ranges=("scale",), fractions=("mask_ratio",))
 
 
 @dataclass

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ...data.volumes import VolumeSet
+from ...io.settings import require, require_fields
 from ...models.registry import BACKBONES
 from .. import intensity
 from ..base import METHODS, SSLMethod, check_input_size, prefixed
@@ -62,6 +63,12 @@ class VoCoConfig:
     intra_weight: float = 1.0
     inter_weight: float = 1.0
     reg_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        require_fields(self, positive=("base_size", "grid", "n_crops", "hidden_dim", "out_dim"),
+                       fractions=("dropout",))
+        require(self.slice_axis in (0, 1, 2), "slice_axis", self.slice_axis, "0, 1 or 2")
+        require(0 <= self.momentum <= 1, "momentum", self.momentum, "a value in [0, 1]")
 
 
 def overlap_labels(offsets: np.ndarray, grid: Tuple[int, int]) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ...data.volumes import VolumeSet
+from ...io.settings import require, require_fields
 from ...models.registry import BACKBONES
 from ...models.segmentation import build_network
 from .. import intensity
@@ -51,6 +52,12 @@ class VolumeFusionConfig:
     dice_weight: float = 0.5
     ce_weight: float = 0.5
     crop_size: Optional[List[int]] = None  # default: the plan's patch size
+
+    def __post_init__(self) -> None:
+        require_fields(self, positive=("boxes", "box_min", "crop_size"),
+                       ranges=("boxes", "scale", "contrast_low", "contrast_high", "gamma"))
+        require(self.classes >= 2, "classes", self.classes, "2 or more (the fused volumes' labels)")
+        require(0 < self.box_max_fraction <= 1, "box_max_fraction", self.box_max_fraction, "a fraction in (0, 1]")
 
 
 def fusion_map(rng: np.random.Generator, shape: Tuple[int, int, int], classes: int, boxes: Tuple[int, int],
