@@ -234,3 +234,33 @@ def test_finetune_cli_frozen_voco_backbone_keeps_the_pretrained_weights(tmp_path
     own = net.state_dict()
     assert all(torch.equal(own["encoder." + k], v) for k, v in file_sd.items())  # frozen: still the checkpoint
     assert meta["recipe"]["name"] == "voco" and meta["training"]["loop"]["lr"] == 3e-4  # VoCo's recipe
+
+
+def test_import_and_check_say_what_they_were_given(capsys, tmp_path):
+    """Found by an audit: `weights import` called a missing path, an unfinished run, a folder and a model package
+    "an unknown weight-catalog id"; `weights check` called medssl's own exports no checkpoint."""
+    from medssl.hub.ssl_export import save_export
+    from medssl.models import build_network, resolve_arch
+    from medssl.plan import ChannelSpec, NormSpec, Plan
+
+    arch = resolve_arch("resenc", "unet", {"preset": "test"})
+    plan = Plan(channels=[ChannelSpec("image", "MR")], normalization=[NormSpec("zscore", {"mean": 0.0, "std": 1.0})],
+                patch_size=(16, 16, 16), labels=[], architecture=arch, spacing=(2.0, 2.0, 2.0))
+    run = tmp_path / "run"
+    save_export(run / "export", plan, build_network(arch, 1, 2).state_dict(), "mae3d", 3, {})
+    for spec in (run, run / "export", run / "export" / "backbone.safetensors"):
+        code, out, err = cli(capsys, "weights", "check", str(spec))
+        assert code == 0 and "a medssl pretraining export" in out and "check out" in out, err
+    code, _, err = cli(capsys, "export", str(run / "export"), "--out", str(tmp_path / "x.zip"))
+    assert code == 2 and "is a pretraining export, not a fine-tuned model package" in one_error_line(err)
+    (tmp_path / "unfinished" / "training").mkdir(parents=True)
+    (tmp_path / "unfinished" / "training" / "plan.json").write_text("{}")
+    (tmp_path / "package").mkdir()
+    (tmp_path / "package" / "weights.safetensors").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    for spec, message in ((tmp_path / "nope", "does not exist"),
+                          (tmp_path / "unfinished", "is a pretraining run without an export yet"),
+                          (tmp_path / "package", "is a fine-tuned model package, not pretrained weights"),
+                          (tmp_path / "folder", "is a folder, neither a checkpoint file nor")):
+        code, _, err = cli(capsys, "weights", "import", str(spec), "--id", "mine")
+        assert code == 2 and message in one_error_line(err), err

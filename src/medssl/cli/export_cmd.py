@@ -22,8 +22,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..hub.share import export_package
+    from ..hub.ssl_export import is_ssl_export
 
+    if is_ssl_export(args.package):  # had been called an incomplete model package
+        raise InputError(f"{args.package} is a pretraining export, not a fine-tuned model package; fine-tune it "
+                         f"(--backbone {args.package}) and export the package, or copy the export folder as it is")
     shared = export_package(args.package, args.out, overwrite=args.overwrite)
     size = shared.archive.stat().st_size / 1e6
     print(f"exported {shared.folder} to {shared.archive} ({len(shared.files)} files, {size:.1f} MB, sha256 in manifest.json)")

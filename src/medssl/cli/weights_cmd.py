@@ -117,12 +117,31 @@ def _import(args: argparse.Namespace) -> int:
         path = import_export(args.file, args.id, overwrite=args.overwrite)
         print(f"registered {args.id}: {path}; fine-tune from it with --backbone {args.id}")
         return 0
+    _refuse_what_is_no_checkpoint(Path(args.file))
 
     path, record = import_file(args.file, args.id, accept_licence=args.accept_licence)
     note = {True: "matches the catalog", False: "DIFFERS from the catalog's (third-party) value",
             None: "not in the catalog; recorded"}[record["hash_ok"]]
     print(f"imported {args.id}: {path} (sha256 {record['sha256']}, {note})")
     return 0
+
+
+def _refuse_what_is_no_checkpoint(path: Path) -> None:
+    """One-line errors for what ``weights import`` is given that is no weights file (each had been reported as an
+    unknown catalog id): a missing path, a pretraining run without an export yet, a model package, a folder."""
+    from ..errors import InputError
+
+    if not path.exists():
+        raise InputError(f"{path} does not exist; give a checkpoint file or a 'medssl pretrain' run folder")
+    if path.is_dir() and (path / "weights.safetensors").is_file():
+        raise InputError(f"{path} is a fine-tuned model package, not pretrained weights; use it as "
+                         f"'--backbone {path}' directly, or share it with 'medssl export'")
+    if path.is_dir() and (path / "training" / "plan.json").is_file() and not (path / "export").exists():
+        raise InputError(f"{path} is a pretraining run without an export yet; finish it with 'medssl pretrain ... "
+                         f"--resume', then import it")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, neither a checkpoint file nor a 'medssl pretrain' run; give the "
+                         f"weights file (.pt, .pth, .ckpt, .safetensors)")
 
 
 def check_report(file: str, entry_id: str | None) -> Dict[str, Any]:
@@ -137,7 +156,26 @@ def check_report(file: str, entry_id: str | None) -> Dict[str, Any]:
             "sha256_ok": hash_status(entry, digests), "problems": issues}
 
 
+def _check_export(spec: str) -> bool:
+    """``weights check`` of medssl's own backbones (a ``medssl pretrain`` export, its run folder, its
+    ``backbone.safetensors`` or a name registered with ``weights import RUN --id NAME``): `verify_export`'s hashes,
+    tensors and encoder load instead of the catalog's checkpoint check (which had called them no checkpoint).
+    Returns False when ``spec`` is none of these."""
+    from ..hub.local_backbones import local_path
+    from ..hub.ssl_export import export_folder, verify_export
+
+    folder = export_folder(spec) or (local_path(spec) if not Path(spec).exists() else None)
+    if folder is None:
+        return False
+    verify_export(Path(folder))
+    print(f"{spec}: a medssl pretraining export ({folder}); sha256 of its files, its tensors and the encoder load "
+          f"into its plan's network check out; fine-tune with --backbone {spec}")
+    return True
+
+
 def _check(args: argparse.Namespace) -> int:
+    if args.id is None and not args.json and _check_export(args.file):
+        return 0
     out = check_report(args.file, args.id)
     issues = out.pop("problems")
     if args.json:
