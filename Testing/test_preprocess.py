@@ -108,3 +108,24 @@ def test_frozen_zscore_uses_training_statistics():
     params = fit_normalization("zscore", [train])
     assert params["mean"] == pytest.approx(100, abs=0.2) and params["std"] == pytest.approx(10, abs=0.2)
     assert normalize(np.full(4, 120, np.float32), "zscore", params) == pytest.approx(2.0, abs=0.05)
+
+
+def test_zscore_of_huge_intensities_does_not_overflow():
+    """Found by an audit: a scan scaled by 1e20 (its squares exceed float32) was normalised with an infinite std
+    and segmented differently; the statistics fall back to float64 there and stay float32's bit for bit
+    elsewhere."""
+    import warnings
+
+    from medssl.data.normalization import fit_normalization, normalize
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(100, 20, (20, 20, 20)).astype(np.float32)
+    expected = normalize(x.copy(), "zscore", fit_normalization("zscore", [x]))
+    assert fit_normalization("zscore", [x])["std"] == float(x.std())  # unchanged where float32 suffices
+    huge = (x * np.float32(1e20)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either
+        dataset = normalize(huge.copy(), "zscore", fit_normalization("zscore", [huge]))
+        own = normalize(huge.copy(), "zscore", {"per_image": True, "nonzero": False})
+    np.testing.assert_allclose(dataset, expected, atol=1e-5)
+    np.testing.assert_allclose(own, expected, atol=1e-5)

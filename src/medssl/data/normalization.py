@@ -54,19 +54,31 @@ def _apply_ct(x: np.ndarray, lower: float, upper: float, out=(0.0, 1.0)) -> np.n
     return _scale(x, lower, upper, out)
 
 
+def _mean_std(v: np.ndarray) -> tuple:
+    """Mean and standard deviation, in float32 as before (the same statistics, bit for bit), in float64 where
+    float32 overflows (intensities above ~1e19: their squares exceed float32's range; a scan scaled by 1e20 had
+    been normalised with an infinite std)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = float(v.mean()), float(v.std())
+    if not (np.isfinite(mean) and np.isfinite(std)):
+        mean, std = float(v.mean(dtype=np.float64)), float(v.std(dtype=np.float64))
+    return mean, std
+
+
 def _fit_zscore(samples, per_image: bool = False, nonzero: bool = False) -> Dict[str, Any]:
     if per_image:
         return {"per_image": True, "nonzero": bool(nonzero)}
     v = _subsample(samples)
     v = v[v != 0] if nonzero and np.any(v != 0) else v
-    return {"per_image": False, "nonzero": bool(nonzero), "mean": float(v.mean()), "std": float(v.std())}
+    mean, std = _mean_std(v)
+    return {"per_image": False, "nonzero": bool(nonzero), "mean": mean, "std": std}
 
 
 def _apply_zscore(x: np.ndarray, per_image: bool = False, nonzero: bool = False, mean: float = 0.0,
                   std: float = 1.0) -> np.ndarray:
     if per_image:
         v = x[x != 0] if nonzero and np.any(x != 0) else x
-        mean, std = float(v.mean()), float(v.std())
+        mean, std = _mean_std(v)
     x -= mean
     x /= max(std, 1e-8)
     return x
