@@ -84,7 +84,7 @@ def run_folder(args: argparse.Namespace, predictor, sink) -> int:
     check_folder_outputs(list(targets.values()), _image_files(Path(args.input_dir)), args.overwrite,
                          Path(args.output_dir))
     out_dir = ensure_writable_dir(Path(args.output_dir), "output folder")
-    failed, reasons, t0 = [], {}, time.perf_counter()
+    failed, first_failure, t0 = [], "", time.perf_counter()
     sink.emit("start", task="predict", total=len(cases), model=str(args.model), device=str(predictor.device))
     for skipped in _same_name_files(Path(args.input_dir), cases):
         sink.emit("log", message=f"{skipped.name} left out: another file of the folder has the case name "
@@ -93,7 +93,7 @@ def run_folder(args: argparse.Namespace, predictor, sink) -> int:
         reason = (f"case {name} does not have files _0000 .. _{predictor.plan.num_channels - 1:04d} for the model's "
                   f"{predictor.plan.num_channels} channels")
         failed.append(name)
-        reasons.setdefault("first", f"{name}: {reason}")
+        first_failure = first_failure or f"{name}: {reason}"
         sink.emit("log", message=f"case {name} skipped: {reason}")
     for n, (name, files) in enumerate(cases.items()):
         sink.emit("progress", stage="case", done=n, total=len(cases), case=name, status="started")
@@ -106,7 +106,7 @@ def run_folder(args: argparse.Namespace, predictor, sink) -> int:
                 write_label_map(result.labels, predictor.plan.labels, tmp)
         except MedSSLError as exc:
             failed.append(name)
-            reasons.setdefault("first", f"{name}: {exc}")
+            first_failure = first_failure or f"{name}: {exc}"
             sink.emit("log", message=f"case {name} skipped: {exc}")
             sink.emit("progress", stage="case", done=n + 1, total=len(cases), case=name, status="failed", error=str(exc))
         else:
@@ -120,5 +120,5 @@ def run_folder(args: argparse.Namespace, predictor, sink) -> int:
         print(f"{written} case(s) segmented into {out_dir} ({written / max(minutes, 1e-9):.1f} cases per minute)")
     if failed:
         raise InputError(f"{len(failed)} of {total} case(s) failed ({', '.join(failed[:3])}"
-                         f"{' ...' if len(failed) > 3 else ''}; first: {reasons['first']}); the others are in {out_dir}")
+                         f"{' ...' if len(failed) > 3 else ''}; first: {first_failure}); the others are in {out_dir}")
     return 0

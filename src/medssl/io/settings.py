@@ -100,9 +100,9 @@ def require_orientation(code: Optional[str], name: str = "orientation") -> None:
     """A three-letter anatomical code such as RAS or LPS: one of R/L, A/P, S/I for each axis."""
     if code is None:
         return
-    axes = ["RL".find(c) >= 0 and "RL" or "AP".find(c) >= 0 and "AP" or "SI".find(c) >= 0 and "SI" or c
-            for c in str(code).upper()]
-    require(len(axes) == 3 and sorted(axes) == ["AP", "RL", "SI"], name, code,
+    letters = str(code).upper()
+    axes = sorted(next((pair for pair in ("RL", "AP", "SI") if c in pair), c) for c in letters)
+    require(len(letters) == 3 and axes == ["AP", "RL", "SI"], name, code,
             "three letters, one of R/L, A/P and S/I each, e.g. RAS or LPS")
 
 
