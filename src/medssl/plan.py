@@ -155,9 +155,9 @@ class Plan:
                 provenance=dict(d.get("provenance", {})),
                 plan_version=version,
             )
+            plan.validate(source)  # inside: a field of the wrong type fails its comparisons with a TypeError
         except (TypeError, ValueError) as exc:
             raise PackageError(f"{source}: malformed plan ({exc}); regenerate it with medssl") from None
-        plan.validate(source)
         return plan
 
     @classmethod

@@ -10,10 +10,11 @@ from an explicit ``{value: name}`` mapping, or from the values present. Value 25
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -31,6 +32,25 @@ class CaseFiles:
     name: str
     channels: List[str]
     label: Optional[str] = None
+
+
+def as_entries(entries: Any, what: str) -> List[str]:
+    """A list of path strings from what a Python caller may pass: one path (str or ``os.PathLike``) or a sequence
+    of them. A lone string had been iterated character by character (each ``"."`` then pulled in the working
+    folder's images); an in-memory image is refused, as training reads files."""
+    if entries is None:
+        return []
+    if isinstance(entries, (str, os.PathLike)):
+        entries = [entries]
+    out = []
+    for entry in entries:
+        if isinstance(entry, sitk.Image):
+            raise InputError(f"{what}: fine-tuning reads files; write the image first (SimpleITK.WriteImage) and "
+                             f"give its path")
+        if not isinstance(entry, (str, os.PathLike)):
+            raise InputError(f"{what}: expected file or folder paths, got {type(entry).__name__}")
+        out.append(os.fspath(entry))
+    return out
 
 
 def _expand_images(entries: Sequence[str]) -> List[CaseFiles]:
@@ -63,7 +83,9 @@ def _expand_labels(entries: Sequence[str]) -> List[str]:
 
 
 def collect_cases(images: Sequence[str], labels: Sequence[str]) -> List[CaseFiles]:
-    """Pair image cases with label files (by position, or by name when folders are given)."""
+    """Pair image cases with label files (by position, or by name when folders are given); one path may be given
+    instead of a list (`as_entries`)."""
+    images, labels = as_entries(images, "images"), as_entries(labels, "labels")
     cases = _expand_images(images)
     label_files = _expand_labels(labels)
     if not cases:
@@ -98,9 +120,32 @@ def label_set(maps: Sequence[LabelMap], names: Optional[Dict[int, str]] = None,
     values = sorted({v for m in maps for v in m.values()} - {0, ignore})
     if not values:
         raise InputError("every label map is empty (only background); label at least one structure")
-    names = names or {}
+    names = label_names_by_value(names, values)
     specs = default_labels([names.get(v, f"label_{v}") for v in values])
     return [LabelSpec(v, s.name, s.color) if i else s for i, (v, s) in enumerate(zip([0] + values, specs))]
+
+
+def label_names_by_value(names: Any, values: Sequence[int]) -> Dict[int, str]:
+    """``{value: name}`` from a caller's mapping (keys may be text, as ``json.load`` gives them); a list, a key
+    that is no number, or a value no label map holds is an `InputError` (each had been ignored or an
+    AttributeError)."""
+    if not names:
+        return {}
+    if not isinstance(names, dict):
+        raise InputError(f"label names map label values to names, e.g. {{1: 'liver'}}; got a "
+                         f"{type(names).__name__}")
+    out = {}
+    for key, name in names.items():
+        try:
+            out[int(key)] = str(name)
+        except (TypeError, ValueError):
+            raise InputError(f"label names: {key!r} is no label value; use the numbers in the label maps, e.g. "
+                             f"{{1: 'liver'}}") from None
+    absent = sorted(set(out) - set(values))
+    if absent:
+        raise InputError(f"label names name value(s) {absent} that no label map holds (they hold "
+                         f"{', '.join(map(str, values))})")
+    return out
 
 
 def _labels_from_segments(maps: Sequence[LabelMap]) -> List[LabelSpec]:

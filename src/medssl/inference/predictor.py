@@ -13,6 +13,7 @@ a GPU, OpenVINO on an x86 CPU, else torch), built once on first use and kept for
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -102,8 +103,15 @@ class Predictor:
                 uncertainty: bool = False, sink: Optional[EventSink] = None) -> Prediction:
         """Segment one case (one image per plan channel, all on one grid)."""
         sink = sink or NullSink()
+        if isinstance(images, (str, os.PathLike, sitk.Image)):  # one channel given alone, not as a list
+            images = [images]
+        images = [os.fspath(i) if isinstance(i, os.PathLike) else i for i in images]
+        if sw_batch_size is not None and (isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int)
+                                          or sw_batch_size < 1):
+            raise InputError(f"sw_batch_size {sw_batch_size!r} is out of range; use a whole number of 1 or more")
         return_freed_memory()  # before reading: the volume's copies then leave no resident heap behind
-        channels = [read_image(i, "input image") if not isinstance(i, sitk.Image) else i for i in images]
+        channels = [read_image(i, "input image") if not isinstance(i, sitk.Image) else _checked_image(i, n)
+                    for n, i in enumerate(images)]
         check_channel_count(self.plan, len(channels), "input")
         names = [str(i) if not isinstance(i, sitk.Image) else f"channel {n + 1}" for n, i in enumerate(images)]
         sink.emit("progress", stage="preprocess", done=0, total=1)
@@ -230,6 +238,15 @@ class _WindowProgress:
         self.done += n
         self.sink.emit("progress", stage="sliding_window", done=self.done, total=self.total,
                        eta_s=self.clock.eta(self.done))
+
+
+def _checked_image(image: sitk.Image, index: int) -> sitk.Image:
+    """An in-memory input gets the checks a file gets (3D, one component, finite spacing): a vector or 2D image
+    had failed inside SimpleITK with a multi-line error."""
+    from ..io.volume_io import _check_3d_scalar
+
+    _check_3d_scalar(image, f"channel {index + 1}", "input image")
+    return image
 
 
 def predict_files(model: str | Path, inputs: List[str], device: str = "auto", runtime: str = "auto",

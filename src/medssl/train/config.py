@@ -49,6 +49,7 @@ class FinetuneConfig:
             require(0 <= getattr(self, name) < 1, name, getattr(self, name), "a value in [0, 1), e.g. 0.5")
         require_fields(self, positive=("patch_size",))
         require_orientation(self.orientation)
+        require(self.seed >= 0, "seed", self.seed, "a whole number of 0 or more")
 
 
 def preset_path(kind: str, name: str) -> Path:

@@ -42,12 +42,13 @@ from ..planning.rules import DATA, LIKE_PRETRAINED, USER
 from .auto_preset import fit_finetuning, uses_amp
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FinetuneConfig, load_config, to_dict
-from .loop import TrainLoop
+from .loop import TrainLoop, keeps_callers_rng
 from .memory import check_training_fits
 from .run_folder import RunFolder
 from .segmentation_task import SegmentationTask, validate_cases
 
 
+@keeps_callers_rng
 def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, backbone: str = "resenc:tiny",
              preset: Optional[str] = "auto", config_yaml: Optional[str] = None, overrides: Optional[Dict] = None,
              val_images: Sequence[str] = (), val_labels: Sequence[str] = (), device: str = "auto",
@@ -57,6 +58,8 @@ def finetune(images: Sequence[str], labels: Sequence[str], out: str | Path, back
     """Train and write the package ``out``; returns its path. See the module docstring. ``accept_licence``:
     see `resolve_backbone`."""
     sink = sink or NullSink()
+    if isinstance(channel_names, str):  # one name, not its letters
+        channel_names = [channel_names]
     if bool(val_images) != bool(val_labels):
         raise InputError("--val-images and --val-labels go together (one label map per validation case); give both "
                          "or neither")

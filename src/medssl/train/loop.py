@@ -72,7 +72,8 @@ class LoopConfig:
             bad, known = (("optimizer", OPTIMIZERS) if self.optimizer not in OPTIMIZERS else ("schedule", SCHEDULES))
             raise InputError(f"{bad} {getattr(self, bad)!r} is not one of {', '.join(known)}")
         for name, lowest in (("steps", 1), ("accumulate", 1), ("checkpoint_every", 1), ("warmup_steps", 0),
-                             ("validate_every", 0), ("num_workers", 0), ("threads", 0), ("max_bad_steps", 0)):
+                             ("validate_every", 0), ("num_workers", 0), ("threads", 0), ("max_bad_steps", 0),
+                             ("seed", 0)):
             require(getattr(self, name) >= lowest, name, getattr(self, name), f"a whole number of {lowest} or more")
         for name in ("lr", "weight_decay", "log_every_s", "grad_clip"):  # grad_clip 0: no clipping
             require(getattr(self, name) >= 0, name, getattr(self, name), "0 or more")
@@ -353,6 +354,23 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
+
+
+def keeps_callers_rng(run: Callable) -> Callable:
+    """Decorator for the API's training entry points (`finetune`, `pretrain`): they seed torch's global generator
+    for a reproducible run, and the caller's random streams (torch, CUDA, Python's) are put back afterwards (a
+    notebook's ``torch.rand`` had come out the same after every fine-tune)."""
+    import functools
+
+    @functools.wraps(run)
+    def kept(*args, **kwargs):
+        state = _rng_state()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            _set_rng_state(state)
+
+    return kept
 
 
 def _rng_state() -> Dict[str, Any]:

@@ -43,7 +43,7 @@ from .config import CONFIG_DIR, load_config, to_dict
 from .auto_preset import fit_pretraining, restore_fitted, uses_amp
 from .distributed import DistContext
 from .long_run import LongRunNote
-from .loop import LoopConfig, LoopResult, TrainLoop
+from .loop import LoopConfig, LoopResult, TrainLoop, keeps_callers_rng
 from .memory import check_training_fits
 from .run_folder import RunFolder
 
@@ -74,6 +74,7 @@ class PretrainConfig:
         require_fields(self, positive=("batch_size", "patch_size"))
         require(len(self.patch_size) == 3, "patch_size", self.patch_size, "three sides, e.g. [96, 96, 96]")
         require_orientation(self.orientation)
+        require(self.seed >= 0, "seed", self.seed, "a whole number of 0 or more")
 
 
 def preset_name(method: str, preset: Optional[str]) -> str:
@@ -212,6 +213,7 @@ def check_memory(net: torch.nn.Module, ssl: SSLMethod, plan: Plan, cfg: Pretrain
     sink.emit("log", message=f"estimated training memory {est.total_gb:.2f} GB on {dev}")
 
 
+@keeps_callers_rng
 def pretrain(method: str, images: Sequence[str], out: str | Path, backbone: Optional[str] = None,
              preset: Optional[str] = None, config_yaml: Optional[str] = None, overrides: Optional[Dict] = None,
              device: str = "auto", resume: bool = False, overwrite: bool = False,
