@@ -68,6 +68,11 @@ def test_a_negative_seed_and_in_memory_training_images_are_one_line(tmp_path, km
     assert not (tmp_path / "m").exists() and os.path.isfile(kmeans_t1)
 
 
+def test_a_file_given_as_the_model_package_is_named_so(kmeans_t1):
+    with pytest.raises(PackageError, match=r"is a file; a model package is the folder"):
+        Predictor.from_package(kmeans_t1, "cpu", "torch")
+
+
 def test_a_plan_field_of_the_wrong_type_is_a_package_error(tiny_package):
     data = json.loads((tiny_package / "plan.json").read_text())
     data["sliding_window"]["overlap"] = "x"

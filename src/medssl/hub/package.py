@@ -125,6 +125,9 @@ def read_metadata(folder: str | Path) -> Dict[str, Any]:
 def check_files(folder: str | Path) -> Tuple[Plan, Dict[str, Any]]:
     """Files present and hashes equal to the metadata; returns (plan, metadata)."""
     folder = Path(folder)
+    if folder.is_file():
+        raise PackageError(f"model package {folder} is a file; a model package is the folder that 'medssl finetune "
+                           f"--out' wrote (plan.json, weights.safetensors, metadata.json)")
     if not folder.is_dir():
         raise PackageError(f"model package {folder} does not exist; give the folder that 'medssl finetune --out' wrote")
     missing = [f for f in FILES if not (folder / f).is_file()]
