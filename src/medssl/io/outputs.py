@@ -18,18 +18,14 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from ..errors import InputError
-from .volume_io import IMAGE_SUFFIXES, TIMEPOINT
+from .volume_io import IMAGE_SUFFIXES, split_timepoint
 
 LABEL_SUFFIXES = IMAGE_SUFFIXES + (".dcm",)  # .dcm: a DICOM SEG (`io.dicom_seg`)
 
 
 def input_paths(specs: Iterable[str]) -> List[Path]:
     """The files (or DICOM folders) named by input specs, without a ``::t=N`` time point, resolved."""
-    out = []
-    for spec in specs:
-        m = TIMEPOINT.match(str(spec))
-        out.append(Path(m["path"] if m else spec).resolve())
-    return out
+    return [Path(split_timepoint(spec)[0]).resolve() for spec in specs]
 
 
 def _same_file(a: Path, b: Path) -> bool:
